@@ -1,0 +1,58 @@
+# ployz: the two commands a new user runs are `make demo` and `make test`; both install what they
+# need first (idempotently, through `make setup`).
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST := $(PY) -m pytest
+STAMP := $(VENV)/.ployz-installed
+
+.PHONY: setup system build compile debug lint test test-unit test-host test-zfs test-e2e \
+        bench bench-micro demo clean
+
+setup: system $(STAMP)
+
+system:
+	bash scripts/setup-system.sh
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+# Reinstall when the dependency list or the native sources change.
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard native/*)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+build compile: setup
+	$(PY) setup.py -q build_ext --inplace
+
+debug: setup
+	CFLAGS="-O0 -g" $(PY) setup.py -q build_ext --inplace --force
+
+lint: setup
+	$(VENV)/bin/ruff check ployz cli tests bench native
+
+test: setup lint test-unit test-host test-zfs
+
+test-unit: setup
+	$(PYTEST) tests/unit
+
+test-host: setup
+	$(PYTEST) tests/host
+
+# One VM boot runs the whole real-ZFS suite and the sandbox end-to-end tests.
+test-zfs: setup
+	$(PY) -m ployz.sandbox.vm pytest tests/zfs tests/e2e
+
+bench-micro: setup
+	$(PYTEST) bench/micro --benchmark-only
+
+bench: setup
+	$(PY) -m bench.run_all
+
+demo: setup
+	$(PY) -m ployz.sandbox run --machines 2 -- bash scripts/demo.sh
+
+clean:
+	rm -rf build $(VENV) ployz/*.so ployz/_lzc.c ployz/_pump.c native/*.c *.egg-info

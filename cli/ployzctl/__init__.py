@@ -1,0 +1,1 @@
+"""The ``ployzctl`` command line: argument parsing and output only; the logic lives in ployz."""

@@ -1,0 +1,3 @@
+from ployzctl.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command groups of ployzctl, one module each."""

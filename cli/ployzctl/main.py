@@ -1,0 +1,29 @@
+"""Entry point of ``ployzctl``: builds the parser from one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# One module per command group under ployzctl.commands; each exposes ``register(subparsers)``
+# which adds its parser and sets ``func`` (a callable taking the parsed namespace and returning
+# the exit status).
+COMMAND_GROUPS: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ployzctl", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_GROUPS:
+        importlib.import_module(f"ployzctl.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("ployzctl: interrupted", file=sys.stderr)
+        return 130
