@@ -1,0 +1,136 @@
+"""The service definition that the runtime turns into a container, and what it reports back.
+
+Kept deliberately small: it is what a deploy manifest's service template and a migration need to
+recreate a container identically on another machine. Every container ployz creates carries labels
+tying it to its namespace, service and deploy, so the runtime can find its own containers again
+after a restart without any local bookkeeping.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LABEL_NAMESPACE = "ployz.namespace"
+LABEL_SERVICE = "ployz.service"
+LABEL_DEPLOY = "ployz.deploy"
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+DEPLOY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+RestartPolicy = Literal["no", "always", "unless-stopped", "on-failure"]
+NetworkMode = Literal["host", "none"]
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/") or posixpath.normpath(path) != path:
+        raise ValueError(f"must be an absolute, normalized path, got {path!r}")
+    return path
+
+
+class Mount(BaseModel):
+    """A host directory (normally a ZFS dataset's mountpoint) bound into the container."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    _check_source = field_validator("source")(_absolute)
+    _check_target = field_validator("target")(_absolute)
+
+
+class Healthcheck(BaseModel):
+    """Docker healthcheck: ``test`` is ``["CMD", ...]`` or ``["CMD-SHELL", "..."]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    test: list[str] = Field(min_length=2)
+    interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=3, ge=1)
+    start_period_s: float = Field(default=0.0, ge=0)
+
+    @field_validator("test")
+    @classmethod
+    def _check_test(cls, test: list[str]) -> list[str]:
+        if test[0] not in ("CMD", "CMD-SHELL"):
+            raise ValueError(f"must start with 'CMD' or 'CMD-SHELL', got {test[0]!r}")
+        return test
+
+
+class ServiceSpec(BaseModel):
+    """Everything needed to create one container of a service for one deploy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field(pattern=NAME_PATTERN)
+    service: str = Field(pattern=NAME_PATTERN)
+    deploy: str = Field(pattern=DEPLOY_PATTERN)
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list)
+    user: str | None = None
+    restart: RestartPolicy = "unless-stopped"
+    network: NetworkMode = "host"
+    labels: dict[str, str] = Field(default_factory=dict)
+    healthcheck: Healthcheck | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(k for k in labels if k.startswith("ployz."))
+        if reserved:
+            raise ValueError(f"label keys starting with 'ployz.' are reserved: {reserved}")
+        return labels
+
+    @property
+    def container_name(self) -> str:
+        """Unique per deploy, so a new deploy's container can start next to the old one."""
+        return f"ployz-{self.namespace}-{self.service}-{self.deploy}"
+
+    def all_labels(self) -> dict[str, str]:
+        return {
+            **self.labels,
+            LABEL_NAMESPACE: self.namespace,
+            LABEL_SERVICE: self.service,
+            LABEL_DEPLOY: self.deploy,
+        }
+
+
+def service_labels(namespace: str, service: str | None = None) -> dict[str, str]:
+    """Label filter selecting a namespace's containers, or one service's."""
+    labels = {LABEL_NAMESPACE: namespace}
+    if service is not None:
+        labels[LABEL_SERVICE] = service
+    return labels
+
+
+ContainerState = Literal["created", "running", "paused", "restarting", "removing", "exited", "dead"]
+Health = Literal["starting", "healthy", "unhealthy"]
+
+
+class ContainerInfo(BaseModel):
+    """What the daemon reports about one container, reduced to what callers decide on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    image: str
+    state: ContainerState
+    health: Health | None
+    exit_code: int | None
+    labels: dict[str, str]
+    mounts: list[Mount]
+    started_at: str | None
+
+    @property
+    def ready(self) -> bool:
+        """Running, and healthy if the container has a healthcheck."""
+        return self.state == "running" and self.health in (None, "healthy")
