@@ -1,0 +1,94 @@
+"""ployz.control: the cluster's durable facts (machines, services, volumes, placements, routes,
+deploys, deploy commits, transfer evidence, leases) behind one interface with two backends.
+
+    from ployz.control import open_control_plane
+    with open_control_plane("sqlite:///var/lib/ployz/control.db") as cp:
+        lease = cp.acquire(deploy_lock_name("shop"), holder="deploy-1", ttl=1800)
+        cp.commit("shop", lease.token, [SetVolumeOwner(volume="db", owner="machine-b")])
+
+See ``plane.py`` for how commits stay atomic on both backends.
+"""
+
+from ployz.control.errors import (
+    ControlPlaneBusy,
+    ControlPlaneError,
+    ControlPlaneUnavailable,
+    InvalidArgument,
+    InvalidChange,
+    InvalidControlPlaneUrl,
+    InvalidDeployTransition,
+    InvalidName,
+    LockHeld,
+    StaleFencingToken,
+    UnknownCommit,
+    UnknownDeploy,
+    UnknownMachine,
+    UnknownService,
+    UnknownVolume,
+)
+from ployz.control.leases import deploy_lock_name
+from ployz.control.models import (
+    Capacity,
+    Change,
+    Deploy,
+    DeployCommit,
+    Lease,
+    Machine,
+    NamespaceState,
+    PutService,
+    PutVolume,
+    RecordTransfer,
+    RemoveService,
+    RemoveVolume,
+    Route,
+    Service,
+    SetPlacement,
+    SetRoute,
+    SetVolumeOwner,
+    TransferEvidence,
+    Volume,
+)
+from ployz.control.plane import ControlPlane
+from ployz.control.url import URL_ENV, control_plane_url, open_control_plane
+
+__all__ = [
+    "URL_ENV",
+    "Capacity",
+    "Change",
+    "ControlPlane",
+    "ControlPlaneBusy",
+    "ControlPlaneError",
+    "ControlPlaneUnavailable",
+    "Deploy",
+    "DeployCommit",
+    "InvalidArgument",
+    "InvalidChange",
+    "InvalidControlPlaneUrl",
+    "InvalidDeployTransition",
+    "InvalidName",
+    "Lease",
+    "LockHeld",
+    "Machine",
+    "NamespaceState",
+    "PutService",
+    "PutVolume",
+    "RecordTransfer",
+    "RemoveService",
+    "RemoveVolume",
+    "Route",
+    "Service",
+    "SetPlacement",
+    "SetRoute",
+    "SetVolumeOwner",
+    "StaleFencingToken",
+    "TransferEvidence",
+    "UnknownCommit",
+    "UnknownDeploy",
+    "UnknownMachine",
+    "UnknownService",
+    "UnknownVolume",
+    "Volume",
+    "control_plane_url",
+    "deploy_lock_name",
+    "open_control_plane",
+]

@@ -1,0 +1,173 @@
+"""The cluster backend: NATS JetStream key-value buckets, one per kind of document.
+
+Compare-and-swap is JetStream's expected-last-subject-sequence check (``KeyValue.update`` with
+``last=revision``); the revision of a key is the stream sequence of its last write. Buckets keep
+one revision per key and are replicated ``replicas`` times; reads go to the stream leader (direct
+gets stay off) so a read never returns a value older than a write already acknowledged.
+
+The client library is asyncio-only while the CLI and the deploy logic are synchronous, so the
+store runs its own event loop in a daemon thread and every call waits for its coroutine there.
+
+A cluster changing leaders (a node stopped, a network blip) makes requests time out or answer
+"unavailable" for a few seconds; calls retry such errors until ``timeout`` has passed and then raise
+:class:`ControlPlaneUnavailable`. Retrying a write is safe: if the first attempt did land, the retry
+finds a newer revision and fails with :class:`RevisionConflict`, and the control plane recognises
+its own write by the operation id the document carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from ployz.control.errors import ControlPlaneUnavailable
+from ployz.control.store import KINDS, RevisionConflict, Versioned
+
+T = TypeVar("T")
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+    nats.js.errors.NoStreamResponseError,
+)
+_RETRY_PAUSE_S = 0.2
+
+
+class NatsStore:
+    """:class:`~ployz.control.store.DocumentStore` on NATS JetStream KV."""
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        bucket_prefix: str = "ployz",
+        replicas: int = 1,
+        timeout: float = 20.0,
+    ) -> None:
+        self.url = ",".join(servers)
+        self._servers = servers
+        self._bucket_prefix = bucket_prefix
+        self._replicas = replicas
+        self._timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="ployz-control-nats", daemon=True
+        )
+        self._thread.start()
+        self._nc: nats.NATS | None = None
+        self._buckets: dict[str, KeyValue] = {}
+        try:
+            self._call(self._open)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- DocumentStore -------------------------------------------------------------------------
+
+    def get(self, kind: str, key: str) -> Versioned | None:
+        async def get() -> Versioned | None:
+            try:
+                entry = await self._buckets[kind].get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            return Versioned(entry.value or b"", entry.revision)
+
+        return self._call(get)
+
+    def create(self, kind: str, key: str, value: bytes) -> int:
+        return self._write(lambda: self._buckets[kind].create(key, value), kind, key)
+
+    def update(self, kind: str, key: str, value: bytes, revision: int) -> int:
+        return self._write(lambda: self._buckets[kind].update(key, value, last=revision), kind, key)
+
+    def list(self, kind: str, prefix: str = "") -> list[tuple[str, Versioned]]:
+        async def scan() -> list[tuple[str, Versioned]]:
+            watcher = await self._buckets[kind].watch(
+                f"{prefix}.>" if prefix else ">", include_history=False, ignore_deletes=True
+            )
+            found = []
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the watcher has delivered every current value
+                        break
+                    found.append((entry.key, Versioned(entry.value or b"", entry.revision)))
+            finally:
+                await watcher.stop()
+            return sorted(found)
+
+        return self._call(scan)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._nc is not None and self._loop.is_running():
+            nc = self._nc
+            self._nc = None
+            # Already disconnected means nothing is left to flush.
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                asyncio.run_coroutine_threadsafe(nc.close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        if self._nc is None:
+            self._nc = await nats.connect(
+                servers=self._servers,
+                connect_timeout=2,
+                reconnect_time_wait=0.2,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+            )
+        js = self._nc.jetstream(timeout=5)
+        for kind in KINDS:
+            if kind in self._buckets:
+                continue
+            bucket = f"{self._bucket_prefix}-{kind}"
+            try:
+                self._buckets[kind] = await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                # Idempotent: a concurrent creator with the same configuration also succeeds.
+                self._buckets[kind] = await js.create_key_value(
+                    bucket=bucket, history=1, replicas=self._replicas
+                )
+
+    def _write(self, write: Callable[[], Awaitable[int]], kind: str, key: str) -> int:
+        async def attempt() -> int:
+            try:
+                return await write()
+            except nats.js.errors.KeyWrongLastSequenceError as exc:
+                raise RevisionConflict(f"{kind}/{key}: {exc}") from exc
+
+        return self._call(attempt)
+
+    def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` on the store's loop, retrying transient cluster errors."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            future = asyncio.run_coroutine_threadsafe(operation(), self._loop)  # type: ignore[arg-type]
+            try:
+                return future.result(max(deadline - time.monotonic(), 0.1) + 5)
+            except (*_TRANSIENT, TimeoutError, nats.errors.NoServersError) as exc:
+                future.cancel()
+                if time.monotonic() >= deadline:
+                    raise ControlPlaneUnavailable(
+                        f"NATS control plane at {self.url} did not answer within "
+                        f"{self._timeout:.0f} s: {exc!r}"
+                    ) from exc
+                time.sleep(_RETRY_PAUSE_S)

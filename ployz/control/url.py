@@ -1,0 +1,62 @@
+"""Where the control plane is: a URL, given explicitly or by ``PLOYZ_CONTROL_URL``.
+
+- ``sqlite:///var/lib/ployz/control.db``: the embedded backend on that file (the default, for a
+  single box and the sandbox, whose machines share one file system).
+- ``nats://host1:4222,host2:4222,host3:4222?replicas=3``: NATS JetStream KV; every listed server
+  is a seed the client may fail over to. Query parameters: ``replicas`` (of each bucket when this
+  client creates it, default 1), ``bucket_prefix`` (default ``ployz``, so several clusters can
+  share one NATS account) and ``timeout`` (seconds to keep retrying while the cluster has no
+  leader, default 20).
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, urlsplit
+
+from ployz.control.errors import InvalidControlPlaneUrl
+from ployz.control.plane import ControlPlane
+from ployz.control.store import DocumentStore
+
+URL_ENV = "PLOYZ_CONTROL_URL"
+DEFAULT_URL = "sqlite:///var/lib/ployz/control.db"
+_NATS_PARAMS = {"replicas": int, "bucket_prefix": str, "timeout": float}
+
+
+def control_plane_url(explicit: str | None = None) -> str:
+    """The URL to use: ``explicit`` if given, else ``$PLOYZ_CONTROL_URL``, else the default."""
+    return explicit or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def open_control_plane(url: str | None = None) -> ControlPlane:
+    """Connect to (and for SQLite, create if needed) the control plane at ``url``."""
+    return ControlPlane(open_store(control_plane_url(url)))
+
+
+def open_store(url: str) -> DocumentStore:
+    scheme, _, rest = url.partition("://")
+    if scheme == "sqlite":
+        from ployz.control.sqlite_store import SqliteStore
+
+        if not rest:
+            raise InvalidControlPlaneUrl(f"{url!r}: expected sqlite:///path/to/control.db")
+        return SqliteStore(rest)
+    if scheme == "nats":
+        from ployz.control.nats_store import NatsStore
+
+        parts = urlsplit(url)
+        hosts = [h for h in parts.netloc.split(",") if h]
+        if not hosts or parts.path not in ("", "/"):
+            raise InvalidControlPlaneUrl(f"{url!r}: expected nats://host:port[,host:port...]")
+        options: dict[str, object] = {}
+        for name, values in parse_qs(parts.query).items():
+            if name not in _NATS_PARAMS:
+                raise InvalidControlPlaneUrl(
+                    f"{url!r}: unknown parameter {name!r} (known: {', '.join(_NATS_PARAMS)})"
+                )
+            try:
+                options[name] = _NATS_PARAMS[name](values[-1])
+            except ValueError as exc:
+                raise InvalidControlPlaneUrl(f"{url!r}: bad {name}: {exc}") from exc
+        return NatsStore([f"nats://{h}" for h in hosts], **options)  # type: ignore[arg-type]
+    raise InvalidControlPlaneUrl(f"{url!r}: the scheme must be sqlite:// or nats://")
