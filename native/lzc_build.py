@@ -65,6 +65,12 @@ int nvpair_value_uint64_array(nvpair_t *, uint64_t **, uint_t *);
 int nvpair_value_string_array(nvpair_t *, const char ***, uint_t *);
 int nvpair_value_nvlist_array(nvpair_t *, nvlist_t ***, uint_t *);
 
+typedef enum { ZFS_ERR_STREAM_TRUNCATED, ZFS_ERR_RESUME_EXISTS, ZFS_ERR_BADPROP,
+    ZFS_ERR_STREAM_LARGE_BLOCK_MISMATCH, ZFS_ERR_FROM_IVSET_GUID_MISMATCH,
+    ZFS_ERR_FROM_IVSET_GUID_MISSING, ZFS_ERR_UNKNOWN_SEND_STREAM_FEATURE,
+    ZFS_ERR_BOOKMARK_SOURCE_NOT_ANCESTOR, ZFS_ERR_WRONG_PARENT, ZFS_ERR_CRYPTO_NOTSUP,
+    ... } zfs_errno_t;
+
 int libzfs_core_init(void);
 void libzfs_core_fini(void);
 

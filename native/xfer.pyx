@@ -1,0 +1,226 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# distutils: libraries = zstd
+"""The transfer engine's data path (``ployz._xfer``): one connection's worth of framed sending or
+receiving, run in C without the GIL (see xfer_core.h).
+
+Python objects here only configure a stream, start a run and expose counters; errors come back
+as ``(kind, errno, message)`` tuples that ``ployz.transfer`` turns into typed exceptions, so this
+layer knows nothing of the layers above it.
+"""
+
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+
+cdef extern from "xfer_core.h" nogil:
+    enum:
+        PZ_MAGIC
+        PZ_HEADER_SIZE
+        PZ_FLAG_ZSTD
+        PZ_FLAG_END
+        PZ_FLAG_CONTROL
+        PZ_END_PAYLOAD
+        PZ_MAX_FRAME
+        PZ_MAX_WORKERS
+        PZ_CODEC_NONE
+        PZ_CODEC_ZSTD
+        PZ_CODEC_AUTO
+
+    ctypedef struct pz_ring:
+        char errmsg[256]
+        int err_errno
+
+    ctypedef struct pz_sender:
+        uint64_t raw_bytes
+        uint64_t wire_bytes
+        uint64_t frames_zstd
+        uint64_t frames_raw
+        int stop_request
+        size_t nsums
+        uint32_t frame_size
+        pz_ring ring
+
+    ctypedef struct pz_receiver:
+        uint64_t committed
+        uint64_t wire_bytes
+        uint64_t frames
+        int stop_request
+        int ended
+        uint64_t end_total
+        uint64_t end_chain
+        uint64_t chain_value
+        pz_ring ring
+
+    int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int level, int workers,
+                       double bwlimit)
+    void pz_sender_free(pz_sender *s)
+    int pz_sender_adopt(pz_sender *s, int fd, uint64_t offset)
+    int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_offset,
+                    uint64_t limit)
+    int pz_receiver_init(pz_receiver *rc, uint32_t frame_size, int allow_zstd, int workers)
+    void pz_receiver_free(pz_receiver *rc)
+    int pz_receiver_adopt(pz_receiver *rc, int fd, uint64_t length)
+    int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd)
+    uint64_t pz_frame_checksum(const void *data, size_t length, uint64_t offset)
+
+cdef extern from "<errno.h>":
+    int errno
+
+MAGIC = PZ_MAGIC
+HEADER_SIZE = PZ_HEADER_SIZE
+FLAG_ZSTD = PZ_FLAG_ZSTD
+FLAG_END = PZ_FLAG_END
+FLAG_CONTROL = PZ_FLAG_CONTROL
+END_PAYLOAD = PZ_END_PAYLOAD
+MAX_FRAME = PZ_MAX_FRAME
+MAX_WORKERS = PZ_MAX_WORKERS
+CODECS = {"none": PZ_CODEC_NONE, "zstd": PZ_CODEC_ZSTD, "auto": PZ_CODEC_AUTO}
+UNLIMITED = 0xFFFFFFFFFFFFFFFF
+
+
+def frame_checksum(const unsigned char[::1] data, uint64_t offset) -> int:
+    """xxh3-64 of ``data`` seeded with its stream offset: the checksum every frame carries."""
+    cdef size_t n = data.shape[0]
+    cdef const unsigned char *p = &data[0] if n else NULL
+    cdef uint64_t sum
+    with nogil:
+        sum = pz_frame_checksum(p, n, offset)
+    return sum
+
+
+cdef class StreamSender:
+    """One outgoing stream: it keeps the frame checksums across connections so that the end
+    frame's whole-stream checksum covers every frame even after resumes."""
+
+    cdef pz_sender s
+    cdef bint ready
+
+    def __cinit__(self, uint32_t frame_size, str codec, int level=1, int workers=2,
+                  double bwlimit=0.0):
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}")
+        if pz_sender_init(&self.s, frame_size, CODECS[codec], level, workers, bwlimit) != 0:
+            pz_sender_free(&self.s)
+            raise ValueError(f"cannot set up a sender with frame size {frame_size}")
+        self.ready = True
+
+    def __dealloc__(self):
+        if self.ready:
+            pz_sender_free(&self.s)
+
+    def run(self, int src_fd, int sock_fd, uint64_t start_offset, uint64_t limit=UNLIMITED):
+        """Sends frames from ``src_fd`` (positioned at ``start_offset``) until EOF or ``limit``
+        bytes, then the end frame. Returns ``(kind, errno, message)``; kind 0 is success."""
+        cdef int kind
+        with nogil:
+            kind = pz_send_run(&self.s, src_fd, sock_fd, start_offset, limit)
+        return kind, self.s.ring.err_errno, self.s.ring.errmsg.decode("utf-8", "replace")
+
+    def adopt(self, int fd, uint64_t offset):
+        """Hashes the source's frames up to ``offset`` that this sender has not sent itself
+        (the receiver kept them from an earlier run), so that the end frame still covers the
+        whole stream. ``fd`` must be seekable; its position does not move."""
+        cdef int rc
+        with nogil:
+            rc = pz_sender_adopt(&self.s, fd, offset)
+        if rc != 0:
+            raise OSError(errno, "cannot re-read the source prefix")
+
+    @property
+    def known_bytes(self):
+        """Bytes of the stream whose frame checksums this sender holds."""
+        return self.s.nsums * self.frame_size
+
+    @property
+    def frame_size(self):
+        return self.s.frame_size
+
+    def restart(self):
+        """Forgets the frames sent so far: the next run starts a new stream at offset 0 (a ZFS
+        resume restarts the stream from a token)."""
+        self.s.nsums = 0
+        self.s.raw_bytes = 0
+
+    def stop(self):
+        """Asks a run in progress to stop at the next frame (from any thread)."""
+        self.s.stop_request = 1
+
+    @property
+    def raw_bytes(self):
+        return self.s.raw_bytes
+
+    @property
+    def wire_bytes(self):
+        return self.s.wire_bytes
+
+    @property
+    def frames_zstd(self):
+        return self.s.frames_zstd
+
+    @property
+    def frames_raw(self):
+        return self.s.frames_raw
+
+
+cdef class StreamReceiver:
+    """One incoming stream: it keeps the commit point and the running whole-stream checksum
+    across connections."""
+
+    cdef pz_receiver rc
+    cdef bint ready
+
+    def __cinit__(self, uint32_t frame_size, bint allow_zstd, int workers=2):
+        if pz_receiver_init(&self.rc, frame_size, allow_zstd, workers) != 0:
+            pz_receiver_free(&self.rc)
+            raise ValueError(f"cannot set up a receiver with frame size {frame_size}")
+        self.ready = True
+
+    def __dealloc__(self):
+        if self.ready:
+            pz_receiver_free(&self.rc)
+
+    def adopt(self, int fd, uint64_t length):
+        """Takes over ``length`` bytes an earlier receiver committed to ``fd`` (re-hashing them
+        to rebuild the whole-stream checksum), so that the stream resumes after them."""
+        cdef int rc
+        with nogil:
+            rc = pz_receiver_adopt(&self.rc, fd, length)
+        if rc != 0:
+            raise OSError(errno, "cannot re-read the committed prefix")
+
+    def run(self, int sock_fd, int sink_fd):
+        """Receives frames into ``sink_fd`` until the end frame or an error. Returns
+        ``(kind, errno, message)``; kind 0 with ``ended`` set means the end frame arrived."""
+        cdef int kind
+        with nogil:
+            kind = pz_recv_run(&self.rc, sock_fd, sink_fd)
+        return kind, self.rc.ring.err_errno, self.rc.ring.errmsg.decode("utf-8", "replace")
+
+    def stop(self):
+        self.rc.stop_request = 1
+
+    @property
+    def committed(self):
+        return self.rc.committed
+
+    @property
+    def wire_bytes(self):
+        return self.rc.wire_bytes
+
+    @property
+    def frames(self):
+        return self.rc.frames
+
+    @property
+    def ended(self):
+        return bool(self.rc.ended)
+
+    @property
+    def end_total(self):
+        return self.rc.end_total
+
+    @property
+    def end_chain(self):
+        return self.rc.end_chain
+
+    @property
+    def chain_value(self):
+        return self.rc.chain_value

@@ -1,0 +1,895 @@
+/* The transfer engine's data path: framing, checksums, zstd and the send/receive pipelines.
+ *
+ * Everything here runs without the GIL. Python sets a stream up (handshake, negotiation, resume
+ * point), calls pz_send_run or pz_recv_run once per connection, and reads the counters from
+ * another thread for progress. The wire format is documented in docs/protocol.md; the Python
+ * side of it (ployz/transfer/protocol.py) must agree with the constants below, which a unit test
+ * checks.
+ *
+ * Each pipeline is three stages over a ring of frame slots:
+ *   sender:   reader (read the source, hash)  -> workers (zstd)        -> writer (socket)
+ *   receiver: reader (socket, header checks)  -> workers (unzstd, hash) -> writer (sink)
+ * With codec none there are no workers: the reader hashes, so a raw stream costs two threads,
+ * each overlapping its copy with the other's, like mbuffer's reader and writer.
+ */
+#ifndef PLOYZ_XFER_CORE_H
+#define PLOYZ_XFER_CORE_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include <zstd.h>
+
+#define PZ_MAGIC 0x315a4c50u /* the bytes "PLZ1" read as a little-endian u32 */
+#define PZ_HEADER_SIZE 32
+#define PZ_FLAG_ZSTD 0x1u
+#define PZ_FLAG_END 0x2u
+#define PZ_FLAG_CONTROL 0x4u
+#define PZ_END_PAYLOAD 16
+#define PZ_MAX_FRAME (8u << 20)
+#define PZ_MAX_SLOTS 32
+#define PZ_MAX_WORKERS 8
+
+enum pz_codec { PZ_CODEC_NONE = 0, PZ_CODEC_ZSTD = 1, PZ_CODEC_AUTO = 2 };
+
+/* Error kinds, mapped to typed Python exceptions by ployz.transfer. */
+enum pz_error {
+    PZ_OK = 0,
+    PZ_E_CONNECTION = 1, /* peer closed or reset the connection, or the socket failed */
+    PZ_E_TIMEOUT = 2,    /* no progress on the socket within the idle timeout */
+    PZ_E_PROTOCOL = 3,   /* malformed or unexpected frame */
+    PZ_E_CHECKSUM = 4,   /* a frame's bytes do not match its checksum */
+    PZ_E_SOURCE = 5,     /* reading the source failed */
+    PZ_E_SINK = 6,       /* writing the sink failed */
+    PZ_E_CODEC = 7,      /* zstd failed to compress or decompress */
+    PZ_E_RESOURCE = 8,   /* out of memory or threads */
+    PZ_E_STOPPED = 9,    /* stopped on request */
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Frame header                                                                               */
+
+typedef struct {
+    uint32_t magic;
+    uint16_t flags;
+    uint16_t reserved;
+    uint32_t wire_len;
+    uint32_t raw_len;
+    uint64_t offset;
+    uint64_t checksum;
+} pz_header;
+
+static inline void pz_put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void pz_put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t pz_get32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static inline uint64_t pz_get64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+static void pz_header_pack(const pz_header *h, unsigned char *out) {
+    pz_put32(out, h->magic);
+    out[4] = (unsigned char)(h->flags & 0xff);
+    out[5] = (unsigned char)(h->flags >> 8);
+    out[6] = (unsigned char)(h->reserved & 0xff);
+    out[7] = (unsigned char)(h->reserved >> 8);
+    pz_put32(out + 8, h->wire_len);
+    pz_put32(out + 12, h->raw_len);
+    pz_put64(out + 16, h->offset);
+    pz_put64(out + 24, h->checksum);
+}
+
+static void pz_header_unpack(const unsigned char *in, pz_header *h) {
+    h->magic = pz_get32(in);
+    h->flags = (uint16_t)(in[4] | (in[5] << 8));
+    h->reserved = (uint16_t)(in[6] | (in[7] << 8));
+    h->wire_len = pz_get32(in + 8);
+    h->raw_len = pz_get32(in + 12);
+    h->offset = pz_get64(in + 16);
+    h->checksum = pz_get64(in + 24);
+}
+
+/* A frame's checksum is xxh3-64 of its decoded bytes seeded with its stream offset, so a frame
+ * replayed at the wrong place fails like a corrupted one. */
+static inline uint64_t pz_frame_checksum(const void *data, size_t len, uint64_t offset) {
+    return XXH3_64bits_withSeed(data, len, offset);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared pipeline machinery                                                                  */
+
+enum pz_slot_state { SLOT_FREE = 0, SLOT_FILLED = 1, SLOT_READY = 2 };
+
+typedef struct {
+    int state;
+    int bad;              /* receiver: checksum mismatch or decode failure detected */
+    uint16_t flags;
+    uint32_t raw_len;
+    uint32_t wire_len;
+    uint64_t offset;
+    uint64_t checksum;
+    unsigned char *raw;   /* decoded bytes */
+    unsigned char *wire;  /* encoded bytes (compressed frames only) */
+} pz_slot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int nslots;
+    pz_slot slots[PZ_MAX_SLOTS];
+    uint64_t next_work;   /* next sequence number a worker should pick up */
+    uint64_t written;     /* sequence numbers below this have been written out */
+    uint64_t end_seq;     /* sequence number of the end marker (UINT64_MAX: unknown yet) */
+    int stop;
+    int err;
+    int err_errno;
+    char errmsg[256];
+} pz_ring;
+
+static void pz_ring_fail(pz_ring *r, int kind, int e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Records the first error and wakes every stage so that they all wind down. */
+#include <stdarg.h>
+static void pz_ring_fail(pz_ring *r, int kind, int e, const char *fmt, ...) {
+    pthread_mutex_lock(&r->mu);
+    if (!r->err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->errmsg, sizeof r->errmsg, fmt, ap);
+        va_end(ap);
+        r->err = kind;
+        r->err_errno = e;
+    }
+    r->stop = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int pz_ring_init(pz_ring *r, int nslots, size_t raw_size, size_t wire_size) {
+    memset(r, 0, sizeof *r);
+    r->nslots = nslots;
+    r->end_seq = UINT64_MAX;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    for (int i = 0; i < nslots; i++) {
+        r->slots[i].raw = malloc(raw_size);
+        r->slots[i].wire = wire_size ? malloc(wire_size) : NULL;
+        if (!r->slots[i].raw || (wire_size && !r->slots[i].wire)) return -1;
+    }
+    return 0;
+}
+
+static void pz_ring_free(pz_ring *r) {
+    for (int i = 0; i < r->nslots; i++) {
+        free(r->slots[i].raw);
+        free(r->slots[i].wire);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
+/* Waits until slot `seq` is in `state` (or the pipeline stopped); returns the slot or NULL. */
+static pz_slot *pz_ring_wait(pz_ring *r, uint64_t seq, int state) {
+    pz_slot *s = &r->slots[seq % (uint64_t)r->nslots];
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop && s->state != state) pthread_cond_wait(&r->cv, &r->mu);
+    int stopped = r->stop;
+    pthread_mutex_unlock(&r->mu);
+    return stopped ? NULL : s;
+}
+
+static void pz_ring_set(pz_ring *r, pz_slot *s, int state) {
+    pthread_mutex_lock(&r->mu);
+    s->state = state;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* A worker claims the next sequence number in order; returns UINT64_MAX when done. */
+static uint64_t pz_ring_claim(pz_ring *r) {
+    pthread_mutex_lock(&r->mu);
+    uint64_t seq = UINT64_MAX;
+    for (;;) {
+        if (r->stop || r->next_work >= r->end_seq) break;
+        pz_slot *s = &r->slots[r->next_work % (uint64_t)r->nslots];
+        if (s->state == SLOT_FILLED) {
+            seq = r->next_work++;
+            break;
+        }
+        pthread_cond_wait(&r->cv, &r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return seq;
+}
+
+static void pz_ring_mark_end(pz_ring *r, uint64_t seq) {
+    pthread_mutex_lock(&r->mu);
+    r->end_seq = seq;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int pz_socket_error_kind(int e) {
+    return (e == EAGAIN || e == EWOULDBLOCK) ? PZ_E_TIMEOUT : PZ_E_CONNECTION;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Token bucket: the bandwidth limit, applied to wire bytes by the sender's writer.           */
+
+typedef struct {
+    double rate;    /* bytes per second; 0 means unlimited */
+    double tokens;
+    double burst;
+    double last;
+} pz_bucket;
+
+static double pz_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pz_bucket_take(pz_bucket *b, double n, volatile int *stop) {
+    if (b->rate <= 0) return;
+    for (;;) {
+        double now = pz_now();
+        b->tokens += (now - b->last) * b->rate;
+        b->last = now;
+        if (b->tokens > b->burst) b->tokens = b->burst;
+        if (b->tokens >= n || *stop) {
+            b->tokens -= n;
+            return;
+        }
+        double wait = (n - b->tokens) / b->rate;
+        if (wait > 0.05) wait = 0.05;
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sender                                                                                     */
+
+typedef struct {
+    /* configuration, fixed for the life of the stream */
+    uint32_t frame_size;
+    int codec;
+    int level;
+    int workers;
+    int nslots;
+    double bwlimit;
+    /* the frame checksums of the stream so far, from offset 0: the whole-stream checksum is
+     * xxh3-64 over them, and a resume truncates them to the receiver's commit point */
+    uint64_t *sums;
+    size_t nsums;
+    size_t capsums;
+    /* counters, read by Python while a run is in progress */
+    volatile uint64_t raw_bytes;     /* bytes of the stream sent so far (absolute offset) */
+    volatile uint64_t wire_bytes;    /* bytes put on the wire, headers included, all runs */
+    volatile uint64_t frames_zstd;   /* frames sent compressed, all runs */
+    volatile uint64_t frames_raw;    /* frames sent raw, all runs */
+    volatile int stop_request;
+    /* per run */
+    int src_fd;
+    int sock_fd;
+    uint64_t start_offset;
+    uint64_t limit;                  /* stop after this many bytes of the source; UINT64_MAX: EOF */
+    pz_ring ring;
+    pz_bucket bucket;
+    ZSTD_CCtx *cctx[PZ_MAX_WORKERS];
+} pz_sender;
+
+static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int level, int workers,
+                          double bwlimit) {
+    memset(s, 0, sizeof *s);
+    if (frame_size == 0 || frame_size > PZ_MAX_FRAME) return -1;
+    if (workers < 1) workers = 1;
+    if (workers > PZ_MAX_WORKERS) workers = PZ_MAX_WORKERS;
+    s->frame_size = frame_size;
+    s->codec = codec;
+    s->level = level;
+    s->workers = codec == PZ_CODEC_NONE ? 0 : workers;
+    s->nslots = s->workers + 4;
+    s->bwlimit = bwlimit;
+    for (int i = 0; i < s->workers; i++) {
+        s->cctx[i] = ZSTD_createCCtx();
+        if (!s->cctx[i]) return -1;
+        ZSTD_CCtx_setParameter(s->cctx[i], ZSTD_c_compressionLevel, level);
+    }
+    return 0;
+}
+
+static void pz_sender_free(pz_sender *s) {
+    for (int i = 0; i < PZ_MAX_WORKERS; i++) ZSTD_freeCCtx(s->cctx[i]);
+    free(s->sums);
+    s->sums = NULL;
+}
+
+static int pz_sums_push(uint64_t **sums, size_t *n, size_t *cap, uint64_t v) {
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 1024;
+        uint64_t *p = realloc(*sums, ncap * sizeof *p);
+        if (!p) return -1;
+        *sums = p;
+        *cap = ncap;
+    }
+    (*sums)[(*n)++] = v;
+    return 0;
+}
+
+/* xxh3-64 over the frame checksums as little-endian u64s (this machine is little-endian; the
+ * build refuses big-endian targets below). */
+static uint64_t pz_chain(const uint64_t *sums, size_t n) {
+    return XXH3_64bits(sums, n * sizeof *sums);
+}
+
+static ssize_t pz_read_full(int fd, unsigned char *buf, size_t want) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = read(fd, buf + got, want - got);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+static void *pz_send_reader(void *arg) {
+    pz_sender *s = arg;
+    pz_ring *r = &s->ring;
+    uint64_t offset = s->start_offset;
+    uint64_t remaining = s->limit;
+    for (uint64_t seq = 0;; seq++) {
+        pz_slot *slot = pz_ring_wait(r, seq, SLOT_FREE);
+        if (!slot) return NULL;
+        size_t want = s->frame_size;
+        if (remaining < want) want = (size_t)remaining;
+        ssize_t n = want ? pz_read_full(s->src_fd, slot->raw, want) : 0;
+        if (n < 0) {
+            pz_ring_fail(r, PZ_E_SOURCE, errno, "reading the source at offset %llu: %s",
+                         (unsigned long long)offset, strerror(errno));
+            return NULL;
+        }
+        if (n == 0) {
+            pz_ring_mark_end(r, seq);
+            return NULL;
+        }
+        slot->raw_len = (uint32_t)n;
+        slot->offset = offset;
+        slot->checksum = pz_frame_checksum(slot->raw, (size_t)n, offset);
+        slot->flags = 0;
+        slot->wire_len = (uint32_t)n;
+        offset += (uint64_t)n;
+        if (remaining != UINT64_MAX) remaining -= (uint64_t)n;
+        pz_ring_set(r, slot, s->workers ? SLOT_FILLED : SLOT_READY);
+        if ((size_t)n < s->frame_size) { /* a short frame is always the last one */
+            pz_ring_mark_end(r, seq + 1);
+            return NULL;
+        }
+    }
+}
+
+/* codec auto: compress when frames are queueing for the socket (the link is the bottleneck),
+ * send raw when the writer is waiting for us (the CPU is). */
+static int pz_auto_wants_zstd(pz_ring *r, uint64_t seq) {
+    pthread_mutex_lock(&r->mu);
+    uint64_t backlog = seq > r->written ? seq - r->written : 0;
+    pthread_mutex_unlock(&r->mu);
+    return backlog >= 2;
+}
+
+typedef struct {
+    void *owner; /* the pz_sender or pz_receiver */
+    int index;
+} pz_worker_arg;
+
+static void *pz_send_worker(void *arg) {
+    pz_worker_arg *wa = arg;
+    pz_sender *s = wa->owner;
+    pz_ring *r = &s->ring;
+    ZSTD_CCtx *cctx = s->cctx[wa->index];
+    size_t bound = ZSTD_compressBound(s->frame_size);
+    for (;;) {
+        uint64_t seq = pz_ring_claim(r);
+        if (seq == UINT64_MAX) return NULL;
+        pz_slot *slot = &r->slots[seq % (uint64_t)r->nslots];
+        int compress = s->codec == PZ_CODEC_ZSTD || pz_auto_wants_zstd(r, seq);
+        if (compress) {
+            size_t c = ZSTD_compress2(cctx, slot->wire, bound, slot->raw, slot->raw_len);
+            if (ZSTD_isError(c)) {
+                pz_ring_fail(r, PZ_E_CODEC, 0, "zstd compression failed: %s",
+                             ZSTD_getErrorName(c));
+                return NULL;
+            }
+            /* frames that do not shrink by at least 1/32 travel raw */
+            if (c < slot->raw_len - slot->raw_len / 32) {
+                slot->flags = PZ_FLAG_ZSTD;
+                slot->wire_len = (uint32_t)c;
+            }
+        }
+        pz_ring_set(r, slot, SLOT_READY);
+    }
+}
+
+static int pz_send_all(int fd, struct iovec *iov, int iovcnt) {
+    while (iovcnt > 0) {
+        ssize_t n = writev(fd, iov, iovcnt);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* The writer stage, on the calling thread: frames go out in order, then the end frame. */
+static void pz_send_writer(pz_sender *s) {
+    pz_ring *r = &s->ring;
+    unsigned char hdr[PZ_HEADER_SIZE + PZ_END_PAYLOAD];
+    for (uint64_t seq = 0;; seq++) {
+        pz_slot *slot;
+        pthread_mutex_lock(&r->mu);
+        for (;;) {
+            slot = &r->slots[seq % (uint64_t)r->nslots];
+            if (r->stop || seq >= r->end_seq || slot->state == SLOT_READY) break;
+            pthread_cond_wait(&r->cv, &r->mu);
+        }
+        int stopped = r->stop, at_end = seq >= r->end_seq;
+        pthread_mutex_unlock(&r->mu);
+        if (stopped) return;
+        if (s->stop_request) {
+            pz_ring_fail(r, PZ_E_STOPPED, 0, "stopped on request");
+            return;
+        }
+        if (at_end) break;
+        pz_header h = {PZ_MAGIC, slot->flags, 0, slot->wire_len, slot->raw_len, slot->offset,
+                       slot->checksum};
+        pz_header_pack(&h, hdr);
+        struct iovec iov[2] = {
+            {hdr, PZ_HEADER_SIZE},
+            {(slot->flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw, slot->wire_len}};
+        pz_bucket_take(&s->bucket, (double)(PZ_HEADER_SIZE + slot->wire_len),
+                       &s->stop_request);
+        if (pz_send_all(s->sock_fd, iov, 2) != 0) {
+            int e = errno;
+            pz_ring_fail(r, pz_socket_error_kind(e), e, "sending frame at offset %llu: %s",
+                         (unsigned long long)slot->offset, strerror(e));
+            return;
+        }
+        if (pz_sums_push(&s->sums, &s->nsums, &s->capsums, slot->checksum) != 0) {
+            pz_ring_fail(r, PZ_E_RESOURCE, ENOMEM, "out of memory for frame checksums");
+            return;
+        }
+        s->raw_bytes = slot->offset + slot->raw_len;
+        s->wire_bytes += PZ_HEADER_SIZE + slot->wire_len;
+        if (slot->flags & PZ_FLAG_ZSTD) s->frames_zstd++;
+        else s->frames_raw++;
+        pthread_mutex_lock(&r->mu);
+        slot->state = SLOT_FREE;
+        r->written = seq + 1;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+    }
+    /* a source that failed after its last byte stops us here, before the end frame could
+     * vouch for a truncated stream */
+    if (s->stop_request) {
+        pz_ring_fail(r, PZ_E_STOPPED, 0, "stopped on request before the end frame");
+        return;
+    }
+    /* end frame: total stream length and the whole-stream checksum */
+    unsigned char *p = hdr + PZ_HEADER_SIZE;
+    pz_put64(p, s->raw_bytes);
+    pz_put64(p + 8, pz_chain(s->sums, s->nsums));
+    pz_header h = {PZ_MAGIC, PZ_FLAG_END, 0, PZ_END_PAYLOAD, PZ_END_PAYLOAD, s->raw_bytes,
+                   pz_frame_checksum(p, PZ_END_PAYLOAD, s->raw_bytes)};
+    pz_header_pack(&h, hdr);
+    struct iovec iov[1] = {{hdr, sizeof hdr}};
+    if (pz_send_all(s->sock_fd, iov, 1) != 0) {
+        int e = errno;
+        pz_ring_fail(r, pz_socket_error_kind(e), e, "sending the end frame: %s", strerror(e));
+        return;
+    }
+    s->wire_bytes += sizeof hdr;
+}
+
+/* Hashes the frames of [known, offset) from a seekable source, for a stream that resumes past
+ * what this sender sent itself (an earlier receiver process committed them). */
+static int pz_sender_adopt(pz_sender *s, int fd, uint64_t offset) {
+    unsigned char *buf = malloc(s->frame_size);
+    if (!buf) return -1;
+    uint64_t at = (uint64_t)s->nsums * s->frame_size;
+    while (at < offset) {
+        size_t want = s->frame_size;
+        if (offset - at < want) want = (size_t)(offset - at);
+        ssize_t n = pread(fd, buf, want, (off_t)at);
+        if (n != (ssize_t)want) {
+            if (n >= 0) errno = EIO;
+            free(buf);
+            return -1;
+        }
+        if (pz_sums_push(&s->sums, &s->nsums, &s->capsums,
+                         pz_frame_checksum(buf, want, at)) != 0) {
+            free(buf);
+            errno = ENOMEM;
+            return -1;
+        }
+        at += want;
+    }
+    free(buf);
+    return 0;
+}
+
+/* One connection's worth of sending: frames from `start_offset` (a frame boundary the receiver
+ * committed) until EOF or `limit` bytes. Returns an error kind; message in s->ring.errmsg. */
+static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_offset,
+                       uint64_t limit) {
+    s->src_fd = src_fd;
+    s->sock_fd = sock_fd;
+    s->stop_request = 0;
+    s->start_offset = start_offset;
+    s->limit = limit;
+    s->raw_bytes = start_offset;
+    size_t keep = (size_t)(start_offset / s->frame_size);
+    if (keep < s->nsums) s->nsums = keep;
+    s->bucket.rate = s->bwlimit;
+    s->bucket.burst = s->bwlimit > 0 ? (double)(s->frame_size + PZ_HEADER_SIZE) * 2 : 0;
+    s->bucket.tokens = s->bucket.burst;
+    s->bucket.last = pz_now();
+    pz_ring *r = &s->ring;
+    size_t wire_size = s->workers ? ZSTD_compressBound(s->frame_size) : 0;
+    if (pz_ring_init(r, s->nslots, s->frame_size, wire_size) != 0) {
+        pz_ring_free(r);
+        snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
+        return PZ_E_RESOURCE;
+    }
+    pthread_t reader, workers[PZ_MAX_WORKERS];
+    pz_worker_arg wargs[PZ_MAX_WORKERS];
+    int nworkers = 0, have_reader = 0;
+    if (pthread_create(&reader, NULL, pz_send_reader, s) != 0) {
+        pz_ring_fail(r, PZ_E_RESOURCE, errno, "cannot start the reader thread");
+    } else {
+        have_reader = 1;
+    }
+    for (int i = 0; i < s->workers && !r->err; i++) {
+        wargs[i].owner = s;
+        wargs[i].index = i;
+        if (pthread_create(&workers[i], NULL, pz_send_worker, &wargs[i]) != 0) {
+            pz_ring_fail(r, PZ_E_RESOURCE, errno, "cannot start a compression thread");
+            break;
+        }
+        nworkers++;
+    }
+    if (!r->err) pz_send_writer(s);
+    pz_ring_fail(r, PZ_OK, 0, "%s", ""); /* stop every stage; keeps the first error */
+    if (have_reader) pthread_join(reader, NULL);
+    for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
+    int err = r->err;
+    pz_ring_free(r);
+    return err;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Receiver                                                                                   */
+
+typedef struct {
+    uint32_t frame_size;
+    int workers;
+    int nslots;
+    int allow_zstd;
+    /* whole-stream state: survives reconnections, so a resumed stream's checksum still covers
+     * every frame from offset 0 */
+    XXH3_state_t *chain;
+    volatile uint64_t committed;   /* bytes written to the sink, verified (absolute offset) */
+    volatile uint64_t wire_bytes;  /* bytes read off the wire, headers included, all runs */
+    volatile uint64_t frames;      /* frames written, all runs */
+    int short_frame_seen;          /* a frame shorter than frame_size must be the last */
+    volatile int stop_request;
+    /* end of stream, filled by a run that saw the end frame */
+    int ended;
+    uint64_t end_total;
+    uint64_t end_chain;
+    uint64_t chain_value;
+    /* per run */
+    int sock_fd;
+    int sink_fd;
+    pz_ring ring;
+    ZSTD_DCtx *dctx[PZ_MAX_WORKERS];
+} pz_receiver;
+
+static int pz_receiver_init(pz_receiver *rc, uint32_t frame_size, int allow_zstd, int workers) {
+    memset(rc, 0, sizeof *rc);
+    if (frame_size == 0 || frame_size > PZ_MAX_FRAME) return -1;
+    if (workers < 1) workers = 1;
+    if (workers > PZ_MAX_WORKERS) workers = PZ_MAX_WORKERS;
+    rc->frame_size = frame_size;
+    rc->allow_zstd = allow_zstd;
+    rc->workers = allow_zstd ? workers : 0;
+    rc->nslots = rc->workers + 4;
+    rc->chain = XXH3_createState();
+    if (!rc->chain) return -1;
+    XXH3_64bits_reset(rc->chain);
+    for (int i = 0; i < rc->workers; i++) {
+        rc->dctx[i] = ZSTD_createDCtx();
+        if (!rc->dctx[i]) return -1;
+    }
+    return 0;
+}
+
+static void pz_receiver_free(pz_receiver *rc) {
+    for (int i = 0; i < PZ_MAX_WORKERS; i++) ZSTD_freeDCtx(rc->dctx[i]);
+    if (rc->chain) XXH3_freeState(rc->chain);
+    rc->chain = NULL;
+}
+
+/* Rebuilds the whole-stream state from bytes already committed by an earlier receiver (a
+ * partial file): frames of frame_size from offset 0. Returns 0, or -1 with errno set. */
+static int pz_receiver_adopt(pz_receiver *rc, int fd, uint64_t length) {
+    unsigned char *buf = malloc(rc->frame_size);
+    if (!buf) return -1;
+    uint64_t offset = 0;
+    while (offset < length) {
+        size_t want = rc->frame_size;
+        if (length - offset < want) want = (size_t)(length - offset);
+        ssize_t n = pread(fd, buf, want, (off_t)offset);
+        if (n != (ssize_t)want) {
+            if (n >= 0) errno = EIO;
+            free(buf);
+            return -1;
+        }
+        uint64_t sum = pz_frame_checksum(buf, want, offset);
+        XXH3_64bits_update(rc->chain, &sum, sizeof sum);
+        offset += want;
+        if (want < rc->frame_size) rc->short_frame_seen = 1;
+        rc->frames++;
+    }
+    rc->committed = length;
+    free(buf);
+    return 0;
+}
+
+static int pz_recv_exact(int fd, unsigned char *buf, size_t want) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = recv(fd, buf + got, want - got, 0);
+        if (n == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static void *pz_recv_reader(void *arg) {
+    pz_receiver *rc = arg;
+    pz_ring *r = &rc->ring;
+    uint64_t expect = rc->committed;
+    int short_seen = rc->short_frame_seen;
+    size_t wire_cap = rc->allow_zstd ? ZSTD_compressBound(rc->frame_size) : rc->frame_size;
+    unsigned char hb[PZ_HEADER_SIZE];
+    for (uint64_t seq = 0;; seq++) {
+        pz_slot *slot = pz_ring_wait(r, seq, SLOT_FREE);
+        if (!slot) return NULL;
+        if (pz_recv_exact(rc->sock_fd, hb, PZ_HEADER_SIZE) != 0) {
+            int e = errno;
+            pz_ring_fail(r, pz_socket_error_kind(e), e,
+                         "connection lost before the frame at offset %llu: %s",
+                         (unsigned long long)expect, strerror(e));
+            return NULL;
+        }
+        pz_header h;
+        pz_header_unpack(hb, &h);
+        int is_end = (h.flags & PZ_FLAG_END) != 0;
+        const char *why = NULL;
+        if (h.magic != PZ_MAGIC) why = "bad magic";
+        else if (h.reserved != 0) why = "reserved header bits set";
+        else if (h.flags & ~(PZ_FLAG_ZSTD | PZ_FLAG_END)) why = "unexpected flags";
+        else if (h.offset != expect) why = "frame is not at the expected offset";
+        else if (is_end && (h.flags != PZ_FLAG_END || h.wire_len != PZ_END_PAYLOAD ||
+                            h.raw_len != PZ_END_PAYLOAD))
+            why = "malformed end frame";
+        else if (!is_end && (h.raw_len == 0 || h.raw_len > rc->frame_size))
+            why = "frame length out of range";
+        else if (!is_end && short_seen) why = "data after a short frame";
+        else if (!is_end && (h.flags & PZ_FLAG_ZSTD) && !rc->allow_zstd)
+            why = "compressed frame but zstd was not negotiated";
+        else if (!is_end && (h.flags & PZ_FLAG_ZSTD) && (h.wire_len == 0 || h.wire_len > wire_cap))
+            why = "compressed frame length out of range";
+        else if (!is_end && !(h.flags & PZ_FLAG_ZSTD) && h.wire_len != h.raw_len)
+            why = "raw frame with wire length != raw length";
+        if (why) {
+            pz_ring_fail(r, PZ_E_PROTOCOL, 0, "%s (offset %llu, flags 0x%x, length %u)", why,
+                         (unsigned long long)h.offset, h.flags, h.wire_len);
+            return NULL;
+        }
+        unsigned char *dst = (h.flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw;
+        if (pz_recv_exact(rc->sock_fd, dst, h.wire_len) != 0) {
+            int e = errno;
+            pz_ring_fail(r, pz_socket_error_kind(e), e,
+                         "connection lost inside the frame at offset %llu: %s",
+                         (unsigned long long)h.offset, strerror(e));
+            return NULL;
+        }
+        __atomic_add_fetch(&rc->wire_bytes, PZ_HEADER_SIZE + h.wire_len, __ATOMIC_RELAXED);
+        slot->flags = h.flags;
+        slot->wire_len = h.wire_len;
+        slot->raw_len = h.raw_len;
+        slot->offset = h.offset;
+        slot->checksum = h.checksum;
+        slot->bad = 0;
+        if (is_end) {
+            if (pz_frame_checksum(slot->raw, PZ_END_PAYLOAD, h.offset) != h.checksum) {
+                pz_ring_fail(r, PZ_E_CHECKSUM, 0, "end frame checksum mismatch");
+                return NULL;
+            }
+            /* the end frame passes straight to the writer, in order behind the data */
+            pz_ring_set(r, slot, SLOT_READY);
+            pz_ring_mark_end(r, seq);
+            return NULL;
+        }
+        expect += h.raw_len;
+        if (h.raw_len < rc->frame_size) short_seen = 1;
+        if (rc->workers) {
+            pz_ring_set(r, slot, SLOT_FILLED);
+        } else {
+            slot->bad = pz_frame_checksum(slot->raw, h.raw_len, h.offset) != h.checksum;
+            pz_ring_set(r, slot, SLOT_READY);
+        }
+    }
+}
+
+static void *pz_recv_worker(void *arg) {
+    pz_worker_arg *wa = arg;
+    pz_receiver *rc = wa->owner;
+    pz_ring *r = &rc->ring;
+    ZSTD_DCtx *dctx = rc->dctx[wa->index];
+    for (;;) {
+        uint64_t seq = pz_ring_claim(r);
+        if (seq == UINT64_MAX) return NULL;
+        pz_slot *slot = &r->slots[seq % (uint64_t)r->nslots];
+        if (slot->flags & PZ_FLAG_ZSTD) {
+            size_t n = ZSTD_decompressDCtx(dctx, slot->raw, rc->frame_size, slot->wire,
+                                           slot->wire_len);
+            slot->bad = ZSTD_isError(n) || n != slot->raw_len;
+        }
+        if (!slot->bad)
+            slot->bad = pz_frame_checksum(slot->raw, slot->raw_len, slot->offset) != slot->checksum;
+        pz_ring_set(r, slot, SLOT_READY);
+    }
+}
+
+static int pz_write_all(int fd, const unsigned char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void pz_recv_writer(pz_receiver *rc) {
+    pz_ring *r = &rc->ring;
+    for (uint64_t seq = 0;; seq++) {
+        pz_slot *slot = pz_ring_wait(r, seq, SLOT_READY);
+        if (!slot) return;
+        if (rc->stop_request) {
+            pz_ring_fail(r, PZ_E_STOPPED, 0, "stopped on request");
+            return;
+        }
+        if (slot->flags & PZ_FLAG_END) {
+            rc->end_total = pz_get64(slot->raw);
+            rc->end_chain = pz_get64(slot->raw + 8);
+            rc->chain_value = XXH3_64bits_digest(rc->chain);
+            rc->ended = 1;
+            return;
+        }
+        if (slot->bad) {
+            pz_ring_fail(r, PZ_E_CHECKSUM, 0,
+                         "frame at offset %llu (%u bytes) failed its checksum; nothing of it "
+                         "was written", (unsigned long long)slot->offset, slot->raw_len);
+            return;
+        }
+        if (pz_write_all(rc->sink_fd, slot->raw, slot->raw_len) != 0) {
+            int e = errno;
+            pz_ring_fail(r, PZ_E_SINK, e, "writing the sink at offset %llu: %s",
+                         (unsigned long long)slot->offset, strerror(e));
+            return;
+        }
+        XXH3_64bits_update(rc->chain, &slot->checksum, sizeof slot->checksum);
+        rc->committed = slot->offset + slot->raw_len;
+        rc->frames++;
+        if (slot->raw_len < rc->frame_size) rc->short_frame_seen = 1;
+        pz_ring_set(r, slot, SLOT_FREE);
+    }
+}
+
+/* One connection's worth of receiving, until the end frame or an error. */
+static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
+    rc->sock_fd = sock_fd;
+    rc->sink_fd = sink_fd;
+    rc->stop_request = 0;
+    rc->ended = 0;
+    pz_ring *r = &rc->ring;
+    size_t wire_size = rc->workers ? ZSTD_compressBound(rc->frame_size) : 0;
+    /* the end frame's payload lands in a raw buffer, which must hold it */
+    size_t raw_size = rc->frame_size < PZ_END_PAYLOAD ? PZ_END_PAYLOAD : rc->frame_size;
+    if (pz_ring_init(r, rc->nslots, raw_size, wire_size) != 0) {
+        pz_ring_free(r);
+        snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
+        return PZ_E_RESOURCE;
+    }
+    pthread_t reader, workers[PZ_MAX_WORKERS];
+    pz_worker_arg wargs[PZ_MAX_WORKERS];
+    int nworkers = 0, have_reader = 0;
+    if (pthread_create(&reader, NULL, pz_recv_reader, rc) != 0)
+        pz_ring_fail(r, PZ_E_RESOURCE, errno, "cannot start the reader thread");
+    else
+        have_reader = 1;
+    for (int i = 0; i < rc->workers && !r->err; i++) {
+        wargs[i].owner = rc;
+        wargs[i].index = i;
+        if (pthread_create(&workers[i], NULL, pz_recv_worker, &wargs[i]) != 0) {
+            pz_ring_fail(r, PZ_E_RESOURCE, errno, "cannot start a decompression thread");
+            break;
+        }
+        nworkers++;
+    }
+    if (!r->err) pz_recv_writer(rc);
+    pz_ring_fail(r, PZ_OK, 0, "%s", "");
+    /* the reader may sit in recv(): shut the socket's read side so that it returns */
+    if (!rc->ended) shutdown(sock_fd, SHUT_RD);
+    if (have_reader) pthread_join(reader, NULL);
+    for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
+    int err = r->err;
+    pz_ring_free(r);
+    return err;
+}
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the whole-stream checksum hashes frame checksums in host order: little-endian only"
+#endif
+
+#endif
