@@ -147,9 +147,12 @@ class DockerRuntime:
         with self._translated("inspect", name):
             return _info(self._client().containers.get(name).attrs)
 
-    def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """Containers (running or not) carrying every one of ``labels``, sorted by name."""
-        label_filter = [f"{key}={value}" for key, value in sorted(labels.items())]
+    def list(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying every one of ``labels``, sorted by name; a
+        label whose value is None matches any value."""
+        label_filter = [
+            key if value is None else f"{key}={value}" for key, value in sorted(labels.items())
+        ]
         with self._translated("list containers"):
             containers = self._client().containers.list(
                 all=True, filters={"label": label_filter}, ignore_removed=True

@@ -1,0 +1,19 @@
+"""What the agent's methods share: its identity, its pool, its Docker daemon and its state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ployz.agent.state import AgentState
+from ployz.runtime import DockerRuntime
+
+
+@dataclass
+class AgentContext:
+    machine_id: str
+    pool: str | None
+    runtime: DockerRuntime
+    state: AgentState
+    started_ms: int
+    address: str = ""
+    """``host:port`` the agent listens on; known once the listening socket is bound."""

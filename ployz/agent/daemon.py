@@ -1,0 +1,175 @@
+"""``ployzd`` (also ``ployzctl agent run``): the machine agent process.
+
+Wires the pieces together: the state directory, the Docker runtime, the method groups, request
+verification, the RPC server on the listen address, and the heartbeat. When listening it prints
+one JSON line, ``{"event": "listening", "machine_id": ..., "address": "HOST:PORT"}``, on stdout
+(useful with ``--listen HOST:0``); it stops cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ployz.agent.auth import DEFAULT_WINDOW_S, RequestVerifier, now_ms
+from ployz.agent.context import AgentContext
+from ployz.agent.dispatch import MethodRegistry
+from ployz.agent.heartbeat import HeartbeatCallback, heartbeat_forever
+from ployz.agent.keys import BadKey, read_public_key
+from ployz.agent.protocol import format_address, parse_address
+from ployz.agent.server import AgentServer
+from ployz.agent.state import AgentState
+from ployz.runtime import DEFAULT_SOCKET, DockerRuntime
+
+METHOD_GROUPS = ("agent_info", "containers", "zfs_ops")
+"""Modules of :mod:`ployz.agent.methods` whose ``register(registry, context)`` is called."""
+
+DEFAULT_HEARTBEAT_S = 10.0
+WORKER_THREADS = 32
+
+log = logging.getLogger("ployz.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    machine_id: str
+    listen: tuple[str, int]
+    trusted: tuple[Ed25519PublicKey, ...]
+    state_dir: Path
+    pool: str | None = None
+    docker_socket: str = DEFAULT_SOCKET
+    control_url: str | None = None
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    window_s: float = DEFAULT_WINDOW_S
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--machine-id", required=True, help="this machine's id in the cluster")
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT",
+                        help="address to listen on (the machine's overlay address)")
+    parser.add_argument("--trust", required=True, action="append", metavar="PUBKEY",
+                        help="public key (ed25519:BASE64, or a file holding it) whose signed "
+                             "requests are accepted; repeat for several keys")
+    parser.add_argument("--state-dir", required=True, type=Path,
+                        help="directory of the state kept across restarts")
+    parser.add_argument("--pool", help="the ZFS pool this agent manages")
+    parser.add_argument("--docker-socket", default=DEFAULT_SOCKET, metavar="PATH",
+                        help=f"Docker daemon's unix socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--control", metavar="URL",
+                        help="control plane URL to heartbeat to (sqlite:///... or nats://...)")
+    parser.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_S,
+                        metavar="SECONDS", help="seconds between heartbeats")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """Raises ValueError (BadKey included) with a message naming the bad argument."""
+    try:
+        listen = parse_address(args.listen)
+    except ValueError as exc:
+        raise ValueError(f"--listen: {exc}") from exc
+    try:
+        trusted = tuple(read_public_key(text) for text in args.trust)
+    except BadKey as exc:
+        raise ValueError(f"--trust: {exc}") from exc
+    if args.heartbeat_interval <= 0:
+        raise ValueError("--heartbeat-interval must be positive")
+    return AgentConfig(
+        machine_id=args.machine_id,
+        listen=listen,
+        trusted=trusted,
+        state_dir=args.state_dir,
+        pool=args.pool,
+        docker_socket=args.docker_socket,
+        control_url=args.control,
+        heartbeat_s=args.heartbeat_interval,
+    )
+
+
+def build_registry(context: AgentContext) -> MethodRegistry:
+    registry = MethodRegistry()
+    for group in METHOD_GROUPS:
+        importlib.import_module(f"ployz.agent.methods.{group}").register(registry, context)
+    return registry
+
+
+async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None) -> None:
+    """Runs the agent until SIGTERM or SIGINT."""
+    state = AgentState(config.state_dir)
+    if state.interrupted_at_start:
+        log.warning("%d operation(s) were interrupted by the last stop; see agent.operations",
+                    state.interrupted_at_start)
+    context = AgentContext(
+        machine_id=config.machine_id,
+        pool=config.pool,
+        runtime=DockerRuntime(config.docker_socket),
+        state=state,
+        started_ms=now_ms(),
+    )
+    verifier = RequestVerifier(config.machine_id, config.trusted, state, config.window_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    with ThreadPoolExecutor(WORKER_THREADS, "ployz-agent") as workers, \
+            ThreadPoolExecutor(1, "ployz-heartbeat") as heartbeat_thread:
+        server = AgentServer(config.machine_id, build_registry(context), verifier, state, workers)
+        listener = await server.listen(*config.listen)
+        context.address = format_address(*listener.sockets[0].getsockname()[:2])
+        print(json.dumps({"event": "listening", "machine_id": config.machine_id,
+                          "address": context.address}), flush=True)
+        beating = (
+            asyncio.create_task(
+                heartbeat_forever(context, heartbeat, config.heartbeat_s, heartbeat_thread)
+            )
+            if heartbeat is not None
+            else None
+        )
+        await stop.wait()
+        log.info("stopping")
+        listener.close()
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+        await listener.wait_closed()
+    context.runtime.close()
+    state.close()
+
+
+def run(config: AgentConfig) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    heartbeat = None
+    if config.control_url is not None:
+        from ployz.agent.control_link import control_plane_heartbeat
+
+        heartbeat = control_plane_heartbeat(config.control_url)
+    uvloop.run(serve(config, heartbeat))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ployzd", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

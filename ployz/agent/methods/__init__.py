@@ -1,0 +1,1 @@
+"""RPC method groups of the agent; each module exposes ``register(registry, context)``."""

@@ -1,0 +1,20 @@
+"""``container.*``: containers of this machine, delegated to :mod:`ployz.runtime`.
+
+The runtime's own methods are registered as they are: their signatures are the RPC parameters.
+"""
+
+from __future__ import annotations
+
+from ployz.agent.context import AgentContext
+from ployz.agent.dispatch import MethodRegistry
+from ployz.runtime import RuntimeFailure
+
+_MUTATING = ("create", "start", "stop", "remove")
+_READING = ("inspect", "list", "wait_ready", "has_image")
+
+
+def register(registry: MethodRegistry, context: AgentContext) -> None:
+    registry.register_errors(RuntimeFailure, "runtime", lambda exc: exc.details())
+    for name in _MUTATING + _READING:
+        function = getattr(context.runtime, name)
+        registry.register(f"container.{name}", function, mutating=name in _MUTATING)
