@@ -1,0 +1,120 @@
+"""Framing, addresses, keys and the control-plane capacity mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ployz.agent.control_link import capacity_of
+from ployz.agent.errors import ProtocolViolation
+from ployz.agent.keys import (
+    BadKey,
+    generate_private_key,
+    load_private_key,
+    parse_public_key,
+    public_key_text,
+    read_public_key,
+)
+from ployz.agent.protocol import (
+    MAX_FRAME_BYTES,
+    encode_frame,
+    format_address,
+    parse_address,
+    read_frame,
+)
+
+
+def read(data: bytes):
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_frame(reader)
+
+    return asyncio.run(go())
+
+
+def test_frame_round_trip_and_clean_end():
+    message = {"id": 1, "method": "agent.health", "params": {"ü": [1, 2.5, None]}}
+    assert read(encode_frame(message)) == message
+    assert read(b"") is None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\x00\x00", "header"),
+        (b"\x00\x00\x00\x09{}", "inside a frame"),
+        (struct.pack(">I", MAX_FRAME_BYTES + 1), "exceeds"),
+        (b"\x00\x00\x00\x02[]", "not a JSON object"),
+        (b"\x00\x00\x00\x03{x}", "not valid JSON"),
+    ],
+)
+def test_malformed_frames_are_protocol_violations(data, problem):
+    with pytest.raises(ProtocolViolation, match=problem):
+        read(data)
+
+
+def test_nan_cannot_be_sent():
+    with pytest.raises(ValueError):
+        encode_frame({"x": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("text", "pair"),
+    [("127.0.0.1:7070", ("127.0.0.1", 7070)), ("[fd00::2]:80", ("fd00::2", 80))],
+)
+def test_addresses_round_trip(text, pair):
+    assert parse_address(text) == pair
+    assert format_address(*pair) == text
+
+
+@pytest.mark.parametrize("text", ["host", ":80", "host:", "host:http", "host:70000"])
+def test_bad_addresses_are_refused(text):
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_address(text)
+
+
+def test_private_key_file_round_trip(tmp_path: Path):
+    path = tmp_path / "operator.pem"
+    key = generate_private_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    loaded = load_private_key(path)
+    assert public_key_text(loaded.public_key()) == public_key_text(key.public_key())
+    with pytest.raises(BadKey, match="refusing to overwrite"):
+        generate_private_key(path)
+
+
+def test_public_key_text_and_file(tmp_path: Path):
+    text = public_key_text(Ed25519PrivateKey.generate().public_key())
+    assert text.startswith("ed25519:")
+    assert public_key_text(parse_public_key(text)) == text
+    file = tmp_path / "operator.pub"
+    file.write_text(text + "\n")
+    assert public_key_text(read_public_key(str(file))) == text
+
+
+@pytest.mark.parametrize("text", ["abc", "ed25519:abc", "ed25519:" + "A" * 40 + "=="])
+def test_bad_public_keys_are_refused(text):
+    with pytest.raises(BadKey):
+        parse_public_key(text)
+
+
+def test_unreadable_private_key_names_the_file(tmp_path: Path):
+    path = tmp_path / "nope.pem"
+    path.write_text("not a key")
+    with pytest.raises(BadKey, match=r"nope\.pem"):
+        load_private_key(path)
+
+
+def test_capacity_fact_from_agent_facts():
+    capacity = capacity_of({"pool_free": 700, "pool_used": 300, "containers": 2})
+    assert capacity is not None
+    assert (capacity.pool_size, capacity.pool_free, capacity.pool_used, capacity.containers) == (
+        1000, 700, 300, 2
+    )
+    assert capacity_of({"pool_free": None, "pool_used": None, "containers": None}) is None
