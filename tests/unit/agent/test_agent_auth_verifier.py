@@ -63,7 +63,7 @@ def test_boolean_timestamp_is_unsigned(verifier, key):
 @pytest.mark.parametrize(
     "change",
     [
-        {"method": "zfs.destroy"},
+        {"method": "zfs.rollback"},
         {"params": {"dataset": "tank/other"}},
         {"audience": "m2"},
         {"nonce": "00" * 16},
