@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from ployz.control.errors import ControlPlaneUnavailable
 from ployz.control.store import KINDS, RevisionConflict, Versioned
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -113,12 +115,7 @@ class NatsStore:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        if self._nc is not None and self._loop.is_running():
-            nc = self._nc
-            self._nc = None
-            # Already disconnected means nothing is left to flush.
-            with contextlib.suppress(TimeoutError, nats.errors.Error):
-                asyncio.run_coroutine_threadsafe(nc.close(), self._loop).result(5)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
@@ -127,13 +124,27 @@ class NatsStore:
 
     async def _open(self) -> None:
         if self._nc is None:
-            self._nc = await nats.connect(
-                servers=self._servers,
-                connect_timeout=2,
-                reconnect_time_wait=0.2,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-            )
+            nc = nats.NATS()
+            try:
+                # Reconnects are unlimited once connected (a cluster loses nodes); the first
+                # connection is bounded so a wrong URL fails instead of hanging.
+                await asyncio.wait_for(
+                    nc.connect(
+                        servers=self._servers,
+                        connect_timeout=2,
+                        reconnect_time_wait=0.2,
+                        max_reconnect_attempts=-1,
+                        allow_reconnect=True,
+                        error_cb=self._on_connection_error,
+                    ),
+                    self._timeout,
+                )
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                await nc.close()
+                raise ControlPlaneUnavailable(
+                    f"no NATS server reachable at {self.url} within {self._timeout:.0f} s"
+                ) from exc
+            self._nc = nc
         js = self._nc.jetstream(timeout=5)
         for kind in KINDS:
             if kind in self._buckets:
@@ -146,6 +157,23 @@ class NatsStore:
                 self._buckets[kind] = await js.create_key_value(
                     bucket=bucket, history=1, replicas=self._replicas
                 )
+
+    async def _shutdown(self) -> None:
+        if self._nc is not None:
+            # Already disconnected means nothing is left to flush.
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                await asyncio.wait_for(self._nc.close(), 5)
+            self._nc = None
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    @staticmethod
+    async def _on_connection_error(error: Exception) -> None:
+        # A lost server is routine in a cluster: the client reconnects to another one and calls
+        # retry meanwhile, so this is worth a log line, not an error on the terminal.
+        log.info("NATS connection error (reconnecting): %r", error)
 
     def _write(self, write: Callable[[], Awaitable[int]], kind: str, key: str) -> int:
         async def attempt() -> int:

@@ -126,3 +126,19 @@ def machines(cp: ControlPlane) -> tuple[str, ...]:
             Machine(id=machine_id, overlay_ip=f"10.210.{index}.1", subnet=f"10.210.{index}.0/24")
         )
     return MACHINES
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    """Three JetStream servers joined by cluster routes; stopped (if still running) at the end."""
+    cluster_ports = [free_port() for _ in range(3)]
+    servers = [
+        NatsServer(tmp_path, f"node-{i}", cluster_port=p) for i, p in enumerate(cluster_ports)
+    ]
+    try:
+        for server in servers:
+            server.start(routes=[p for p in cluster_ports if p != server.cluster_port])
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
