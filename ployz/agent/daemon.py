@@ -139,6 +139,7 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None) -> Non
         await stop.wait()
         log.info("stopping")
         listener.close()
+        server.close_connections()
         if beating is not None:
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):

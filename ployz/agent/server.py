@@ -36,14 +36,21 @@ class AgentServer:
         self._verifier = verifier
         self._state = state
         self._executor = executor
+        self._connections: set[asyncio.StreamWriter] = set()
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self._serve_connection, host, port)
+
+    def close_connections(self) -> None:
+        """Closes every client connection (at shutdown, after the listener stopped)."""
+        for writer in list(self._connections):
+            writer.close()
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = writer.get_extra_info("peername")
+        self._connections.add(writer)
         try:
             while (request := await read_frame(reader)) is not None:
                 writer.write(encode_frame(await self.respond(request)))
@@ -54,6 +61,7 @@ class AgentServer:
         except ConnectionError:
             log.info("connection from %s closed before its answer was sent", peer)
         finally:
+            self._connections.discard(writer)
             writer.close()
 
     async def respond(self, request: dict[str, Any]) -> dict[str, Any]:

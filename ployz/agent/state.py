@@ -3,8 +3,9 @@
 Two things live here. The replay cache: every accepted request's nonce until its timestamp leaves
 the acceptance window, so a request captured before a restart is still refused after it. The
 operation journal: every state-changing call is recorded when it starts and when it ends; calls
-that were running when the agent died are marked ``interrupted`` at the next start, so the
-orchestrator can ask what was left half-done (for a receive: which dataset holds a resume token).
+that were running when the agent died are marked ``interrupted`` at the next start (their outcome
+is unknown: the caller must inspect the state they touched), so the orchestrator can ask what was
+left half-done (for a receive: which dataset holds a resume token).
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a commit survives the agent process being killed
 (the write is in the WAL before ``commit`` returns); only a power loss may drop the last commits.
@@ -45,7 +46,8 @@ class AgentState:
     """The agent's durable state. Used from the event loop thread only."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        # The journal holds call parameters, which may include a service's environment.
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = state_dir / STATE_FILE
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

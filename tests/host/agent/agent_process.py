@@ -43,8 +43,10 @@ class AgentProcess:
             "--state-dir", str(self.state_dir),
             *self.extra_args,
         ]
-        log = (self.state_dir.parent / "agent.log").open("a")
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        with (self.state_dir.parent / "agent.log").open("a") as log:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, text=True
+            )
         assert self.process.stdout is not None
         if not _readable_within(self.process.stdout, START_TIMEOUT_S):
             self.kill()

@@ -64,5 +64,9 @@ def test_operation_cut_short_by_a_killed_agent_is_reported_interrupted(agent, do
     fresh.call("container.remove", {"name": spec.container_name, "force": True})
 
 
-def test_agent_stops_cleanly_on_sigterm(agent):
+def test_agent_stops_cleanly_on_sigterm_with_a_client_connected(agent):
+    connected = agent.client()
+    connected.call("agent.health")
     assert agent.stop() == 0
+    with pytest.raises(AgentUnreachable):
+        connected.call("agent.health")
