@@ -8,6 +8,7 @@ the answer to a state-changing call must check the state (or the agent's journal
 from __future__ import annotations
 
 import itertools
+import select
 import socket
 from types import TracebackType
 from typing import Any
@@ -25,7 +26,8 @@ class AgentClient:
     """``AgentClient("10.210.0.2:7070", key).call("zfs.snapshot", {"snapshots": [...]})``.
 
     ``machine_id`` is the audience every request is signed for; when not given it is asked from
-    the agent once (``agent.identify``) before the first signed call.
+    the agent once (``agent.identify``) before the first signed call. Not thread-safe: use one
+    client per thread.
     """
 
     def __init__(
@@ -100,7 +102,23 @@ class AgentClient:
         )
 
     def _connected(self) -> socket.socket:
+        if self._sock is not None and _closed_by_peer(self._sock):
+            self.close()
         if self._sock is None:
             self._sock = socket.create_connection(self._endpoint, timeout=self._timeout_s)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self._sock
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the agent closed this idle connection (for example it restarted): checked
+    before sending, so a request is never sent into a connection that is already gone."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True

@@ -7,6 +7,7 @@ into the typed errors of :mod:`ployz.runtime.errors`; nothing above this module 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -62,8 +63,14 @@ class DockerRuntime:
             if exc.status_code == 409 and container is not None and operation == "create":
                 raise ContainerExists(container) from exc
             raise DockerRequestFailed(operation, _explanation(exc)) from exc
-        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        except requests.exceptions.RequestException as exc:
             raise DaemonUnreachable(self.socket, str(exc)) from exc
+        except docker.errors.DockerException as exc:
+            # Creating the client asks the daemon for its API version; any failure there means
+            # the daemon did not answer. Elsewhere the SDK refused the request itself.
+            if operation == "connect":
+                raise DaemonUnreachable(self.socket, str(exc)) from exc
+            raise DockerRequestFailed(operation, str(exc)) from exc
 
     def _client(self) -> docker.DockerClient:
         if self._docker is None:
@@ -133,7 +140,7 @@ class DockerRuntime:
         """Stops the container (SIGTERM, then SIGKILL after ``timeout_s``); a no-op if stopped."""
         with self._translated("stop", name):
             container = self._client().containers.get(name)
-            container.stop(timeout=max(0, round(timeout_s)))
+            container.stop(timeout=max(0, math.ceil(timeout_s)))
             container.reload()
             return _info(container.attrs)
 

@@ -34,11 +34,11 @@ class AgentProcess:
     address: str = ""
     _clients: list[AgentClient] = field(default_factory=list)
 
-    def start(self) -> None:
+    def start(self, listen: str = "127.0.0.1:0") -> None:
         command = [
             sys.executable, "-m", "ployz.agent.daemon",
             "--machine-id", MACHINE_ID,
-            "--listen", "127.0.0.1:0",
+            "--listen", listen,
             "--trust", public_key_text(self.trusted.public_key()),
             "--state-dir", str(self.state_dir),
             *self.extra_args,
@@ -76,8 +76,9 @@ class AgentProcess:
         self.process.wait()
 
     def restart(self) -> None:
+        """Stops the agent and starts it again on the same address and state directory."""
         self.stop()
-        self.start()
+        self.start(self.address)
 
     def close(self) -> None:
         for client in self._clients:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from agent_process import RawConnection, error_code, signed
+from agent_process import MACHINE_ID, RawConnection, error_code, signed
 
 from ployz.agent import AgentUnreachable, RemoteError
 from ployz.runtime import ServiceSpec
@@ -54,7 +54,7 @@ def test_operation_cut_short_by_a_killed_agent_is_reported_interrupted(agent, do
     ]
 
     agent.kill()
-    agent.start()
+    agent.start(agent.address)
 
     fresh = agent.client()
     [interrupted] = fresh.call("agent.operations", {"status": "interrupted"})
@@ -70,3 +70,10 @@ def test_agent_stops_cleanly_on_sigterm_with_a_client_connected(agent):
     assert agent.stop() == 0
     with pytest.raises(AgentUnreachable):
         connected.call("agent.health")
+
+
+def test_client_reconnects_to_a_restarted_agent(agent):
+    client = agent.client()
+    client.call("agent.health")
+    agent.restart()
+    assert client.call("agent.health")["machine_id"] == MACHINE_ID
