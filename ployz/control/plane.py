@@ -299,7 +299,6 @@ class ControlPlane:
         changes: Iterable[Change | dict[str, Any]],
         *,
         deploy_id: str | None = None,
-        holder: str | None = None,
     ) -> DeployCommit:
         """Apply ``changes`` atomically and append the next numbered deploy commit.
 
@@ -314,13 +313,13 @@ class ControlPlane:
             self.get_machine(machine_id)
         if deploy_id is not None:
             deploy = self.get_deploy(deploy_id)
-            if deploy.namespace != namespace or deploy.status != "applying":
+            if deploy.namespace != namespace:
                 raise InvalidDeployTransition(
-                    deploy_id,
-                    deploy.status,
-                    "committed",
-                    f"only an applying deploy of namespace {namespace!r} can commit "
-                    f"(it belongs to {deploy.namespace!r})",
+                    deploy_id, deploy.status, "committed", f"it deploys {deploy.namespace!r}"
+                )
+            if deploy.status != "applying":
+                raise InvalidDeployTransition(
+                    deploy_id, deploy.status, "committed", "only an applying deploy can commit"
                 )
         lock_name = leases.deploy_lock_name(namespace)
         commit_id = uuid.uuid4().hex
@@ -340,7 +339,7 @@ class ControlPlane:
                 id=commit_id,
                 deploy_id=deploy_id,
                 fencing_token=fencing_token,
-                holder=holder or lease.holder,
+                holder=lease.holder,
                 committed_at=now,
                 changes=parsed,
             )

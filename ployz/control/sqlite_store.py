@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ployz.control.errors import ControlPlaneUnavailable
@@ -50,17 +52,26 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise ControlPlaneUnavailable(f"{self.url}: {exc}") from exc
 
-    def get(self, kind: str, key: str) -> Versioned | None:
+    @contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for one statement; storage failures become a typed error."""
         with self._lock:
-            row = self._db.execute(
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise ControlPlaneUnavailable(f"{self.url}: {exc}") from exc
+
+    def get(self, kind: str, key: str) -> Versioned | None:
+        with self._session() as db:
+            row = db.execute(
                 "SELECT value, revision FROM documents WHERE kind = ? AND key = ?", (kind, key)
             ).fetchone()
         return Versioned(bytes(row[0]), row[1]) if row else None
 
     def create(self, kind: str, key: str, value: bytes) -> int:
-        with self._lock:
+        with self._session() as db:
             try:
-                self._db.execute(
+                db.execute(
                     "INSERT INTO documents (kind, key, revision, value) VALUES (?, ?, 1, ?)",
                     (kind, key, value),
                 )
@@ -71,8 +82,8 @@ class SqliteStore:
     def update(self, kind: str, key: str, value: bytes, revision: int) -> int:
         # Revisions count up per document; documents are never deleted, so a revision number is
         # never reused for the same key and cannot be mistaken for an older write.
-        with self._lock:
-            cursor = self._db.execute(
+        with self._session() as db:
+            cursor = db.execute(
                 "UPDATE documents SET value = ?, revision = revision + 1 "
                 "WHERE kind = ? AND key = ? AND revision = ?",
                 (value, kind, key, revision),
@@ -84,8 +95,8 @@ class SqliteStore:
     def list(self, kind: str, prefix: str = "") -> list[tuple[str, Versioned]]:
         # Identifiers contain no '.', so the keys of a prefix sort between "prefix." and "prefix/".
         low, high = (f"{prefix}.", f"{prefix}/") if prefix else ("", "\U0010ffff")
-        with self._lock:
-            rows = self._db.execute(
+        with self._session() as db:
+            rows = db.execute(
                 "SELECT key, value, revision FROM documents "
                 "WHERE kind = ? AND key >= ? AND key < ? ORDER BY key",
                 (kind, low, high),

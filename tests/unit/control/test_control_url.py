@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ployz.control import InvalidControlPlaneUrl, control_plane_url, open_control_plane
+from ployz.control import (
+    ControlPlaneUnavailable,
+    InvalidControlPlaneUrl,
+    control_plane_url,
+    open_control_plane,
+)
 from ployz.control.url import DEFAULT_URL, URL_ENV
 
 
@@ -40,3 +45,9 @@ def test_sqlite_url_opens_that_file(tmp_path: Path) -> None:
     with open_control_plane(f"sqlite://{tmp_path}/cp.db") as cp:
         assert cp.url == f"sqlite://{tmp_path}/cp.db"
     assert (tmp_path / "cp.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "cp.db").write_bytes(b"not a database, " * 100)
+    with pytest.raises(ControlPlaneUnavailable, match="not a database"):
+        open_control_plane(f"sqlite://{tmp_path}/cp.db")
