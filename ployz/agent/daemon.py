@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="control plane URL to heartbeat to (sqlite:///... or nats://...)")
     parser.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_S,
                         metavar="SECONDS", help="seconds between heartbeats")
+    parser.add_argument("--request-window", type=float, default=DEFAULT_WINDOW_S,
+                        metavar="SECONDS",
+                        help="largest accepted difference between a request's timestamp and "
+                             f"this machine's clock (default {DEFAULT_WINDOW_S:g})")
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -85,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         raise ValueError(f"--trust: {exc}") from exc
     if args.heartbeat_interval <= 0:
         raise ValueError("--heartbeat-interval must be positive")
+    if args.request_window <= 0:
+        raise ValueError("--request-window must be positive")
     return AgentConfig(
         machine_id=args.machine_id,
         listen=listen,
@@ -94,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         docker_socket=args.docker_socket,
         control_url=args.control,
         heartbeat_s=args.heartbeat_interval,
+        window_s=args.request_window,
     )
 
 

@@ -1,13 +1,19 @@
-"""``ployzctl agent``: run this machine's agent, or create the key that signs requests to agents."""
+"""``ployzctl agent``: run this machine's agent, create the key that signs requests to agents,
+or call one agent method directly (for operators debugging a machine)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
+from ployz.agent import AgentClient, AgentError
 from ployz.agent.daemon import add_arguments, config_from_args, run
-from ployz.agent.keys import BadKey, generate_private_key, public_key_text
+from ployz.agent.keys import BadKey, generate_private_key, load_private_key, public_key_text
 from ployzctl.output import fail, print_json
+
+KEY_ENV = "PLOYZ_KEY"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keygen.add_argument("--out", required=True, type=Path, help="private key file to create")
     keygen.add_argument("--json", action="store_true", help="print JSON")
     keygen.set_defaults(func=_keygen)
+
+    call = commands.add_parser("call", help="call one method of an agent and print its result")
+    call.add_argument("--address", required=True, metavar="HOST:PORT", help="the agent")
+    call.add_argument("--key", type=Path, default=os.environ.get(KEY_ENV),
+                      help=f"private key file that signs the request (default ${KEY_ENV})")
+    call.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="how long to wait for the answer")
+    call.add_argument("method", help="method name, e.g. agent.health or zfs.snapshots")
+    call.add_argument("params", nargs="?", default="{}", help="parameters as a JSON object")
+    call.set_defaults(func=_call)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -44,4 +60,24 @@ def _keygen(args: argparse.Namespace) -> int:
         print_json({"private_key_file": str(args.out), "public_key": public})
     else:
         print(public)
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    if args.key is None:
+        return fail(f"no key: give --key or set ${KEY_ENV}", status=2)
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        return fail(f"params are not valid JSON: {exc}", status=2)
+    if not isinstance(params, dict):
+        return fail("params must be a JSON object", status=2)
+    try:
+        key = load_private_key(args.key)
+        with AgentClient(args.address, key, timeout_s=args.timeout) as client:
+            print_json(client.call(args.method, params))
+    except ValueError as exc:  # a bad key file or address
+        return fail(str(exc), status=2)
+    except AgentError as exc:
+        return fail(str(exc))
     return 0
