@@ -11,6 +11,7 @@ from typing import Any
 
 from ployz.agent.heartbeat import HeartbeatCallback
 from ployz.control.models import Capacity
+from ployz.control.plane import ControlPlane
 from ployz.control.url import open_control_plane
 
 
@@ -28,9 +29,14 @@ def capacity_of(facts: dict[str, Any]) -> Capacity | None:
 
 
 def control_plane_heartbeat(url: str) -> HeartbeatCallback:
-    plane = open_control_plane(url)
+    """The control plane is opened at the first beat, in the heartbeat's own thread, and again
+    after a failed open: an agent starts and serves even while its control plane is down."""
+    plane: ControlPlane | None = None
 
     def heartbeat(machine_id: str, facts: dict[str, Any]) -> None:
+        nonlocal plane
+        if plane is None:
+            plane = open_control_plane(url)
         plane.heartbeat(machine_id, capacity_of(facts))
 
     return heartbeat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -39,14 +40,31 @@ def test_heartbeat_reaches_the_control_plane(start_agent, dockerd, tmp_path: Pat
     assert agent.client().call("agent.health")["machine_id"] == MACHINE_ID
 
 
-def test_agent_keeps_serving_when_heartbeats_fail(start_agent, dockerd, tmp_path: Path):
+def wait_for_log(agent, text: str) -> str:
+    log = agent.state_dir.parent / "agent.log"
+    deadline = time.monotonic() + WAIT_S
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the agent's log"
+        time.sleep(0.1)
+    return log.read_text()
+
+
+def test_agent_keeps_serving_when_its_machine_is_unknown(start_agent, dockerd, tmp_path: Path):
     url = f"sqlite://{tmp_path / 'control.db'}"
     agent = start_agent("--docker-socket", dockerd.socket, "--control", url,
                         "--heartbeat-interval", "0.2")
-    log = agent.state_dir.parent / "agent.log"
-    deadline = time.monotonic() + WAIT_S
-    while "heartbeat of machine machine-a failed" not in log.read_text():
-        assert time.monotonic() < deadline, "the failing heartbeat was not logged"
-        time.sleep(0.1)
-    assert "unknown machine 'machine-a'" in log.read_text()
+    log = wait_for_log(agent, "heartbeat of machine machine-a failed")
+    assert "unknown machine 'machine-a'" in log
+    assert agent.client().call("agent.health")["machine_id"] == MACHINE_ID
+
+
+def test_agent_starts_and_serves_while_the_control_plane_is_down(start_agent, dockerd):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    agent = start_agent("--docker-socket", dockerd.socket,
+                        "--control", f"nats://127.0.0.1:{port}?timeout=0.5",
+                        "--heartbeat-interval", "0.2")
+    assert agent.client().call("agent.health")["machine_id"] == MACHINE_ID
+    wait_for_log(agent, "heartbeat of machine machine-a failed")
     assert agent.client().call("agent.health")["machine_id"] == MACHINE_ID
