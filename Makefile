@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 STAMP := $(VENV)/.ployz-installed
 
 .PHONY: setup system build compile debug lint test test-unit test-host test-zfs test-e2e \
-        bench bench-micro demo clean
+        bench bench-zfs bench-micro demo clean
 
 setup: system $(STAMP)
 
@@ -44,6 +44,10 @@ test-host: setup
 # One VM boot runs the whole real-ZFS suite and the sandbox end-to-end tests.
 test-zfs: setup
 	$(PY) -m ployz.sandbox.vm pytest tests/zfs tests/e2e
+
+# Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
+bench-zfs: setup
+	$(PY) -m ployz.sandbox.vm run -- python -m bench.zfs.bench_send
 
 bench-micro: setup
 	$(PYTEST) bench/micro --benchmark-only
