@@ -75,6 +75,12 @@ class NatsServer:
                     raise RuntimeError(f"nats-server {self.name} did not listen") from None
                 time.sleep(0.05)
 
+    def kill(self) -> None:
+        """Stop like a crashed machine would: no shutdown, no leadership hand-over."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

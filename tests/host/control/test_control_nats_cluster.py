@@ -1,4 +1,4 @@
-"""The NATS backend on a 3-node JetStream cluster keeps working when a node stops mid-test."""
+"""The NATS backend on a 3-node JetStream cluster keeps working when a node dies mid-test."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class CommitLoop(threading.Thread):
         assert reached, f"only {len(self.seqs)} commits"
 
 
-def test_control_plane_survives_a_stopped_node(nats_cluster) -> None:
+def test_control_plane_survives_a_killed_node(nats_cluster) -> None:
     hosts = ",".join(server.url for server in nats_cluster)
     url = f"nats://{hosts}?replicas=3&timeout=30"
     with open_control_plane(url) as cp:
@@ -89,10 +89,10 @@ def test_control_plane_survives_a_stopped_node(nats_cluster) -> None:
         writer.start()
         try:
             writer.wait_for(3)
-            # Stop the node that leads the namespaces bucket: the case that needs an election.
+            # Kill the node that leads the namespaces bucket: the case that needs an election.
             leader = stream_leader([f"nats://{s.url}" for s in nats_cluster], "KV_ployz-namespaces")
-            stopped = next(server for server in nats_cluster if server.name == leader)
-            stopped.stop()
+            killed = next(server for server in nats_cluster if server.name == leader)
+            killed.kill()
             done_before = len(writer.seqs)
             writer.wait_for(done_before + 5)
         finally:
@@ -107,7 +107,7 @@ def test_control_plane_survives_a_stopped_node(nats_cluster) -> None:
         assert renewed.token == lease.token
         cp.heartbeat(MACHINES[0])
 
-    # A new client, whose seed list still names the stopped node, works too.
+    # A new client, whose seed list still names the dead node, works too.
     with open_control_plane(url) as fresh:
         assert fresh.namespace(NS).services["web"].machine == MACHINES[(len(writer.seqs) - 1) % 2]
         assert fresh.get_machine(MACHINES[0]).last_heartbeat is not None
