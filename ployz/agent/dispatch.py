@@ -81,7 +81,9 @@ class MethodRegistry:
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
         self._families: list[_ErrorFamily] = [
-            _ErrorFamily(AgentRefusal, "agent", lambda exc: exc.details(), lambda exc: exc.code)
+            # The machine's environment failed (a path, a permission), not the agent's code.
+            _ErrorFamily(OSError, "os", lambda exc: {"errno": exc.errno, "path": exc.filename}),
+            _ErrorFamily(AgentRefusal, "agent", lambda exc: exc.details(), lambda exc: exc.code),
         ]
 
     def register(self, name: str, function: Callable[..., Any], *, mutating: bool) -> None:

@@ -98,6 +98,9 @@ def test_errors_map_to_their_family_most_specific_class(registry):
     )
     refusal = registry.error_of(OutsidePool("x/y", "t"))
     assert refusal.code == "agent.outside-pool" and refusal.details == {"name": "x/y", "pool": "t"}
+    environment = registry.error_of(FileNotFoundError(2, "No such file", "/run/x"))
+    assert environment.code == "os.FileNotFoundError"
+    assert environment.details == {"errno": 2, "path": "/run/x"}
     bug = registry.error_of(KeyError("oops"))
     assert bug.code == "internal" and "KeyError" in bug.message
 
