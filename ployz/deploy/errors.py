@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ployz.deploy.sizes import format_size
+
 
 class DeployError(Exception):
     """Base of every error of :mod:`ployz.deploy`."""
@@ -82,9 +84,9 @@ class InsufficientCapacity(PlanError):
         self.free = free
         super().__init__(
             "volumes",
-            f"machine {machine!r} has {free} bytes free in its pool (last heartbeat), the new "
-            f"volumes {', '.join(volumes)} need {needed} bytes of quota; lower the quotas or "
-            "place them on another machine",
+            f"machine {machine!r} has {format_size(free)} ({free} bytes) free in its pool, the "
+            f"new volumes {', '.join(volumes)} reserve {format_size(needed)} ({needed} bytes) "
+            "of quota; lower the quotas or place them on another machine",
         )
 
 
