@@ -6,6 +6,7 @@ Callers use :class:`AgentClient`; the daemon is :mod:`ployz.agent.daemon` (``plo
 from ployz.agent.client import AgentClient
 from ployz.agent.errors import (
     AgentError,
+    AgentTimeout,
     AgentUnreachable,
     AuthRefused,
     BadParams,
@@ -18,6 +19,7 @@ from ployz.agent.keys import generate_private_key, load_private_key, public_key_
 __all__ = [
     "AgentClient",
     "AgentError",
+    "AgentTimeout",
     "AgentUnreachable",
     "AuthRefused",
     "BadParams",

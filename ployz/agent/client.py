@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.auth import sign_request
-from ployz.agent.errors import AgentUnreachable, ProtocolViolation, remote_error
+from ployz.agent.errors import AgentTimeout, AgentUnreachable, ProtocolViolation, remote_error
 from ployz.agent.protocol import IDENTIFY, encode_frame, parse_address, recv_frame
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -84,10 +84,14 @@ class AgentClient:
             sock.settimeout(timeout_s)
             sock.sendall(encode_frame(request))
             response = recv_frame(sock)
-        except (OSError, ProtocolViolation) as exc:
+        except ProtocolViolation:
             self.close()
-            if isinstance(exc, ProtocolViolation):
-                raise
+            raise
+        except TimeoutError as exc:
+            self.close()
+            raise AgentTimeout(self.address, timeout_s) from exc
+        except OSError as exc:
+            self.close()
             raise AgentUnreachable(self.address, str(exc) or type(exc).__name__) from exc
         if response.get("id") != request["id"]:
             self.close()

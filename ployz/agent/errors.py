@@ -30,6 +30,15 @@ class AgentUnreachable(AgentError):
         self.reason = reason
 
 
+class AgentTimeout(AgentUnreachable):
+    """No answer in time. The call may still be running on the agent: its outcome is unknown
+    until the caller inspects the state it touches (or the agent's ``agent.operations``)."""
+
+    def __init__(self, address: str, timeout_s: float) -> None:
+        super().__init__(address, f"no answer within {timeout_s:g} s; the call may still run")
+        self.timeout_s = timeout_s
+
+
 class ProtocolViolation(AgentError):
     """The peer sent something that is not a valid frame of the agent protocol."""
 

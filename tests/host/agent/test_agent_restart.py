@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from agent_process import MACHINE_ID, RawConnection, error_code, signed
 
-from ployz.agent import AgentUnreachable, RemoteError
+from ployz.agent import AgentTimeout, AgentUnreachable, RemoteError
 from ployz.runtime import ServiceSpec
 
 pytestmark = pytest.mark.host
@@ -47,7 +47,7 @@ def test_operation_cut_short_by_a_killed_agent_is_reported_interrupted(agent, do
     client.call("container.create", {"spec": spec.model_dump()})
     client.call("container.start", {"name": spec.container_name})
     stopper = agent.client(timeout_s=0.5)
-    with pytest.raises(AgentUnreachable):
+    with pytest.raises(AgentTimeout):
         stopper.call("container.stop", {"name": spec.container_name, "timeout_s": 20})
     assert [op["method"] for op in client.call("agent.operations", {"status": "running"})] == [
         "container.stop"
