@@ -1,8 +1,8 @@
 """Fixtures shared by the host test suites: a private Docker daemon with the test image loaded.
 
-The daemon is started once per session with its own data root, exec root, pidfile and socket,
-without a bridge or iptables rules, so it never touches a Docker daemon the machine may already
-run on the default socket.
+The daemon is started once per session with its own data root, exec root, pidfile, socket,
+cgroup parent and containerd namespaces, without a bridge or iptables rules, so it never touches
+a Docker daemon the machine may already run on the default socket.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def dockerd() -> Iterator[TestDockerd]:
                 "--bridge", "none",
                 "--iptables=false",
                 "--cgroup-parent", f"ployz-test-{root.name}",
+                # Own namespaces, in case it finds the machine's containerd and shares it.
+                "--containerd-namespace", f"ployz-test-{root.name}",
+                "--containerd-plugins-namespace", f"ployz-test-plugins-{root.name}",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
