@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -45,6 +46,7 @@ class DockerRuntime:
         self.socket = socket
         self._request_timeout_s = request_timeout_s
         self._docker: docker.DockerClient | None = None
+        self._connect_lock = threading.Lock()  # the agent calls in from many worker threads
 
     # -- connection ------------------------------------------------------------------------
 
@@ -73,17 +75,19 @@ class DockerRuntime:
             raise DockerRequestFailed(operation, str(exc)) from exc
 
     def _client(self) -> docker.DockerClient:
-        if self._docker is None:
-            with self._translated("connect"):
-                self._docker = docker.DockerClient(
-                    base_url=f"unix://{self.socket}", timeout=int(self._request_timeout_s)
-                )
-        return self._docker
+        with self._connect_lock:
+            if self._docker is None:
+                with self._translated("connect"):
+                    self._docker = docker.DockerClient(
+                        base_url=f"unix://{self.socket}", timeout=int(self._request_timeout_s)
+                    )
+            return self._docker
 
     def close(self) -> None:
-        if self._docker is not None:
-            self._docker.close()
-            self._docker = None
+        with self._connect_lock:
+            if self._docker is not None:
+                self._docker.close()
+                self._docker = None
 
     def version(self) -> str:
         """The daemon's version; also the cheapest way to prove it answers."""
