@@ -20,6 +20,7 @@ from ployz.runtime.model import (
     ContainerInfo,
     Healthcheck,
     Mount,
+    Resources,
     ServiceSpec,
     service_labels,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "ImageMissing",
     "Mount",
     "MountSourceMissing",
+    "Resources",
     "RuntimeFailure",
     "ServiceSpec",
     "WaitTimeout",

@@ -213,6 +213,10 @@ def _create_arguments(spec: ServiceSpec) -> dict[str, Any]:
             for m in spec.mounts
         ],
     }
+    if spec.resources.memory_bytes is not None:
+        arguments["mem_limit"] = spec.resources.memory_bytes
+    if spec.resources.cpus is not None:
+        arguments["nano_cpus"] = round(spec.resources.cpus * 1_000_000_000)
     if spec.healthcheck is not None:
         check = spec.healthcheck
         arguments["healthcheck"] = {

@@ -62,6 +62,15 @@ class Healthcheck(BaseModel):
         return test
 
 
+class Resources(BaseModel):
+    """Limits enforced by the kernel through Docker (cgroups); absent means unlimited."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_bytes: int | None = Field(default=None, ge=6 * 1024 * 1024)
+    cpus: float | None = Field(default=None, gt=0)
+
+
 class ServiceSpec(BaseModel):
     """Everything needed to create one container of a service for one deploy."""
 
@@ -80,6 +89,7 @@ class ServiceSpec(BaseModel):
     network: NetworkMode = "host"
     labels: dict[str, str] = Field(default_factory=dict)
     healthcheck: Healthcheck | None = None
+    resources: Resources = Field(default_factory=Resources)
 
     @field_validator("labels")
     @classmethod

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from ployz.runtime import (
@@ -20,6 +21,7 @@ from ployz.runtime import (
     ImageMissing,
     Mount,
     MountSourceMissing,
+    Resources,
     ServiceSpec,
     WaitTimeout,
     service_labels,
@@ -232,3 +234,13 @@ def test_unreachable_daemon_names_the_socket(tmp_path: Path):
         DockerRuntime(socket).version()
     assert excinfo.value.socket == socket
     assert socket in str(excinfo.value)
+
+
+def test_resource_limits_reach_the_daemon(runtime, dockerd, namespace):
+    service = spec(dockerd, namespace, resources=Resources(memory_bytes=64 << 20, cpus=0.5))
+    runtime.create(service)
+    client = docker.DockerClient(base_url=f"unix://{dockerd.socket}")
+    host_config = client.api.inspect_container(service.container_name)["HostConfig"]
+    client.close()
+    assert host_config["Memory"] == 64 << 20
+    assert host_config["NanoCpus"] == 500_000_000

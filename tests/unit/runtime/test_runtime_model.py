@@ -51,6 +51,8 @@ def test_spec_round_trips_through_json():
         ({"mounts": [{"source": "/srv", "target": "data"}]}, ("mounts", 0, "target")),
         ({"healthcheck": {"test": ["true", "x"]}}, ("healthcheck", "test")),
         ({"healthcheck": {"test": ["CMD", "true"], "retries": 0}}, ("healthcheck", "retries")),
+        ({"resources": {"memory_bytes": 1024}}, ("resources", "memory_bytes")),
+        ({"resources": {"cpus": 0}}, ("resources", "cpus")),
         ({"unknown": 1}, ("unknown",)),
     ],
 )
