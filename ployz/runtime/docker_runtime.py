@@ -189,7 +189,11 @@ class DockerRuntime:
                     return info
                 if info.state in ("exited", "dead", "restarting") or restarted:
                     tail = container.logs(tail=_LOG_TAIL_LINES).decode("utf-8", "replace")
-                    raise ContainerExited(name, container.attrs["State"]["ExitCode"], tail)
+                    # A running container has already been restarted: its last status is lost.
+                    last_status = container.attrs["State"]["ExitCode"]
+                    raise ContainerExited(
+                        name, None if info.state == "running" else last_status, tail
+                    )
                 if info.health == "unhealthy":
                     raise ContainerUnhealthy(name, _last_health_output(container.attrs))
                 if time.monotonic() >= deadline:

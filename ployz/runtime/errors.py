@@ -59,11 +59,14 @@ class ContainerExists(RuntimeFailure):
 
 
 class ContainerExited(RuntimeFailure):
-    """The container stopped while we waited for it to run; carries the tail of its log."""
+    """The container stopped (or restarted) while we waited for it to run; carries the tail of
+    its log. ``exit_code`` is None when a restart policy already started it again, because
+    Docker forgets the status of the previous run at each start."""
 
-    def __init__(self, name: str, exit_code: int, log_tail: str) -> None:
+    def __init__(self, name: str, exit_code: int | None, log_tail: str) -> None:
+        status = "crashed and was restarted" if exit_code is None else f"exited with {exit_code}"
         super().__init__(
-            f"container {name!r} exited with status {exit_code} while starting; "
+            f"container {name!r} {status} while starting; "
             f"last output: {log_tail.strip() or '(none)'}"
         )
         self.name = name

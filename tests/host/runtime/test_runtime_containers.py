@@ -180,7 +180,10 @@ def test_container_that_exits_fails_the_wait_with_its_output(
     runtime.start(service.container_name)
     with pytest.raises(ContainerExited) as excinfo:
         runtime.wait_ready(service.container_name, timeout_s=30)
-    assert excinfo.value.exit_code == 3
+    # With a restart policy, the wait may see the container between two crashes, already
+    # running again: Docker has then forgotten the status, and the error says so.
+    expected_codes = {3} if restart == "no" else {3, None}
+    assert excinfo.value.exit_code in expected_codes
     assert "broken config" in excinfo.value.log_tail
 
 
