@@ -120,7 +120,8 @@ static inline uint64_t pz_frame_checksum(const void *data, size_t len, uint64_t 
 /* ------------------------------------------------------------------------------------------ */
 /* Shared pipeline machinery                                                                  */
 
-enum pz_slot_state { SLOT_FREE = 0, SLOT_FILLED = 1, SLOT_READY = 2 };
+/* FREE -> FILLED (read) -> WORKING (claimed by a worker) -> READY (to write) -> FREE */
+enum pz_slot_state { SLOT_FREE = 0, SLOT_FILLED = 1, SLOT_WORKING = 2, SLOT_READY = 3 };
 
 typedef struct {
     int state;
@@ -216,6 +217,7 @@ static uint64_t pz_ring_claim(pz_ring *r) {
         if (r->stop || r->next_work >= r->end_seq) break;
         pz_slot *s = &r->slots[r->next_work % (uint64_t)r->nslots];
         if (s->state == SLOT_FILLED) {
+            s->state = SLOT_WORKING;
             seq = r->next_work++;
             break;
         }

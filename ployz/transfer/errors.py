@@ -1,0 +1,89 @@
+"""Typed errors of the transfer engine, each saying what failed and whether a retry can help.
+
+``retryable`` errors (a dropped or stalled connection, a frame that failed its checksum) make the
+sender reconnect and resume; the others end the transfer.
+"""
+
+from __future__ import annotations
+
+
+class TransferError(Exception):
+    """Base class of every transfer failure."""
+
+    retryable = False
+
+
+class ConnectionLost(TransferError):
+    """The connection broke or could not be made; the sender resumes after a backoff."""
+
+    retryable = True
+
+
+class IdleTimeout(ConnectionLost):
+    """No progress on the socket within the idle (or handshake) timeout."""
+
+
+class ChecksumMismatch(TransferError):
+    """A frame (or the whole stream) did not match its checksum. Nothing of the bad frame reached
+    the sink; the sender resends from the receiver's commit point."""
+
+    retryable = True
+
+
+class ProtocolError(TransferError):
+    """The peer sent something the protocol does not allow (bad magic, oversized frame, wrong
+    message at this point)."""
+
+
+class TicketRefused(TransferError):
+    """The ticket is missing, not signed by a trusted key, expired, or names another target."""
+
+
+class Refused(TransferError):
+    """The receiver refused the transfer; ``code`` is the machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"receiver refused the transfer ({code}): {message}")
+        self.code = code
+        self.message = message
+
+
+class SourceError(TransferError):
+    """Reading the source (file or ``zfs send``) failed."""
+
+
+class SinkError(TransferError):
+    """Writing the sink (file or ``zfs receive``) failed, or its commit did."""
+
+
+class CodecError(TransferError):
+    """zstd failed to compress a frame."""
+
+
+class StaleResumeToken(TransferError):
+    """A partial receive on the target belongs to another stream (toguid, fromguid or toname
+    differ); the receiver aborted it and starts over."""
+
+
+class RetriesExhausted(TransferError):
+    """The sender gave up after its configured number of attempts; ``__cause__`` is the last
+    failure."""
+
+
+# Error kinds reported by the native data path (ployz._xfer); see native/xfer_core.h.
+_NATIVE_KINDS: dict[int, type[TransferError]] = {
+    1: ConnectionLost,
+    2: IdleTimeout,
+    3: ProtocolError,
+    4: ChecksumMismatch,
+    5: SourceError,
+    6: SinkError,
+    7: CodecError,
+    8: TransferError,
+    9: ConnectionLost,
+}
+
+
+def native_error(kind: int, message: str) -> TransferError:
+    """Turns a ``(kind, errno, message)`` result of the native data path into its exception."""
+    return _NATIVE_KINDS.get(kind, TransferError)(message)

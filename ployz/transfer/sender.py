@@ -1,0 +1,272 @@
+"""The sending end: connects, presents a ticket, streams from the receiver's resume point, and
+reconnects after a broken connection (bounded attempts, exponential backoff) until the receiver
+acknowledges the commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ployz._xfer import StreamSender
+from ployz.transfer import protocol as p
+from ployz.transfer.endpoints import ResumePoint, Source
+from ployz.transfer.errors import (
+    ConnectionLost,
+    ProtocolError,
+    Refused,
+    RetriesExhausted,
+    TicketRefused,
+    TransferError,
+    native_error,
+)
+from ployz.transfer.faults import failure_from
+from ployz.transfer.progress import ProgressCallback, ProgressMeter
+from ployz.transfer.tickets import Target, Ticket, sign
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8  # connections in total, the first included
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+    multiplier: float = 2.0
+
+    def backoff(self, failures: int) -> float:
+        return min(self.initial_backoff * self.multiplier ** (failures - 1), self.max_backoff)
+
+
+@dataclass(frozen=True)
+class SenderTimeouts:
+    connect: float = 10.0
+    handshake: float = 10.0
+    idle: float = 60.0
+    commit: float = 600.0  # for the receiver to commit after the end frame (zfs receive)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    evidence: dict[str, Any]
+    bytes: int
+    wire_bytes: int
+    seconds: float
+    resumes: int
+    codec: str
+    frames_zstd: int
+    frames_raw: int
+
+    def summary(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "wire_bytes": self.wire_bytes,
+                "seconds": round(self.seconds, 3), "resumes": self.resumes, "codec": self.codec,
+                "frames_zstd": self.frames_zstd, "frames_raw": self.frames_raw,
+                "committed": self.evidence}
+
+
+class Sender:
+    """Sends one source to the receiver at ``address``. Authorisation is either a ready
+    ``ticket`` (issued by an orchestrator) or a signing ``key``: then the sender issues itself a
+    short-lived ticket for the target the receiver announces, which the receiver accepts only
+    if it trusts that key."""
+
+    def __init__(self, source: Source, address: tuple[str, int], *,
+                 key: Ed25519PrivateKey | None = None, ticket: str | None = None,
+                 transfer_id: str | None = None, codec: str = "auto",
+                 frame_size: int = p.DEFAULT_FRAME_SIZE, level: int = 1, workers: int = 2,
+                 bwlimit: float = 0.0, retry: RetryPolicy | None = None,
+                 timeouts: SenderTimeouts | None = None, ticket_ttl: float = 600.0,
+                 progress: ProgressCallback | None = None,
+                 progress_interval: float = 0.25) -> None:
+        if (key is None) == (ticket is None):
+            raise ValueError("give exactly one of a signing key or a ticket")
+        if codec not in ("auto", *p.CODECS):
+            raise ValueError(f"unknown codec {codec!r}; expected auto, zstd or none")
+        if not p.MIN_FRAME_SIZE <= frame_size <= p.MAX_FRAME_SIZE:
+            raise ValueError(f"frame size must be within [{p.MIN_FRAME_SIZE}, "
+                             f"{p.MAX_FRAME_SIZE}]")
+        self.source = source
+        self.address = address
+        self.key = key
+        self.ticket = ticket
+        self.transfer_id = transfer_id or str(uuid.uuid4())
+        self.codec = codec
+        self.frame_size = frame_size
+        self.level = level
+        self.workers = workers
+        self.bwlimit = bwlimit
+        self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or SenderTimeouts()
+        self.ticket_ttl = ticket_ttl
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.stream: StreamSender | None = None
+        self.negotiated: str | None = None
+        self.accepted = 0
+
+    def send(self) -> SendResult:
+        started = time.monotonic()
+        meter = ProgressMeter(self.source.estimated_size())
+        failures = 0
+        while True:
+            try:
+                evidence, size = self._attempt(meter)
+                break
+            except TransferError as exc:
+                failures += 1
+                if not exc.retryable:
+                    raise
+                if failures >= self.retry.attempts:
+                    raise RetriesExhausted(
+                        f"gave up after {failures} attempts; last error: {exc}") from exc
+                delay = self.retry.backoff(failures)
+                log.warning("attempt %d failed (%s); retrying in %.1f s", failures, exc, delay)
+                time.sleep(delay)
+        stream = self.stream
+        assert stream is not None and self.negotiated is not None
+        if self.progress:
+            self.progress(meter.sample(size, stream.wire_bytes, finished=True))
+        return SendResult(evidence, size, stream.wire_bytes, time.monotonic() - started,
+                          max(self.accepted - 1, 0), self._codec_label(), stream.frames_zstd,
+                          stream.frames_raw)
+
+    def _codec_label(self) -> str:
+        return self.negotiated if self.negotiated == "none" else self.codec
+
+    def _ticket_for(self, target: Target) -> str:
+        if self.ticket is not None:
+            return self.ticket
+        assert self.key is not None
+        info = self.source.stream_info()
+        ticket = Ticket(self.transfer_id, target, time.time() + self.ticket_ttl,
+                        info.get("toguid"), info.get("fromguid"))
+        return sign(ticket, self.key)
+
+    def _connect(self) -> socket.socket:
+        try:
+            sock = socket.create_connection(self.address, timeout=self.timeouts.connect)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {self.address[0]}:{self.address[1]}: "
+                                 f"{exc}") from exc
+        sock.settimeout(None)  # back to blocking: the data path needs a blocking socket
+        return sock
+
+    def _handshake(self, sock: socket.socket) -> ResumePoint:
+        info = p.recv_control(sock, self.timeouts.handshake, (p.INFO,))
+        if info.get("protocol") != p.PROTOCOL_VERSION:
+            raise ProtocolError(f"receiver speaks protocol {info.get('protocol')!r}, "
+                                f"this sender {p.PROTOCOL_VERSION}")
+        try:
+            target = Target.from_dict(info.get("target"))
+        except TicketRefused:
+            raise ProtocolError("receiver announced a malformed target") from None
+        codecs = ["none"] if self.codec == "none" else ["zstd", "none"]
+        p.send_control(sock, {"type": p.HELLO, "protocol": p.PROTOCOL_VERSION,
+                              "ticket": self._ticket_for(target),
+                              "transfer_id": self.transfer_id, "frame_size": self.frame_size,
+                              "codecs": codecs, "stream": self.source.stream_info()})
+        reply = p.recv_control(sock, self.timeouts.handshake, (p.ACCEPT, p.REJECT))
+        if reply["type"] == p.REJECT:
+            raise Refused(str(reply.get("code")), str(reply.get("message"))[:1000])
+        codec = p.require(reply, "codec", str)
+        resume = p.require(reply, "resume", dict)
+        if codec not in p.CODECS or (codec == "zstd" and self.codec == "none"):
+            raise ProtocolError(f"receiver chose codec {codec!r}, which was not offered")
+        offset, token = resume.get("offset"), resume.get("token")
+        if not isinstance(offset, int) or offset < 0 or not isinstance(token, str | None):
+            raise ProtocolError("receiver sent a malformed resume point")
+        notices = tuple(str(n) for n in resume.get("notices") or ())
+        for notice in notices:
+            log.warning("receiver: %s", notice)
+        self._ensure_stream(codec)
+        self.accepted += 1
+        return ResumePoint(offset, token, notices)
+
+    def _ensure_stream(self, codec: str) -> None:
+        if self.stream is None:
+            self.negotiated = codec
+            local = self.codec if codec == "zstd" else "none"
+            self.stream = StreamSender(self.frame_size, local, self.level, self.workers,
+                                       self.bwlimit)
+        elif codec != self.negotiated:
+            raise ProtocolError(f"receiver switched codec from {self.negotiated} to {codec}")
+
+    def _attempt(self, meter: ProgressMeter) -> tuple[dict[str, Any], int]:
+        sock = self._connect()
+        try:
+            resume = self._handshake(sock)
+            stream = self.stream
+            assert stream is not None
+            with self.source.open(resume, stream.stop) as run:
+                if run.seekable and run.offset > stream.known_bytes:
+                    stream.adopt(run.fd, run.offset)
+                elif not run.seekable and run.offset == 0:
+                    stream.restart()
+                p.set_socket_timeouts(sock, self.timeouts.idle)
+                watcher = _Watcher(sock, stream, meter, self.progress, self.progress_interval)
+                watcher.start()
+                try:
+                    kind, _errno, message = stream.run(run.fd, sock.fileno(), run.offset)
+                finally:
+                    watcher.finish()
+            if kind:
+                raise self._receiver_reason(sock) or native_error(kind, message)
+            reply = p.recv_control(sock, self.timeouts.commit, (p.COMMIT, p.FAILURE))
+            if reply["type"] == p.FAILURE:
+                raise failure_from(reply.get("code"), reply.get("message"))
+            evidence = p.require(reply, "evidence", dict)
+            return evidence, p.require(reply, "bytes", int)
+        finally:
+            sock.close()
+
+    def _receiver_reason(self, sock: socket.socket) -> TransferError | None:
+        """After the data phase broke: the receiver's FAILURE message, if it sent one."""
+        try:
+            reply = p.recv_control(sock, 1.0, (p.FAILURE,))
+        except TransferError:
+            return None
+        return failure_from(reply.get("code"), reply.get("message"))
+
+
+class _Watcher(threading.Thread):
+    """Runs beside the data path: reports progress, and stops the stream as soon as the
+    receiver says anything (during the data phase that can only be a FAILURE or a close), so
+    that the sender does not keep pushing frames into a dead stream."""
+
+    def __init__(self, sock: socket.socket, stream: StreamSender, meter: ProgressMeter,
+                 progress: ProgressCallback | None, interval: float) -> None:
+        super().__init__(name="ployz-transfer-watch", daemon=True)
+        self.sock, self.stream, self.meter = sock, stream, meter
+        self.progress, self.interval = progress, interval
+        self.done = threading.Event()
+        self.wake_read, self.wake_write = os.pipe()
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLRDHUP)
+        poller.register(self.wake_read, select.POLLIN)
+        while not self.done.is_set():
+            if poller.poll(self.interval * 1000) and not self.done.is_set():
+                self.stream.stop()
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_WR)
+                return
+            if self.progress:
+                self.progress(self.meter.sample(self.stream.raw_bytes, self.stream.wire_bytes))
+
+    def finish(self) -> None:
+        self.done.set()
+        os.write(self.wake_write, b"x")
+        self.join()
+        os.close(self.wake_read)
+        os.close(self.wake_write)

@@ -1,0 +1,154 @@
+"""Transfer tickets: Ed25519-signed permissions to write one stream into one target.
+
+A ticket names the transfer id, the target (a file path or a ZFS dataset), for ZFS the guids of
+the snapshot being sent and of its incremental base, and an expiry. The receiver trusts one
+public key and accepts a stream only with a valid ticket for exactly the target it serves.
+
+Encoding: ``base64url(payload) "." base64url(signature)``, where payload is canonical JSON
+(sorted keys, no spaces) and the signature covers ``b"ployz-ticket-v1\\0" + payload`` so that a
+ticket signature cannot be confused with any other use of the same key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ployz.transfer.errors import TicketRefused
+
+DOMAIN = b"ployz-ticket-v1\0"
+MAX_TICKET = 4096
+PRIVATE_KEY_FILE = "transfer.key"
+PUBLIC_KEY_FILE = "transfer.pub"
+
+TargetKind = Literal["file", "zfs"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a stream goes: a file path or a ZFS dataset (the received snapshot's dataset)."""
+
+    kind: TargetKind
+    name: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Target:
+        if (not isinstance(value, dict) or value.get("kind") not in ("file", "zfs")
+                or not isinstance(value.get("name"), str) or not value["name"]):
+            raise TicketRefused("ticket target is malformed")
+        return cls(value["kind"], value["name"])
+
+
+@dataclass(frozen=True)
+class Ticket:
+    transfer_id: str
+    target: Target
+    expires_at: float
+    toguid: int | None = None
+    fromguid: int | None = None
+
+    def payload(self) -> bytes:
+        body = {"v": 1, "transfer_id": self.transfer_id, "target": self.target.as_dict(),
+                "expires_at": self.expires_at, "toguid": self.toguid, "fromguid": self.fromguid}
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(ticket: Ticket, key: Ed25519PrivateKey) -> str:
+    payload = ticket.payload()
+    return f"{_b64(payload)}.{_b64(key.sign(DOMAIN + payload))}"
+
+
+def _optional_guid(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise TicketRefused(f"ticket field {key} is malformed")
+
+
+def verify(token: Any, trusted: Ed25519PublicKey, now: float | None = None) -> Ticket:
+    """Checks signature and expiry and returns the ticket; raises ``TicketRefused``."""
+    if not isinstance(token, str) or not token:
+        raise TicketRefused("no ticket presented")
+    if len(token) > MAX_TICKET or token.count(".") != 1:
+        raise TicketRefused("ticket is malformed")
+    payload_text, signature_text = token.split(".")
+    try:
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+    except (binascii.Error, ValueError):
+        raise TicketRefused("ticket is not valid base64url") from None
+    try:
+        trusted.verify(signature, DOMAIN + payload)
+    except InvalidSignature:
+        raise TicketRefused("ticket is not signed by the trusted key") from None
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TicketRefused("ticket payload is not JSON") from None
+    if not isinstance(body, dict) or body.get("v") != 1:
+        raise TicketRefused("unsupported ticket version")
+    transfer_id, expires_at = body.get("transfer_id"), body.get("expires_at")
+    if not isinstance(transfer_id, str) or not transfer_id:
+        raise TicketRefused("ticket has no transfer id")
+    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+        raise TicketRefused("ticket has no expiry")
+    if expires_at <= (time.time() if now is None else now):
+        raise TicketRefused(f"ticket for transfer {transfer_id} expired")
+    return Ticket(transfer_id, Target.from_dict(body.get("target")), float(expires_at),
+                  _optional_guid(body, "toguid"), _optional_guid(body, "fromguid"))
+
+
+def generate_keypair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Writes a new signing key pair as PEM: PKCS#8 private key (mode 0600) and
+    SubjectPublicKeyInfo public key. Refuses to overwrite an existing key."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = root / PRIVATE_KEY_FILE, root / PUBLIC_KEY_FILE
+    for path in (private_path, public_path):
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; not overwriting a key")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return private_path, public_path
+
+
+def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key
