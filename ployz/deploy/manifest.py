@@ -56,7 +56,7 @@ from pydantic_core import ErrorDetails
 from ployz.control.models import IDENTIFIER_RULE, check_name
 from ployz.deploy.errors import Issue, ManifestError
 from ployz.deploy.sizes import parse_size
-from ployz.runtime.model import NAME_PATTERN, Healthcheck, RestartPolicy
+from ployz.runtime.model import NAME_PATTERN, Healthcheck, Resources, RestartPolicy
 
 STDIN = "-"
 
@@ -125,6 +125,8 @@ class ContainerTemplate(_Model):
     restart: RestartPolicy = "unless-stopped"
     labels: dict[str, str] = Field(default_factory=dict)
     readiness: Healthcheck | None = None
+    resources: Resources | None = None
+    """Limits (``memory_bytes``, ``cpus``); unlimited when absent."""
 
     @field_validator("labels")
     @classmethod

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from ployz.control.models import Service, Volume
 from ployz.deploy.manifest import ContainerTemplate, ManifestService, ManifestVolume
-from ployz.runtime.model import Mount, ServiceSpec
+from ployz.runtime.model import Mount, Resources, ServiceSpec
 
 
 def dataset_name(pool: str, namespace: str, volume: str) -> str:
@@ -75,4 +75,5 @@ def container_spec(
         restart=template.restart,
         labels=template.labels,
         healthcheck=template.readiness,
+        resources=template.resources or Resources(),
     )

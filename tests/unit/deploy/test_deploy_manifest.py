@@ -38,6 +38,7 @@ VALID = textwrap.dedent("""
     restart = "always"
     labels = { team = "core" }
     readiness = { test = ["CMD", "test", "-d", "/data"], interval_s = 0.5 }
+    resources = { memory_bytes = 268435456, cpus = 0.5 }
 
     [[services]]
     name = "web"
@@ -70,6 +71,7 @@ def test_valid_manifest_parses_with_defaults_and_normalised_values():
     assert template.command == ["sh", "-c", "echo started; sleep 600"]
     assert template.mounts == {"db": "/data", "assets": "/assets"}
     assert template.readiness is not None and template.readiness.interval_s == 0.5
+    assert template.resources is not None and template.resources.cpus == 0.5
     assert manifest.services[1].template.restart == "unless-stopped"
     assert manifest.intent is None
 
@@ -157,6 +159,8 @@ MINIMAL = textwrap.dedent("""
          "services[0].template.labels", "reserved"),
         (MINIMAL.replace('image = "img"', 'image = "img"\nreadiness = { test = ["true"] }'),
          "services[0].template.readiness.test", "at least 2 items"),
+        (MINIMAL.replace('image = "img"', 'image = "img"\nresources = { cpus = 0 }'),
+         "services[0].template.resources.cpus", "greater than 0"),
         (MINIMAL.replace('image = "img"', 'image = "img"\ncommand = []'),
          "services[0].template.command", "at least 1 item"),
         ('namespace = "shop"\n', "services", "field required"),

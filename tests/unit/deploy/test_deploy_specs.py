@@ -1,0 +1,67 @@
+"""From a manifest service to its control-plane fact and back to the container it runs."""
+
+from __future__ import annotations
+
+import textwrap
+
+from ployz.deploy.manifest import parse_manifest
+from ployz.deploy.specs import (
+    container_spec,
+    dataset_name,
+    service_fact,
+    template_of,
+    volume_mountpoint,
+)
+from ployz.runtime.model import Mount
+
+MANIFEST = parse_manifest(textwrap.dedent("""
+    namespace = "shop"
+    [[volumes]]
+    name = "db"
+    owner = "machine-a"
+    [[volumes]]
+    name = "seed"
+    mode = "ro"
+    owner = "machine-a"
+    [[services]]
+    name = "db"
+    placement = "machine-a"
+    [services.template]
+    image = "img:1"
+    command = ["sleep", "600"]
+    env = { A = "1" }
+    mounts = { db = "/data", seed = "/seed" }
+    user = "nobody"
+    labels = { team = "core" }
+    readiness = { test = ["CMD", "true"] }
+    resources = { cpus = 1.5 }
+"""), "deploy.toml")
+
+
+def test_service_fact_keeps_the_whole_template():
+    fact = service_fact("shop", MANIFEST.services[0])
+    assert (fact.namespace, fact.name, fact.image, fact.machine) == (
+        "shop", "db", "img:1", "machine-a")
+    assert "image" not in fact.config
+    assert template_of(fact) == MANIFEST.services[0].template
+
+
+def test_container_spec_mounts_volumes_with_their_mode():
+    fact = service_fact("shop", MANIFEST.services[0])
+    spec = container_spec(fact, "d1", {"db": "/pool/shop.db", "seed": "/pool/shop.seed"},
+                          {"db": False, "seed": True})
+    assert spec.container_name == "ployz-shop-db-d1"
+    assert spec.mounts == [Mount(source="/pool/shop.db", target="/data"),
+                           Mount(source="/pool/shop.seed", target="/seed", read_only=True)]
+    assert (spec.command, spec.env, spec.user, spec.labels) == (
+        ["sleep", "600"], {"A": "1"}, "nobody", {"team": "core"})
+    assert spec.healthcheck is not None and spec.healthcheck.test == ["CMD", "true"]
+    assert spec.resources.cpus == 1.5
+
+
+def test_datasets_sit_one_level_below_the_pool_and_under_its_mountpoint():
+    dataset = dataset_name("machine-a", "shop", "db")
+    assert dataset == "machine-a/shop.db"
+    assert volume_mountpoint("/run/ployz/machine-a/pool/", dataset) == (
+        "/run/ployz/machine-a/pool/shop.db")
+    assert volume_mountpoint(None, dataset) == "/machine-a/shop.db"
