@@ -30,6 +30,7 @@ from ployz.control.errors import ControlPlaneError, StaleFencingToken
 from ployz.control.leases import deploy_lock_name
 from ployz.control.models import (
     Change,
+    DeployPhase,
     Lease,
     Machine,
     PutService,
@@ -166,12 +167,15 @@ class _DeployRun:
         self.progress = progress
         self.rollback = Rollback()
         self.machines: dict[str, Machine] = {}
-        self.phase = "plan"
+        self.phase: DeployPhase = "plan"
         self.deploy_id = ""
 
     def run(self) -> DeployResult:
         # Planned again under the lock: another deploy may have committed since the first plan.
         plan = plan_deploy(self.manifest, self.cp)
+        if not plan.changes_anything:
+            self.progress("nothing to change: another deploy already did it")
+            return DeployResult(plan)
         self.machines = _machines(self.cp)
         self.deploy_id = f"{plan.digest}-{secrets.token_hex(4)}"
         self.cp.begin_deploy(self.namespace, "deploy", self.deploy_id)
@@ -188,9 +192,9 @@ class _DeployRun:
         self._cleanup(plan, seq)
         return DeployResult(plan, self.deploy_id, seq)
 
-    def _enter(self, phase: str) -> None:
+    def _enter(self, phase: DeployPhase) -> None:
         self.phase = phase
-        self.cp.update_deploy(self.deploy_id, phase=phase)  # type: ignore[arg-type]
+        self.cp.update_deploy(self.deploy_id, phase=phase)
 
     def _client(self, machine_id: str) -> AgentClient:
         return self.agents.client(self.machines[machine_id])

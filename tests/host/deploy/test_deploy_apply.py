@@ -149,3 +149,16 @@ def test_image_missing_on_the_machine_is_refused_before_any_change(deployment: D
     assert "image 'ployz-test/absent:1' is not on machine 'machine-a'" in refused.stderr
     assert deployment.cluster.dump() == before
     assert deployment.containers() == []
+
+
+def test_deploy_lock_held_by_another_deploy_is_refused_before_any_change(
+    deployment: Deployment,
+):
+    with deployment.cluster.plane() as cp:
+        cp.acquire(deploy_lock_name(deployment.namespace), "someone-else", 600)
+    before = deployment.cluster.dump()
+    refused = deployment.deploy("v1")
+    assert refused.returncode == 1
+    assert f"lock 'deploy/{deployment.namespace}' is held by 'someone-else'" in refused.stderr
+    assert deployment.cluster.dump() == before
+    assert deployment.containers() == []
