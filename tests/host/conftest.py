@@ -94,5 +94,8 @@ def dockerd() -> Iterator[TestDockerd]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # dockerd leaves the mount of its default network namespace behind.
+        for mountpoint in sorted(_mounts_under(root), reverse=True):
+            subprocess.run(["umount", mountpoint], check=False)
         if not _mounts_under(root):
             shutil.rmtree(root, ignore_errors=True)
