@@ -33,7 +33,8 @@ class TestDockerd:
 
 def _mounts_under(root: Path) -> list[str]:
     with open("/proc/self/mounts") as mounts:
-        return [line.split()[1] for line in mounts if line.split()[1].startswith(str(root))]
+        targets = [line.split()[1] for line in mounts]
+    return [t for t in targets if t == str(root) or t.startswith(f"{root}/")]
 
 
 def _wait_until_answering(process: subprocess.Popen[bytes], socket: str, log: Path) -> None:
