@@ -104,6 +104,17 @@ class MethodRegistry:
     def names(self) -> list[str]:
         return sorted(self._methods)
 
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Every method's purpose, whether it changes state, and its parameters' JSON schema."""
+        return {
+            name: {
+                "doc": inspect.getdoc(method.function) or "",
+                "mutating": method.mutating,
+                "params": method.params.model_json_schema(),
+            }
+            for name, method in sorted(self._methods.items())
+        }
+
     def bind(self, name: str, params: dict[str, Any]) -> BoundCall:
         method = self._methods.get(name)
         if method is None:

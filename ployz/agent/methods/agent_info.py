@@ -22,5 +22,10 @@ def register(registry: MethodRegistry, context: AgentContext) -> None:
         were running when the agent last stopped. Async: the journal lives on the loop thread."""
         return context.state.operations(status, limit)
 
+    def methods() -> dict[str, dict[str, Any]]:
+        """What every method does, whether it changes state, and its parameters."""
+        return registry.describe()
+
     registry.register("agent.health", health, mutating=False)
+    registry.register("agent.methods", methods, mutating=False)
     registry.register("agent.operations", operations, mutating=False)

@@ -17,6 +17,10 @@ def test_signed_request_is_answered(agent):
     assert health["machine_id"] == MACHINE_ID
     assert health["address"] == agent.address
     assert "container.create" in health["methods"] and "zfs.snapshot" in health["methods"]
+    described = agent.client().call("agent.methods")
+    assert sorted(described) == health["methods"]
+    assert described["zfs.snapshot"]["mutating"] is True
+    assert "spec" in described["container.create"]["params"]["properties"]
 
 
 def test_identify_needs_no_signature_and_reveals_only_the_machine_id(raw):

@@ -121,3 +121,13 @@ def test_positional_only_parameters_are_rejected_at_registration(registry):
 def test_results_that_json_cannot_carry_are_a_bug():
     with pytest.raises(TypeError, match="bytes"):
         to_wire({"raw": b"\x00"})
+
+
+def test_methods_describe_themselves(registry):
+    described = registry.describe()
+    assert list(described) == ["agent.ping", "vol.create", "vol.snapshots"]
+    create = described["vol.create"]
+    assert create["mutating"] is True
+    assert create["params"]["required"] == ["volume"]
+    assert set(create["params"]["properties"]) == {"volume", "mountpoint"}
+    assert described["vol.snapshots"]["mutating"] is False
