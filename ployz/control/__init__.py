@@ -4,7 +4,10 @@ deploys, deploy commits, transfer evidence, leases) behind one interface with tw
     from ployz.control import open_control_plane
     with open_control_plane("sqlite:///var/lib/ployz/control.db") as cp:
         lease = cp.acquire(deploy_lock_name("shop"), holder="deploy-1", ttl=1800)
-        cp.commit("shop", lease.token, [SetVolumeOwner(volume="db", owner="machine-b")])
+        with LeaseKeeper(cp, lease, ttl=1800) as keeper:
+            ...  # long work, calling keeper.check() between steps
+            cp.commit("shop", lease.token, [SetVolumeOwner(volume="db", owner="machine-b")])
+        cp.release(lease.name, lease.token)
 
 See ``plane.py`` for how commits stay atomic on both backends.
 """
@@ -26,6 +29,7 @@ from ployz.control.errors import (
     UnknownService,
     UnknownVolume,
 )
+from ployz.control.keeper import LeaseKeeper
 from ployz.control.leases import deploy_lock_name
 from ployz.control.models import (
     Capacity,
@@ -67,6 +71,7 @@ __all__ = [
     "InvalidDeployTransition",
     "InvalidName",
     "Lease",
+    "LeaseKeeper",
     "LockHeld",
     "Machine",
     "NamespaceState",

@@ -37,7 +37,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _TRANSIENT = (
+    TimeoutError,
     nats.errors.TimeoutError,
+    nats.errors.NoServersError,
     nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
@@ -45,7 +47,19 @@ _TRANSIENT = (
     nats.js.errors.ServerError,
     nats.js.errors.NoStreamResponseError,
 )
+# JetStream cannot place a replicated bucket while too few of its peers are known (a cluster
+# still forming, or a node down while a bucket is created): transient as well.
+_NO_SUITABLE_PEERS = 10005
+
+
+def _is_transient(error: Exception) -> bool:
+    if isinstance(error, nats.js.errors.APIError) and error.err_code == _NO_SUITABLE_PEERS:
+        return True
+    return isinstance(error, _TRANSIENT)
+
+
 _RETRY_PAUSE_S = 0.2
+_REQUEST_TIMEOUT_S = 2.0
 
 
 class NatsStore:
@@ -145,7 +159,9 @@ class NatsStore:
                     f"no NATS server reachable at {self.url} within {self._timeout:.0f} s"
                 ) from exc
             self._nc = nc
-        js = self._nc.jetstream(timeout=5)
+        # Short requests, retried by _call until the overall timeout: a request sent to a node
+        # that just died would otherwise wait out a long timeout before the retry that succeeds.
+        js = self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
         for kind in KINDS:
             if kind in self._buckets:
                 continue
@@ -160,8 +176,8 @@ class NatsStore:
 
     async def _shutdown(self) -> None:
         if self._nc is not None:
-            # Already disconnected means nothing is left to flush.
-            with contextlib.suppress(TimeoutError, nats.errors.Error):
+            # A lost connection means nothing is left to flush.
+            with contextlib.suppress(TimeoutError, OSError, nats.errors.Error):
                 await asyncio.wait_for(self._nc.close(), 5)
             self._nc = None
         others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
@@ -191,8 +207,10 @@ class NatsStore:
             future = asyncio.run_coroutine_threadsafe(operation(), self._loop)  # type: ignore[arg-type]
             try:
                 return future.result(max(deadline - time.monotonic(), 0.1) + 5)
-            except (*_TRANSIENT, TimeoutError, nats.errors.NoServersError) as exc:
+            except Exception as exc:
                 future.cancel()
+                if not _is_transient(exc):
+                    raise
                 if time.monotonic() >= deadline:
                     raise ControlPlaneUnavailable(
                         f"NATS control plane at {self.url} did not answer within "

@@ -148,3 +148,12 @@ def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def private_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A server of the test's own, for tests that kill it."""
+    server = NatsServer(tmp_path, "private")
+    server.start()
+    yield server
+    server.stop()
