@@ -156,7 +156,9 @@ class Deploy(Fact):
     """One run of a deploy (a plain deploy, a migration, a drain step).
 
     Status ``committed`` is set only by the commit that carries this deploy's id (``commit_seq``
-    then names it); everything before that is ``applying`` or ``failed``.
+    then names it); everything before that is ``applying`` or ``failed``. ``detail`` is what the
+    deploy layer needs to resume or roll back after an interruption (manifest hash, source and
+    target machines, snapshot names); the control plane stores it without interpreting it.
     """
 
     id: Identifier
@@ -165,6 +167,7 @@ class Deploy(Fact):
     phase: DeployPhase = "plan"
     status: DeployStatus = "applying"
     reason: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
     commit_seq: int | None = None
     created: datetime = Field(default_factory=utcnow)
     updated: datetime = Field(default_factory=utcnow)

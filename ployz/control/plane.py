@@ -227,12 +227,19 @@ class ControlPlane:
 
     # --- deploys and commits -------------------------------------------------------------------
 
-    def begin_deploy(self, namespace: str, kind: str, deploy_id: str | None = None) -> Deploy:
+    def begin_deploy(
+        self,
+        namespace: str,
+        kind: str,
+        deploy_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Deploy:
         """Record a new deploy, status ``applying``, phase ``plan``."""
         deploy = Deploy(
             id=check_name("deploy id", deploy_id) if deploy_id else uuid.uuid4().hex,
             namespace=check_name("namespace", namespace),
             kind=check_name("deploy kind", kind),
+            detail=detail or {},
         )
 
         def create(current: Deploy | None) -> Deploy:
@@ -267,8 +274,9 @@ class ControlPlane:
         phase: DeployPhase | None = None,
         status: DeployStatus | None = None,
         reason: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> Deploy:
-        """Move a deploy to another phase and/or status.
+        """Move a deploy to another phase and/or status, or replace its reason or detail.
 
         Allowed status moves: applying -> failed (before its commit), committed ->
         failed-after-commit (cleanup failed), failed-after-commit -> committed (a re-run finished
@@ -281,14 +289,10 @@ class ControlPlane:
                 raise UnknownDeploy(deploy_id)
             if status is not None:
                 _check_deploy_transition(current, status)
-            update: dict[str, Any] = {"updated": utcnow()}
-            if phase is not None:
-                update["phase"] = phase
-            if status is not None:
-                update["status"] = status
-            if reason is not None:
-                update["reason"] = reason
-            return current.model_copy(update=update)
+            given = {"phase": phase, "status": status, "reason": reason, "detail": detail}
+            update = {name: value for name, value in given.items() if value is not None}
+            # Validated, not copied: a phase outside DeployPhase must not reach the store.
+            return Deploy.model_validate({**current.model_dump(), **update, "updated": utcnow()})
 
         return self._mutate("deploys", deploy_id, Deploy, move)
 

@@ -232,7 +232,11 @@ def test_deploy_status_moves(cp: ControlPlane, machines) -> None:
             deploy_id=failed.id,
         )
 
-    working = cp.begin_deploy(NS, "migrate", deploy_id="move-svc0")
+    working = cp.begin_deploy(NS, "migrate", deploy_id="move-svc0", detail={"to": machines[1]})
+    with pytest.raises(ValidationError, match="phase"):
+        cp.update_deploy(working.id, phase="teleport")  # type: ignore[arg-type]
+    working = cp.update_deploy(working.id, phase="apply", detail={"to": machines[1], "round": 2})
+    assert cp.get_deploy(working.id).detail == {"to": machines[1], "round": 2}
     with pytest.raises(InvalidDeployTransition, match="only a commit"):
         cp.update_deploy(working.id, status="committed")
     cp.commit(
