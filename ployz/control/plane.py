@@ -19,6 +19,13 @@ Storage model (the same for SQLite and NATS JetStream KV, see ``store.py``):
 Every write is a read-modify-write retried on conflict (``_mutate``). A document remembers the ids
 of its last few writes, so a writer whose acknowledgement was lost (a NATS leader change) sees on
 retry that its write already landed instead of applying it twice.
+
+Why one storage model for both backends, although SQLite alone could update several rows in one
+transaction: the rules (fencing, validation, numbering, roll-forward) are then written once, above
+a two-call compare-and-swap interface, and the same contract suite proves both backends.
+
+Limit: a namespace is one document, so its size is bounded by the store's largest value (1 MiB by
+default on NATS): thousands of services per namespace would need the document split.
 """
 
 from __future__ import annotations
