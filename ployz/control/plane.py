@@ -405,7 +405,7 @@ class ControlPlane:
         very document it was given writes nothing.
         """
         op = uuid.uuid4().hex
-        for attempt in range(_MAX_ATTEMPTS):
+        for _ in range(_MAX_ATTEMPTS):
             stored = self._store.get(kind, key)
             ops, raw = _decode(stored.value) if stored else ([], None)
             current = model.model_validate(raw) if raw is not None else None
@@ -423,7 +423,7 @@ class ControlPlane:
                     self._store.update(kind, key, payload, stored.revision)
                 return new
             except RevisionConflict:
-                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
+                time.sleep(random.uniform(0, 0.002))  # desynchronise the racers
         raise ControlPlaneBusy(f"{kind}/{key}: {_MAX_ATTEMPTS} concurrent updates in a row won")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from ployz.control import (
     InvalidChange,
     InvalidDeployTransition,
     Lease,
+    LeaseKeeper,
     PutService,
     PutVolume,
     RecordTransfer,
@@ -304,3 +307,44 @@ def test_a_writer_killed_mid_commit_leaves_all_or_nothing(
             assert (latest.status, latest.commit_seq) == ("committed", seq)
             for deploy in fresh.list_deploys(NS):
                 assert (deploy.status == "committed") == (deploy.commit_seq is not None)
+
+
+def test_concurrent_commits_under_one_lock_lose_nothing(control_url: str, machines) -> None:
+    """Threads of one deploy process committing at once while a lease keeper renews the lock:
+    every commit lands exactly once, numbered without gaps, and the lease is never lost."""
+    with open_control_plane(control_url) as cp:
+        lease = cp.acquire(deploy_lock_name(NS), "deploy-1", ttl=0.6)
+        stop = threading.Event()
+        committed: list[str] = []
+        errors: list[BaseException] = []
+
+        def commit_services(worker: int) -> None:
+            with open_control_plane(control_url) as own:
+                try:
+                    for i in itertools.count():
+                        if stop.is_set():
+                            return
+                        name = f"svc-{worker}-{i}"
+                        own.commit(
+                            NS, lease.token, [PutService(service=service(name, machines[0]))]
+                        )
+                        committed.append(name)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        with LeaseKeeper(cp, lease, ttl=0.6) as keeper:
+            workers = [threading.Thread(target=commit_services, args=(w,)) for w in range(4)]
+            for worker in workers:
+                worker.start()
+            renewals: set[object] = set()
+            while len(renewals) < 3 and not errors and not keeper.lost.is_set():
+                renewals.add(keeper.lease.expires_at)  # commits keep going across renewals
+                time.sleep(0.05)
+            stop.set()
+            for worker in workers:
+                worker.join()
+            assert errors == []
+            keeper.check()
+        state = cp.namespace(NS)
+        assert sorted(state.services) == sorted(committed)
+        assert [c.seq for c in cp.list_commits(NS)] == list(range(1, len(committed) + 1))
