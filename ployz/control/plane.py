@@ -466,6 +466,8 @@ def _check_deploy_transition(deploy: Deploy, status: DeployStatus) -> None:
         return
     if status == "committed" and deploy.commit_seq is None:
         why = "only a commit makes a deploy committed"
+    elif status == "failed" and deploy.commit_seq is not None:
+        why = f"it committed (commit #{deploy.commit_seq}): a later failure is failed-after-commit"
     elif deploy.status == "failed":
         why = "a failed deploy is final; start a new one"
     else:

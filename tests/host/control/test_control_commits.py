@@ -245,6 +245,8 @@ def test_deploy_status_moves(cp: ControlPlane, machines) -> None:
     cp.commit(
         NS, lease.token, [SetPlacement(service="svc0", machine=machines[1])], deploy_id=working.id
     )
+    with pytest.raises(InvalidDeployTransition, match="failed-after-commit"):
+        cp.update_deploy(working.id, status="failed")
     cleanup_failed = cp.update_deploy(
         working.id, phase="cleanup", status="failed-after-commit", reason="source agent unreachable"
     )
