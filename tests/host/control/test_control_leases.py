@@ -22,7 +22,7 @@ from ployz.control import (
 )
 
 WORKER = Path(__file__).with_name("control_worker.py")
-SHORT_TTL_S = 0.4
+SHORT_TTL_S = 1.0
 
 
 @pytest.mark.parametrize("name", [deploy_lock_name("shop"), "drain/machine-a"])
