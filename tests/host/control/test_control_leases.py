@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -16,6 +17,9 @@ from ployz.control import (
     InvalidArgument,
     InvalidName,
     LockHeld,
+    Machine,
+    PutService,
+    Service,
     StaleFencingToken,
     deploy_lock_name,
     open_control_plane,
@@ -163,3 +167,50 @@ def test_processes_racing_for_a_lock_have_exactly_one_winner(
     assert len(winners) == 1
     assert winners[0]["token"] == 1
     assert all(r["held_by"] == winners[0]["holder"] for r in results if "held_by" in r)
+
+
+def test_fencing_holds_under_contention(control_url: str) -> None:
+    """Holders race for a short lock, commit with their token, and sometimes stall past the TTL
+    before committing again. The commit log's tokens never go back: no stale holder's commit
+    landed after a newer holder's."""
+    lock, ttl = deploy_lock_name("shop"), 0.3
+    with open_control_plane(control_url) as setup:
+        setup.register_machine(Machine(id="machine-a", overlay_ip="10.0.0.1", subnet="10.0.0.0/24"))
+    stale_refusals: list[int] = []
+
+    def holder(index: int) -> None:
+        rng = random.Random(index)
+        with open_control_plane(control_url) as cp:
+            for round_ in range(6):
+                try:
+                    lease = cp.acquire(lock, f"h{index}", ttl=ttl)
+                except LockHeld:
+                    time.sleep(rng.uniform(0, ttl))
+                    continue
+                for step in range(3):
+                    if round_ % 2 == 0 and step == 1:
+                        time.sleep(ttl * 1.5)  # stall: the lease expires, may be taken
+                    service = Service(
+                        namespace="shop",
+                        name=f"s{index}-{round_}-{step}",
+                        image="busybox",
+                        machine="machine-a",
+                    )
+                    try:
+                        cp.commit("shop", lease.token, [PutService(service=service)])
+                    except StaleFencingToken:
+                        stale_refusals.append(lease.token)
+                        break
+
+    threads = [threading.Thread(target=holder, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    with open_control_plane(control_url) as cp:
+        tokens = [commit.fencing_token for commit in cp.list_commits("shop")]
+    assert tokens, "no holder ever committed"
+    assert tokens == sorted(tokens)
+    # Whoever won the first round stalled past its TTL and was refused afterwards.
+    assert stale_refusals
