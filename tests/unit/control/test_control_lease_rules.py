@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ployz.control import InvalidArgument, LockHeld, StaleFencingToken
 from ployz.control.leases import acquire, describe, release, renew, require_current
@@ -69,3 +71,39 @@ def test_ttl_must_be_positive(ttl: float) -> None:
 def test_holder_must_be_named() -> None:
     with pytest.raises(InvalidArgument):
         acquire(None, NAME, "", 30, T0)
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["acquire", "renew", "release"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.floats(min_value=0, max_value=40),  # seconds since the previous operation
+        st.floats(min_value=0.5, max_value=60),  # ttl
+    ),
+    max_size=40,
+)
+
+
+@given(operations)
+def test_any_history_keeps_one_holder_and_growing_tokens(history) -> None:
+    """Whatever happens, a successful acquisition gets the previous token plus one, and only
+    the holder of the newest token can renew or release."""
+    lease, now, tokens = None, T0, []
+    for operation, holder, elapsed, ttl in history:
+        now += timedelta(seconds=elapsed)
+        before = lease
+        try:
+            if operation == "acquire":
+                lease = acquire(lease, NAME, holder, ttl, now)
+                tokens.append(lease.token)
+            elif lease is not None:
+                # A holder acts with the token it would have if it were the last acquirer.
+                token = lease.token if lease.holder == holder else lease.token - 1
+                if operation == "renew":
+                    lease = renew(lease, NAME, token, ttl, now)
+                else:
+                    lease = release(lease, NAME, token, now)
+                assert lease.holder == holder
+        except (LockHeld, StaleFencingToken):
+            assert lease == before
+    assert tokens == list(range(1, len(tokens) + 1))
