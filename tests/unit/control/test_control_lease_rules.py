@@ -85,9 +85,10 @@ operations = st.lists(
 
 
 @given(operations)
-def test_any_history_keeps_one_holder_and_growing_tokens(history) -> None:
-    """Whatever happens, a successful acquisition gets the previous token plus one, and only
-    the holder of the newest token can renew or release."""
+def test_any_history_gives_growing_tokens_and_one_holder(history) -> None:
+    """Whatever happens, a successful acquisition gets the previous token plus one, an
+    acquisition is refused exactly while another holder's lease runs, and only the holder of
+    the newest token can renew or release."""
     lease, now, tokens = None, T0, []
     for operation, holder, elapsed, ttl in history:
         now += timedelta(seconds=elapsed)
@@ -104,6 +105,8 @@ def test_any_history_keeps_one_holder_and_growing_tokens(history) -> None:
                 else:
                     lease = release(lease, NAME, token, now)
                 assert lease.holder == holder
-        except (LockHeld, StaleFencingToken):
+        except LockHeld:
+            assert before is not None and before.is_held(now) and before.holder != holder
+        except StaleFencingToken:
             assert lease == before
     assert tokens == list(range(1, len(tokens) + 1))
