@@ -96,6 +96,7 @@ def test_any_history_gives_growing_tokens_and_one_holder(history) -> None:
         try:
             if operation == "acquire":
                 lease = acquire(lease, NAME, holder, ttl, now)
+                assert before is None or not before.is_held(now) or before.holder == holder
                 tokens.append(lease.token)
             elif lease is not None:
                 # A holder acts with the token it would have if it were the last acquirer.
