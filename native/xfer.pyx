@@ -23,6 +23,7 @@ cdef extern from "xfer_core.h" nogil:
         PZ_CODEC_NONE
         PZ_CODEC_ZSTD
         PZ_CODEC_AUTO
+        PZ_E_STOPPED
 
     ctypedef struct pz_ring:
         char errmsg[256]
@@ -72,6 +73,7 @@ FLAG_CONTROL = PZ_FLAG_CONTROL
 END_PAYLOAD = PZ_END_PAYLOAD
 MAX_FRAME = PZ_MAX_FRAME
 MAX_WORKERS = PZ_MAX_WORKERS
+STOPPED = PZ_E_STOPPED
 CODECS = {"none": PZ_CODEC_NONE, "zstd": PZ_CODEC_ZSTD, "auto": PZ_CODEC_AUTO}
 UNLIMITED = 0xFFFFFFFFFFFFFFFF
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz._xfer import StreamSender
+from ployz._xfer import STOPPED, StreamSender
 from ployz.transfer import protocol as p
 from ployz.transfer.endpoints import ResumePoint, Source
 from ployz.transfer.errors import (
@@ -219,6 +219,9 @@ class Sender:
                     kind, _errno, message = stream.run(run.fd, sock.fileno(), run.offset)
                 finally:
                     watcher.finish()
+            if kind == STOPPED:
+                raise self._receiver_reason(sock) or ConnectionLost(
+                    "the receiver closed the connection during the data phase")
             if kind:
                 raise self._receiver_reason(sock) or native_error(kind, message)
             reply = p.recv_control(sock, self.timeouts.commit, (p.COMMIT, p.FAILURE))

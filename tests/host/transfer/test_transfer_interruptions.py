@@ -1,0 +1,96 @@
+"""Interrupted and corrupted streams: a proxy cuts connections at random offsets or flips a
+byte; the transfer still arrives byte-identical (with the resumes counted), or fails cleanly
+without the corrupted bytes ever reaching the file."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from faulty_proxy import Fault, FaultyProxy
+from transfer_data import same_bytes
+
+from ployz.transfer import (
+    ChecksumMismatch,
+    FileSource,
+    RetriesExhausted,
+    RetryPolicy,
+    Sender,
+)
+
+FRAME = 64 * 1024
+FAST_RETRY = RetryPolicy(attempts=30, initial_backoff=0.01, max_backoff=0.05)
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+@pytest.mark.parametrize("seed", range(4))
+def test_cut_connections_resume_to_identical_bytes(tmp_path: Path, data_file, start_receiver,
+                                                   signing_key, codec: str, seed: int) -> None:
+    size = 3 * 1024 * 1024 + 999
+    src = data_file("mixed", size, seed)
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst)
+    rng = random.Random(seed)
+    # Offsets count each connection's client-to-server bytes (handshake, headers, payloads).
+    # Each stays under size/16, so that even the 8th connection, which resumes and sends less,
+    # still reaches its cut.
+    cuts = [Fault(rng.randrange(0, size // 16), "cut") for _ in range(rng.randint(3, 8))]
+    with FaultyProxy(receiver.address, cuts) as proxy:
+        sent = Sender(FileSource(src), proxy.address, key=signing_key, codec=codec,
+                      frame_size=FRAME, retry=FAST_RETRY).send()
+    received = receiver.result()
+    assert same_bytes(src, dst)
+    assert proxy.faults_done == len(cuts)
+    assert sent.evidence == received.evidence
+    assert 1 <= sent.resumes <= len(cuts)
+    assert received.resumes == sent.resumes
+
+
+def test_cut_in_every_part_of_the_first_frames(tmp_path: Path, data_file, start_receiver,
+                                               signing_key) -> None:
+    """Cuts at every few bytes of the handshake and the first frame header, where a parser is
+    most likely to mishandle a short read."""
+    src = data_file("text", 5 * FRAME + 3)
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst)
+    cuts = [Fault(at, "cut") for at in range(0, 700, 37)]
+    with FaultyProxy(receiver.address, cuts) as proxy:
+        Sender(FileSource(src), proxy.address, key=signing_key, codec="zstd",
+               frame_size=FRAME, retry=RetryPolicy(attempts=len(cuts) + 2,
+                                                   initial_backoff=0.01,
+                                                   max_backoff=0.05)).send()
+    receiver.result()
+    assert same_bytes(src, dst)
+    assert proxy.faults_done == len(cuts)
+
+
+def test_flipped_byte_is_detected_and_the_frame_resent(tmp_path: Path, data_file,
+                                                       start_receiver, signing_key) -> None:
+    src = data_file("random", 1 << 20)
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst)
+    # past the handshake (well under 2 KiB), inside the payload of the third frame
+    with FaultyProxy(receiver.address, [Fault(2 * FRAME + 5000, "flip")]) as proxy:
+        sent = Sender(FileSource(src), proxy.address, key=signing_key, codec="none",
+                      frame_size=FRAME, retry=FAST_RETRY).send()
+    receiver.result()
+    assert proxy.faults_done == 1
+    assert same_bytes(src, dst)
+    assert sent.resumes == 1
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_persistent_corruption_fails_cleanly_and_never_reaches_the_file(
+        tmp_path: Path, data_file, start_receiver, signing_key, codec: str) -> None:
+    src = data_file("text", 1 << 20)
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst)
+    with (FaultyProxy(receiver.address, repeat=Fault(3000, "flip")) as proxy,
+          pytest.raises(RetriesExhausted) as failure):
+        Sender(FileSource(src), proxy.address, key=signing_key, codec=codec, frame_size=FRAME,
+               retry=RetryPolicy(attempts=3, initial_backoff=0.01)).send()
+    assert isinstance(failure.value.__cause__, ChecksumMismatch)
+    assert not dst.exists()
+    partial = dst.with_name("received.partial")
+    assert src.read_bytes().startswith(partial.read_bytes())

@@ -1,0 +1,32 @@
+"""Test data for the transfer tests: random, text and mixed bytes, reproducible by seed."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "one", "all", "we", "their", "been", "has", "will", "snapshot", "dataset", "pool", "volume", "machine", "overlay", "container", "receive", "stream", "frame"]
+
+
+def make_data(kind: str, size: int, seed: int = 0) -> bytes:
+    """random (incompressible), text (compressible words), or mixed (half each, interleaved in
+    blocks so that a stream alternates between the two)."""
+    rng = random.Random(seed)
+    if kind == "random":
+        return rng.randbytes(size)
+    if kind == "text":
+        out = bytearray()
+        while len(out) < size:
+            out += " ".join(rng.choice(WORDS) for _ in range(12)).encode() + b"\n"
+        return bytes(out[:size])
+    block = 256 * 1024
+    out = bytearray()
+    while len(out) < size:
+        out += make_data("random" if (len(out) // block) % 2 == 0 else "text", block,
+                         rng.randrange(1 << 30))
+    return bytes(out[:size])
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    return os.path.getsize(a) == os.path.getsize(b) and a.read_bytes() == b.read_bytes()
