@@ -3,6 +3,7 @@ thread on a real loopback socket, and data files of several kinds."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -68,10 +69,8 @@ def start_receiver(signing_key: Ed25519PrivateKey) -> Iterator[
     yield start
     for listener in listeners:
         # shutdown wakes a receiver still waiting in poll/accept; close alone would not
-        try:
+        with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         listener.close()
     for handle in running:
         handle.thread.join(10)

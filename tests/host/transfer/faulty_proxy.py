@@ -4,6 +4,7 @@ its fault plan, and relays faithfully after the plan runs out."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from dataclasses import dataclass
@@ -92,7 +93,5 @@ class FaultyProxy:
 
 def _shutdown(*sockets: socket.socket) -> None:
     for sock in sockets:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

@@ -6,7 +6,13 @@ import os
 import random
 from pathlib import Path
 
-WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "one", "all", "we", "their", "been", "has", "will", "snapshot", "dataset", "pool", "volume", "machine", "overlay", "container", "receive", "stream", "frame"]
+WORDS = (
+    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
+    "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
+    "they", "you", "were", "her", "she", "there", "one", "all", "we", "their", "been", "has",
+    "will", "snapshot", "dataset", "pool", "volume", "machine", "overlay", "container", "receive",
+    "stream", "frame",
+)
 
 
 def make_data(kind: str, size: int, seed: int = 0) -> bytes:
