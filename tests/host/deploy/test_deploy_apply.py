@@ -1,5 +1,5 @@
 """``ployzctl deploy -f`` end to end for services without volumes: a real agent process on
-loopback runs the containers on the session's private Docker daemon; the control plane is a real
+loopback runs the containers on the test run's private Docker daemon; the control plane is a real
 SQLite file. (Volumes need ZFS, so their deploys are tested inside the VM.)"""
 
 from __future__ import annotations
