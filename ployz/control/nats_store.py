@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from ployz.control.errors import ControlPlaneUnavailable
+from ployz.control.errors import ControlPlaneUnavailable, InvalidArgument
 from ployz.control.store import KINDS, RevisionConflict, Versioned
 
 T = TypeVar("T")
@@ -59,6 +60,7 @@ def _is_transient(error: Exception) -> bool:
 
 
 _RETRY_PAUSE_S = 0.2
+_BUCKET_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUEST_TIMEOUT_S = 2.0
 
 
@@ -73,6 +75,8 @@ class NatsStore:
         replicas: int = 1,
         timeout: float = 20.0,
     ) -> None:
+        if not _BUCKET_PREFIX_RE.match(bucket_prefix):
+            raise InvalidArgument(f"bucket prefix {bucket_prefix!r}: letters, digits, '_' or '-'")
         self.url = ",".join(servers)
         self._servers = servers
         self._bucket_prefix = bucket_prefix

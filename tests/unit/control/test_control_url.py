@@ -8,6 +8,7 @@ import pytest
 
 from ployz.control import (
     ControlPlaneUnavailable,
+    InvalidArgument,
     InvalidControlPlaneUrl,
     control_plane_url,
     open_control_plane,
@@ -51,3 +52,8 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "cp.db").write_bytes(b"not a database, " * 100)
     with pytest.raises(ControlPlaneUnavailable, match="not a database"):
         open_control_plane(f"sqlite://{tmp_path}/cp.db")
+
+
+def test_nats_bucket_prefix_must_be_a_bucket_name() -> None:
+    with pytest.raises(InvalidArgument, match=r"bucket prefix 'a\.b'"):
+        open_control_plane("nats://127.0.0.1:1?bucket_prefix=a.b")
