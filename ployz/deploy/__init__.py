@@ -7,6 +7,7 @@
 
 from ployz.deploy.agents import DEFAULT_AGENT_PORT, AgentDirectory, agent_address
 from ployz.deploy.apply import DeployResult, deploy, plan_deploy
+from ployz.deploy.current import current_manifest, move_service
 from ployz.deploy.errors import (
     DatasetInTheWay,
     DeployError,
@@ -19,7 +20,9 @@ from ployz.deploy.errors import (
     MachineSilent,
     ManifestError,
     MoveNeedsTransfer,
+    MoveRefused,
     MoveSourceMismatch,
+    NothingDeployed,
     PlanError,
     QuotaChangeUnsupported,
     UnknownPlacement,
@@ -60,7 +63,9 @@ __all__ = [
     "ManifestService",
     "ManifestVolume",
     "MoveNeedsTransfer",
+    "MoveRefused",
     "MoveSourceMismatch",
+    "NothingDeployed",
     "PlanError",
     "QuotaChangeUnsupported",
     "ServiceAction",
@@ -70,9 +75,11 @@ __all__ = [
     "VolumeMove",
     "VolumeOwnerConflict",
     "agent_address",
+    "current_manifest",
     "deploy",
     "load_manifest",
     "make_plan",
+    "move_service",
     "parse_manifest",
     "plan_deploy",
     "render",

@@ -151,6 +151,19 @@ class DatasetInTheWay(DeployError):
         )
 
 
+class NothingDeployed(DeployError):
+    """The namespace has no committed service, so there is no manifest to derive."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(f"namespace {namespace!r} has no deployed service (see `ployzctl "
+                         "service ls`)")
+
+
+class MoveRefused(DeployError):
+    """A service cannot be moved as asked (unknown service, same machine, shared volume)."""
+
+
 class MoveNeedsTransfer(DeployError):
     """A plan moves volume data, which only the migration workflow can execute."""
 
