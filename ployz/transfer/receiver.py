@@ -181,7 +181,11 @@ class Receiver:
         kind, _errno, message = stream.run(conn.fileno(), sink_fd)
         self.wire_bytes += stream.wire_bytes - wire_before
         ended = kind == 0 and stream.ended
-        self.sink.close_run(ended)
+        try:
+            self.sink.close_run(ended)
+        except TransferError as exc:
+            self._fail(conn, exc)
+            raise
         if not ended:
             exc = native_error(kind, message) if kind else ProtocolError("stream ended early")
             self._fail(conn, exc)

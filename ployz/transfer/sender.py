@@ -219,11 +219,12 @@ class Sender:
                     kind, _errno, message = stream.run(run.fd, sock.fileno(), run.offset)
                 finally:
                     watcher.finish()
-            if kind == STOPPED:
-                raise self._receiver_reason(sock) or ConnectionLost(
-                    "the receiver closed the connection during the data phase")
-            if kind:
-                raise self._receiver_reason(sock) or native_error(kind, message)
+                # raised inside the block, so that the source knows the run failed
+                if kind == STOPPED:
+                    raise self._receiver_reason(sock) or ConnectionLost(
+                        "the receiver closed the connection during the data phase")
+                if kind:
+                    raise self._receiver_reason(sock) or native_error(kind, message)
             reply = p.recv_control(sock, self.timeouts.commit, (p.COMMIT, p.FAILURE))
             if reply["type"] == p.FAILURE:
                 raise failure_from(reply.get("code"), reply.get("message"))
