@@ -1,6 +1,6 @@
 """``ployzctl deploy -f`` end to end for services without volumes: a real agent process on
 loopback runs the containers on the test run's private Docker daemon; the control plane is a real
-SQLite file. (Volumes need ZFS, so their deploys are tested inside the VM.)"""
+SQLite file. (Volumes need ZFS, which only the VM has: their deploy is not covered here.)"""
 
 from __future__ import annotations
 
