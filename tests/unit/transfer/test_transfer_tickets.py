@@ -1,0 +1,86 @@
+"""Tickets: what a valid one carries, and every way an invalid one is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ployz.transfer import Target, Ticket, TicketRefused
+from ployz.transfer.tickets import (
+    DOMAIN,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    sign,
+    verify,
+)
+
+KEY = Ed25519PrivateKey.generate()
+TICKET = Ticket("t-1", Target("zfs", "tank/vol"), time.time() + 60, toguid=7, fromguid=None)
+
+
+def test_valid_ticket_round_trips() -> None:
+    assert verify(sign(TICKET, KEY), KEY.public_key()) == TICKET
+
+
+def test_other_key_expired_and_tampered_tickets_are_refused() -> None:
+    with pytest.raises(TicketRefused, match="trusted key"):
+        verify(sign(TICKET, Ed25519PrivateKey.generate()), KEY.public_key())
+    expired = Ticket("t-1", TICKET.target, time.time() - 1)
+    with pytest.raises(TicketRefused, match="expired"):
+        verify(sign(expired, KEY), KEY.public_key())
+    payload, signature = sign(TICKET, KEY).split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    body["target"]["name"] = "tank/other"
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    with pytest.raises(TicketRefused, match="trusted key"):
+        verify(f"{forged}.{signature}", KEY.public_key())
+
+
+@pytest.mark.parametrize("token", [None, "", 5, "abc", "a.b.c", "!!!.???", "x" * 5000])
+def test_malformed_tickets_are_refused(token: object) -> None:
+    with pytest.raises(TicketRefused):
+        verify(token, KEY.public_key())
+
+
+def _signed(body: dict) -> str:
+    payload = json.dumps(body).encode()
+    b64 = base64.urlsafe_b64encode
+    return (b64(payload).rstrip(b"=").decode() + "."
+            + b64(KEY.sign(DOMAIN + payload)).rstrip(b"=").decode())
+
+
+@pytest.mark.parametrize("body", [
+    {"v": 2},
+    {"v": 1, "transfer_id": "", "expires_at": 1e12, "target": {"kind": "file", "name": "/x"}},
+    {"v": 1, "transfer_id": "t", "expires_at": "soon", "target": {"kind": "file", "name": "/x"}},
+    {"v": 1, "transfer_id": "t", "expires_at": 1e12, "target": {"kind": "nfs", "name": "/x"}},
+    {"v": 1, "transfer_id": "t", "expires_at": 1e12, "target": {"kind": "zfs", "name": "p"},
+     "toguid": -1},
+])
+def test_signed_but_malformed_payloads_are_refused(body: dict) -> None:
+    with pytest.raises(TicketRefused):
+        verify(_signed(body), KEY.public_key())
+
+
+def test_signature_is_domain_separated() -> None:
+    payload, _ = sign(TICKET, KEY).split(".")
+    raw = base64.urlsafe_b64decode(payload + "==")
+    plain = base64.urlsafe_b64encode(KEY.sign(raw)).rstrip(b"=").decode()
+    with pytest.raises(TicketRefused):
+        verify(f"{payload}.{plain}", KEY.public_key())
+
+
+def test_keypair_files_load_back(tmp_path: Path) -> None:
+    private, public = generate_keypair(tmp_path)
+    key = load_private_key(private)
+    assert verify(sign(TICKET, key), load_public_key(public)) == TICKET
+    with pytest.raises(FileExistsError):
+        generate_keypair(tmp_path)
+    with pytest.raises(ValueError):
+        load_public_key(private)
