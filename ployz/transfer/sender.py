@@ -66,12 +66,13 @@ class SendResult:
     codec: str
     frames_zstd: int
     frames_raw: int
+    notices: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         return {"bytes": self.bytes, "wire_bytes": self.wire_bytes,
                 "seconds": round(self.seconds, 3), "resumes": self.resumes, "codec": self.codec,
                 "frames_zstd": self.frames_zstd, "frames_raw": self.frames_raw,
-                "committed": self.evidence}
+                "notices": list(self.notices), "committed": self.evidence}
 
 
 class Sender:
@@ -113,6 +114,7 @@ class Sender:
         self.stream: StreamSender | None = None
         self.negotiated: str | None = None
         self.accepted = 0
+        self.notices: list[str] = []
 
     def send(self) -> SendResult:
         started = time.monotonic()
@@ -138,7 +140,7 @@ class Sender:
             self.progress(meter.sample(size, stream.wire_bytes, finished=True))
         return SendResult(evidence, size, stream.wire_bytes, time.monotonic() - started,
                           max(self.accepted - 1, 0), self._codec_label(), stream.frames_zstd,
-                          stream.frames_raw)
+                          stream.frames_raw, tuple(self.notices))
 
     def _codec_label(self) -> str:
         return self.negotiated if self.negotiated == "none" else self.codec
@@ -188,6 +190,7 @@ class Sender:
         notices = tuple(str(n) for n in resume.get("notices") or ())
         for notice in notices:
             log.warning("receiver: %s", notice)
+        self.notices += notices
         self._ensure_stream(codec)
         self.accepted += 1
         return ResumePoint(offset, token, notices)
