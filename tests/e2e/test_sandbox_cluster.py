@@ -1,0 +1,47 @@
+"""The sandbox cluster: machines reachable over the WireGuard overlay, agents answering signed
+calls there, each machine with its own pool and Docker daemon, all known to the control plane."""
+
+from __future__ import annotations
+
+import subprocess
+
+from ployz.agent.client import AgentClient
+from ployz.agent.keys import load_private_key
+from ployz.control import open_control_plane
+from ployz.runtime.testimage import TEST_IMAGE
+from ployz.sandbox.cluster import Cluster
+
+
+def test_agents_answer_signed_calls_over_the_overlay(cluster: Cluster) -> None:
+    key = load_private_key(cluster.operator_key)
+    for machine in cluster.machines:
+        with AgentClient(machine.agent_address, key) as client:
+            assert client.machine_id == machine.id
+            capacity = client.call("zfs.capacity", {})
+            assert capacity["pool"] == machine.pool and capacity["free"] > 0
+            assert client.call("container.has_image", {"image": TEST_IMAGE}) is True
+
+
+def test_overlay_is_wireguard_between_namespaces(cluster: Cluster) -> None:
+    a, b = cluster.machines
+    shown = subprocess.run(["ip", "netns", "exec", str(a.endpoint.netns), "wg", "show", "wg0",
+                            "allowed-ips"], capture_output=True, text=True, check=True).stdout
+    assert f"{b.endpoint.overlay_ip}/32" in shown
+
+
+def test_machines_are_in_the_control_plane_with_heartbeats(cluster: Cluster) -> None:
+    with open_control_plane(cluster.control_url) as control:
+        machines = {m.id: m for m in control.list_machines()}
+    assert set(machines) == {"machine-a", "machine-b"}
+    assert machines["machine-a"].overlay_ip == cluster.machines[0].endpoint.overlay_ip
+    assert all(m.lifecycle == "active" for m in machines.values())
+
+
+def test_ployzctl_is_configured_for_the_operator(cluster: Cluster) -> None:
+    env = cluster.environment()
+    assert env["PLOYZ_CONTROL"] == cluster.control_url
+    done = subprocess.run(["ployzctl", "agent", "call", "--address",
+                           cluster.machines[1].agent_address, "--key", env["PLOYZ_KEY"],
+                           "agent.health"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "machine-b" in done.stdout
