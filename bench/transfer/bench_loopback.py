@@ -5,13 +5,15 @@ to a file in tmpfs:
 
 - codec none against ``mbuffer -m 128M`` to ``mbuffer -m 128M`` over TCP;
 - codec zstd (and auto) against ``zstd -1 -T2 | nc | zstd -d``, whose wire bytes are those of
-  ``zstd -1 -T2``.
+  ``zstd -1 -T2``;
+- codec auto against none and zstd, all three behind the engine's 100 MB/s bandwidth limit
+  (256 MiB), where compression pays unlike on loopback.
 
 Contenders alternate round by round to spread the machine's noise; the medians are reported as
 ratios (higher throughput ratio is better) with CPU seconds per GB (all processes and threads).
 Prints one JSON object.
 
-    python -m bench.transfer.bench_loopback            # PLOYZ_BENCH_MIB, PLOYZ_BENCH_ROUNDS
+    python -m bench.transfer.bench_loopback  # PLOYZ_BENCH_MIB, _LIMITED_MIB, _ROUNDS
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from ployz.transfer import FileSink, FileSource, Receiver, Sender
 MiB = 1 << 20
 SIZE = int(os.environ.get("PLOYZ_BENCH_MIB", "1024")) * MiB
 ROUNDS = int(os.environ.get("PLOYZ_BENCH_ROUNDS", "3"))
+LIMIT = 100e6
+LIMITED_SIZE = int(os.environ.get("PLOYZ_BENCH_LIMITED_MIB", "256")) * MiB
 BLOCK = 4 * MiB
 WORDS = (
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
@@ -106,7 +110,7 @@ def zstd_nc(src: Path, dst: Path) -> int:
                               capture_output=True, text=True).stdout)
 
 
-def engine(codec: str) -> Callable[[Path, Path], int]:
+def engine(codec: str, bwlimit: float = 0.0) -> Callable[[Path, Path], int]:
     key = Ed25519PrivateKey.generate()
 
     def run(src: Path, dst: Path) -> int:
@@ -114,8 +118,8 @@ def engine(codec: str) -> Callable[[Path, Path], int]:
             receiver = Receiver(listener, FileSink(dst), key.public_key())
             thread = threading.Thread(target=receiver.serve)
             thread.start()
-            result = Sender(FileSource(src), listener.getsockname(), key=key,
-                            codec=codec).send()
+            result = Sender(FileSource(src), listener.getsockname(), key=key, codec=codec,
+                            bwlimit=bwlimit).send()
             thread.join()
         return result.wire_bytes
 
@@ -140,6 +144,17 @@ def summarize(samples: list[dict[str, float]], size: int) -> dict[str, float]:
             "wire_bytes": int(statistics.median(s["wire"] for s in samples))}
 
 
+def compare(contenders: dict[str, Callable[[Path, Path], int]], src: Path,
+            work: Path) -> dict[str, dict[str, float]]:
+    """Medians over ROUNDS rounds, contenders interleaved within each round."""
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+    for _ in range(ROUNDS):
+        for name, contender in contenders.items():
+            samples[name].append(measure(contender, src, work / f"out-{name}"))
+    size = src.stat().st_size
+    return {name: summarize(s, size) for name, s in samples.items()}
+
+
 def main() -> None:
     for tool in ("mbuffer", "nc", "zstd", "ss"):
         if not shutil.which(tool):
@@ -148,22 +163,26 @@ def main() -> None:
         "mbuffer": mbuffer, "engine_none": engine("none"),
         "zstd_nc": zstd_nc, "engine_zstd": engine("zstd"), "engine_auto": engine("auto"),
     }
+    # the same engine behind its own 100 MB/s token bucket: a slow link, where zstd pays
+    limited = {f"limited_{codec}": engine(codec, LIMIT) for codec in ("none", "zstd", "auto")}
     work = Path(tempfile.mkdtemp(prefix="ployz-bench-", dir="/dev/shm"))
     try:
-        src = work / "mixed.bin"
+        src, small = work / "mixed.bin", work / "mixed-small.bin"
         make_mixed(src, SIZE)
-        samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
-        for _ in range(ROUNDS):
-            for name, contender in contenders.items():
-                samples[name].append(measure(contender, src, work / f"out-{name}"))
-        runs = {name: summarize(s, SIZE) for name, s in samples.items()}
+        make_mixed(small, LIMITED_SIZE)
+        runs = compare(contenders, src, work)
+        runs_limited = compare(limited, small, work)
     finally:
         shutil.rmtree(work)
     speed = {name: SIZE / run["seconds"] for name, run in runs.items()}
+    slow = {name: LIMITED_SIZE / run["seconds"] for name, run in runs_limited.items()}
     print(json.dumps({
         "bytes": SIZE, "rounds": ROUNDS, "data": "mixed: 4 MiB blocks, random and text",
         "runs": runs,
+        "limited_100MBps": {"bytes": LIMITED_SIZE, "runs": runs_limited},
         "ratios": {
+            "limited_auto_vs_best_fixed": round(slow["limited_auto"] / max(
+                slow["limited_none"], slow["limited_zstd"]), 3),
             "none_vs_mbuffer": round(speed["engine_none"] / speed["mbuffer"], 3),
             "zstd_vs_zstd_nc": round(speed["engine_zstd"] / speed["zstd_nc"], 3),
             "auto_vs_zstd_nc": round(speed["engine_auto"] / speed["zstd_nc"], 3),

@@ -33,6 +33,12 @@ def _pipe() -> tuple[int, int]:
 
 
 def _guid(name: str) -> int:
+    """Guid of a snapshot, or of a bookmark (which property reads do not reach)."""
+    if "#" in name:
+        for mark in zfs.bookmarks(_dataset_of(name)):
+            if mark.name == name:
+                return mark.guid
+        raise zfs.DatasetNotFound(0, name, "bookmark does not exist")
     return int(zfs.get(name, ["guid"])["guid"])
 
 
