@@ -87,8 +87,8 @@ def decode_control(header: Header, payload: bytes) -> dict[str, Any]:
         raise ChecksumMismatch("control message failed its checksum")
     try:
         message = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"control message is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting or digits
+        raise ProtocolError(f"control message is not acceptable JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("control message is not an object with a type")
     return message

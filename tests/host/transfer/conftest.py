@@ -26,6 +26,14 @@ class RunningReceiver:
     thread: threading.Thread
     outcome: dict[str, object] = field(default_factory=dict)
 
+    def stop(self) -> None:
+        """Stops a receiver waiting for connections, as if its process had died."""
+        listener = self.receiver.listener
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        self.thread.join(10)
+        listener.close()
+
     def result(self, timeout: float = 60) -> ReceiveResult:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "receiver did not finish"

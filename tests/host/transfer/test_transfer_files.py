@@ -6,22 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transfer_data import same_bytes
+from transfer_data import same_bytes, whole_stream_checksum
 
-from ployz._xfer import frame_checksum
 from ployz.transfer import FileSource, Sender
 from ployz.transfer.progress import Progress
 
 FRAME = 64 * 1024
 SIZES = [0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME + 12345, 2 * 1024 * 1024 + 7]
-
-
-def whole_stream_checksum(data: bytes, frame: int) -> str:
-    """The checksum the receiver reports: xxh3 over the frames' seeded checksums."""
-    sums = b"".join(
-        frame_checksum(data[at:at + frame], at).to_bytes(8, "little")
-        for at in range(0, len(data), frame))
-    return f"{frame_checksum(sums, 0):016x}"
 
 
 @pytest.mark.parametrize("codec", ["none", "zstd", "auto"])

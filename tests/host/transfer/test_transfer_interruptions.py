@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from faulty_proxy import Fault, FaultyProxy
-from transfer_data import same_bytes
+from transfer_data import same_bytes, whole_stream_checksum
 
 from ployz.transfer import (
     ChecksumMismatch,
@@ -94,3 +94,30 @@ def test_persistent_corruption_fails_cleanly_and_never_reaches_the_file(
     assert not dst.exists()
     partial = dst.with_name("received.partial")
     assert src.read_bytes().startswith(partial.read_bytes())
+
+
+@pytest.mark.parametrize("same_transfer", [True, False])
+def test_a_restarted_receiver_resumes_from_the_durable_partial_file(
+        tmp_path: Path, data_file, start_receiver, signing_key, same_transfer: bool) -> None:
+    size = 2 * 1024 * 1024 + 100
+    src = data_file("mixed", size)
+    dst = tmp_path / "received"
+    first = start_receiver(dst)
+    with (FaultyProxy(first.address, [Fault(size // 2, "cut")]) as proxy,
+          pytest.raises(RetriesExhausted)):
+        Sender(FileSource(src), proxy.address, key=signing_key, codec="none",
+               frame_size=FRAME, transfer_id="t-1", retry=RetryPolicy(attempts=1)).send()
+    first.stop()
+    partial = dst.with_name("received.partial").stat().st_size
+    assert 0 < partial < size
+
+    second = start_receiver(dst)
+    sent = Sender(FileSource(src), second.address, key=signing_key, codec="none",
+                  frame_size=FRAME, transfer_id="t-1" if same_transfer else "t-2").send()
+    second.result()
+    assert same_bytes(src, dst)
+    assert sent.evidence["checksum"] == whole_stream_checksum(src.read_bytes(), FRAME)
+    if same_transfer:  # only the frames the first receiver had not made durable were sent
+        assert sent.wire_bytes < size - partial + size // 10
+    else:  # a partial file of another transfer is never trusted
+        assert sent.wire_bytes > size

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transfer_data import same_bytes
 
-from ployz.transfer import FileSource, Refused, Sender, Target, Ticket
+from ployz.transfer import FileSource, ReceiverTimeouts, Refused, Sender, Target, Ticket
 from ployz.transfer import protocol as p
 from ployz.transfer.tickets import sign
 
@@ -172,5 +172,24 @@ def test_the_receiver_serves_after_all_the_abuse(tmp_path: Path, data_file, star
     # a client that connects and says nothing holds the receiver for one handshake timeout only
     with socket.create_connection(receiver.address):
         Sender(FileSource(src), receiver.address, key=signing_key, frame_size=FRAME).send()
+    receiver.result()
+    assert same_bytes(src, dst)
+
+
+def test_a_stalled_sender_times_out_and_the_receiver_keeps_serving(tmp_path: Path, data_file,
+                                                                  start_receiver,
+                                                                  signing_key) -> None:
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst, timeouts=ReceiverTimeouts(handshake=0.5, idle=0.5, wait=30,
+                                                             drain=0.2))
+    sock, reply = _handshake(receiver.address, ticket_for(signing_key, dst), "t-1")
+    with sock:
+        assert reply["type"] == p.ACCEPT
+        sock.sendall(p.Header(0, FRAME, FRAME, 0, 0).pack() + b"x" * 100)  # then nothing
+        failure = p.recv_control(sock, 10, (p.FAILURE,))
+    assert failure["code"] == "timeout"
+    src = data_file("text", 200_000)
+    Sender(FileSource(src), receiver.address, ticket=ticket_for(signing_key, dst),
+           transfer_id="t-1", frame_size=FRAME).send()
     receiver.result()
     assert same_bytes(src, dst)

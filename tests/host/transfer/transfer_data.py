@@ -6,6 +6,8 @@ import os
 import random
 from pathlib import Path
 
+from ployz._xfer import frame_checksum
+
 WORDS = (
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
     "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
@@ -36,3 +38,11 @@ def make_data(kind: str, size: int, seed: int = 0) -> bytes:
 
 def same_bytes(a: Path, b: Path) -> bool:
     return os.path.getsize(a) == os.path.getsize(b) and a.read_bytes() == b.read_bytes()
+
+
+def whole_stream_checksum(data: bytes, frame: int) -> str:
+    """The checksum the receiver reports: xxh3 over the frames' seeded checksums."""
+    sums = b"".join(
+        frame_checksum(data[at:at + frame], at).to_bytes(8, "little")
+        for at in range(0, len(data), frame))
+    return f"{frame_checksum(sums, 0):016x}"

@@ -51,7 +51,8 @@ def test_control_message_checksum_and_shape_are_checked() -> None:
     header = p.Header.unpack(frame[:32])
     with pytest.raises(ChecksumMismatch):
         p.decode_control(header, frame[32:].replace(b"info", b"infx"))
-    for body in (b"[1, 2]", b"{\"no\": 1}", b"\xff\xfe"):
+    hostile = (b"[" * 60000, b'{"type": "x", "n": ' + b"9" * 5000 + b"}")
+    for body in (b"[1, 2]", b"{\"no\": 1}", b"\xff\xfe", *hostile):
         bad = p.Header(p.FLAG_CONTROL, len(body), len(body), 0, native.frame_checksum(body, 0))
         with pytest.raises(ProtocolError):
             p.decode_control(bad, body)
