@@ -110,14 +110,19 @@ class ZfsSource:
 
         worker = _Worker(f"zfs-send {self.snapshot}", send_then_close, on_failure)
         worker.start()
+        run_failed = False
         try:
             yield SourceRun(read_fd, 0, seekable=False)
+        except BaseException:
+            run_failed = True
+            raise
         finally:
-            os.close(read_fd)  # a send still writing gets EPIPE and ends
+            os.close(read_fd)  # a send still writing fails (EPIPE, or EINTR) and ends
             worker.join()
-            # EPIPE is the send noticing that we stopped reading; anything else is its own
-            if worker.error and worker.error.errno != errno.EPIPE:
-                raise SourceError(f"zfs send of {self.snapshot} failed: {worker.error}")
+            error = worker.error
+            # after a failed run the send's EPIPE/EINTR only echoes our closing the pipe
+            if error and not (run_failed and error.errno in (errno.EPIPE, errno.EINTR)):
+                raise SourceError(f"zfs send of {self.snapshot} failed: {error}")
 
 
 class ZfsSink:
