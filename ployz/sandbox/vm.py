@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,31 @@ exit $status
 """
 
 
+def _relay_console(argv: list[str], env: dict[str, str], timeout: float) -> None:
+    """Runs qemu with its console on a pipe that we copy to our stdout: given a file directly,
+    the console reopens and truncates it, losing what was written before."""
+    with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout is not None
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+        try:
+            for line in iter(proc.stdout.readline, b""):
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+        finally:
+            timer.cancel()
+        proc.wait()
+        if timed_out.is_set():
+            raise VMError(f"the VM run did not finish within {timeout:.0f} s")
+
+
 def run_in_vm(command: list[str], *, cpus: int = 2, memory: str = "3G",
               rwdirs: list[Path] | None = None, timeout: float = DEFAULT_TIMEOUT,
               env: dict[str, str] | None = None) -> int:
@@ -114,11 +140,7 @@ def run_in_vm(command: list[str], *, cpus: int = 2, memory: str = "3G",
             argv += ["--rwdir", str(extra)]
         argv += ["--exec", f"bash {shlex.quote(str(script))}"]
         host_env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
-        try:
-            subprocess.run(argv, env=host_env, timeout=timeout, check=False,
-                           stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise VMError(f"the VM run did not finish within {timeout:.0f} s") from None
+        _relay_console(argv, host_env, timeout)
         if not status_file.exists():
             raise VMError(
                 f"the VM did not report an exit status: kernel {kernel.version} may have failed "
