@@ -29,14 +29,18 @@ class SourceRun:
 class ResumePoint:
     """Where the next connection starts: a byte offset into the current stream, or for ZFS a
     receive resume token (a new stream that picks up where the partial receive stopped).
+    ``complete``: the target already holds exactly this stream (a ZFS snapshot with the right
+    guid), so no data needs to flow and the transfer commits at once.
     ``notices`` tell the sender about decisions taken, such as a stale token aborted."""
 
     offset: int = 0
     token: str | None = None
     notices: tuple[str, ...] = field(default_factory=tuple)
+    complete: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"offset": self.offset, "token": self.token, "notices": list(self.notices)}
+        return {"offset": self.offset, "token": self.token, "notices": list(self.notices),
+                "complete": self.complete}
 
 
 class Source(Protocol):

@@ -166,15 +166,17 @@ class Receiver:
                     transfer.stream.adopt(self.sink.adopted_fd(), adopted)
             elif self.sink.restarts_stream:
                 transfer.stream = self._new_stream(transfer)
+            stream = transfer.stream
+            assert stream is not None
+            resume = self.sink.resume_point(stream.committed)
         except (Refused, TicketRefused) as exc:
             self._refuse(conn, exc)
             raise
-        stream = transfer.stream
-        assert stream is not None
-        resume = self.sink.resume_point(stream.committed)
         p.send_control(conn, {"type": p.ACCEPT, "codec": transfer.codec,
                               "resume": resume.as_dict()})
         self.accepted += 1
+        if resume.complete:
+            return self._commit(conn, stream)
         p.set_socket_timeouts(conn, self.timeouts.idle)
         sink_fd = self.sink.open_run(stream.committed)
         wire_before = stream.wire_bytes
@@ -197,6 +199,9 @@ class Receiver:
                 f"{stream.chain_value:016x}")
             self._fail(conn, exc)
             raise TransferError(str(exc)) from exc
+        return self._commit(conn, stream)
+
+    def _commit(self, conn: socket.socket, stream: StreamReceiver) -> dict[str, Any]:
         try:
             evidence = self.sink.commit(stream.chain_value, stream.committed)
         except TransferError as exc:

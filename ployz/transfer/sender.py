@@ -193,7 +193,7 @@ class Sender:
         self.notices += notices
         self._ensure_stream(codec)
         self.accepted += 1
-        return ResumePoint(offset, token, notices)
+        return ResumePoint(offset, token, notices, complete=resume.get("complete") is True)
 
     def _ensure_stream(self, codec: str) -> None:
         if self.stream is None:
@@ -210,6 +210,8 @@ class Sender:
             resume = self._handshake(sock)
             stream = self.stream
             assert stream is not None
+            if resume.complete:  # the target already holds this stream: nothing to send
+                return self._await_commit(sock)
             with self.source.open(resume, stream.stop) as run:
                 if run.seekable and run.offset > stream.known_bytes:
                     stream.adopt(run.fd, run.offset)
@@ -228,13 +230,15 @@ class Sender:
                         "the receiver closed the connection during the data phase")
                 if kind:
                     raise self._receiver_reason(sock) or native_error(kind, message)
-            reply = p.recv_control(sock, self.timeouts.commit, (p.COMMIT, p.FAILURE))
-            if reply["type"] == p.FAILURE:
-                raise failure_from(reply.get("code"), reply.get("message"))
-            evidence = p.require(reply, "evidence", dict)
-            return evidence, p.require(reply, "bytes", int)
+            return self._await_commit(sock)
         finally:
             sock.close()
+
+    def _await_commit(self, sock: socket.socket) -> tuple[dict[str, Any], int]:
+        reply = p.recv_control(sock, self.timeouts.commit, (p.COMMIT, p.FAILURE))
+        if reply["type"] == p.FAILURE:
+            raise failure_from(reply.get("code"), reply.get("message"))
+        return p.require(reply, "evidence", dict), p.require(reply, "bytes", int)
 
     def _receiver_reason(self, sock: socket.socket) -> TransferError | None:
         """After the data phase broke: the receiver's FAILURE message, if it sent one."""

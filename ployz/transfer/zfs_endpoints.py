@@ -163,6 +163,11 @@ class ZfsSink:
 
     def resume_point(self, committed: int) -> ResumePoint:
         try:
+            if zfs.exists(self.snapshot):
+                if _guid(self.snapshot) != self.toguid:
+                    raise Refused("exists", f"{self.snapshot} exists with another guid; "
+                                            f"refusing to overwrite it")
+                return ResumePoint(complete=True)
             token = zfs.resume_token(self.dataset) if zfs.exists(self.dataset) else None
             if token is None:
                 return ResumePoint()

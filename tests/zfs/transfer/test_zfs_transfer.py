@@ -138,3 +138,11 @@ def test_stale_token_is_aborted_reported_and_the_receive_restarts(pools, source,
     sent = run_transfer(listener, target, f"{source}@s1")
     assert any("stale resume token" in notice for notice in sent.notices)
     assert guid(f"{target}@s1") == guid(f"{source}@s1")
+
+
+def test_a_snapshot_already_received_commits_without_data(pools, source, listener) -> None:
+    target = f"{pools[1]}/dst"
+    first = run_transfer(listener, target, f"{source}@s1")
+    again = run_transfer(listener, target, f"{source}@s1")
+    assert again.bytes == 0 and again.frames_raw == again.frames_zstd == 0
+    assert again.evidence["guid"] == first.evidence["guid"] == guid(f"{source}@s1")
