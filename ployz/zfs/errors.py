@@ -156,8 +156,13 @@ DESTROY_SNAPSHOT_ERRORS: dict[int, tuple[type[ZFSError], str]] = {
 
 HOLD_ERRORS: dict[int, tuple[type[ZFSError], str]] = {
     E.EEXIST: (HoldExists, "already has a hold with this tag"),
-    E.ESRCH: (HoldNotFound, "has no hold with this tag"),
     E.E2BIG: (InvalidName, "hold tag is too long"),
+}
+
+# The kernel names a missing hold ``snapshot#tag`` and reports ENOENT (ESRCH on older releases).
+RELEASE_ERRORS: dict[int, tuple[type[ZFSError], str]] = {
+    E.ENOENT: (HoldNotFound, "no such hold (or no such snapshot)"),
+    E.ESRCH: (HoldNotFound, "no such hold"),
 }
 
 

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from ployz._lzc import ffi, lib
 from ployz.zfs.core import check, enc, ensure_init
-from ployz.zfs.errors import DESTROY_SNAPSHOT_ERRORS, HOLD_ERRORS, ZFSError, translate
+from ployz.zfs.errors import (
+    DESTROY_SNAPSHOT_ERRORS,
+    HOLD_ERRORS,
+    RELEASE_ERRORS,
+    ZFSError,
+    translate,
+)
 from ployz.zfs.nvlist import NvValue, nvlist_in, nvlist_out, to_dict
 from ployz.zfs.program import U64, run_readonly
 
@@ -119,7 +125,8 @@ def release(snapshots_to_tags: Mapping[str, Iterable[str] | str]) -> None:
             for snap, tags in snapshots_to_tags.items()}
     with nvlist_in(spec) as holds, nvlist_out() as errs:
         rc = lib.lzc_release(holds, errs)
-        _raise_from_errlist(rc, to_dict(errs[0]), next(iter(spec), ""), HOLD_ERRORS, "release")
+        _raise_from_errlist(rc, to_dict(errs[0]), next(iter(spec), ""), RELEASE_ERRORS,
+                            "release")
 
 
 def holds(snapshot: str) -> dict[str, int]:
