@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -710,6 +713,8 @@ typedef struct {
     /* per run */
     int sock_fd;
     int sink_fd;
+    int wake[2];  /* written to end the reader */
+    int idle_ms;  /* the socket's SO_RCVTIMEO; -1 for none */
     pz_ring ring;
     ZSTD_DCtx *dctx[PZ_MAX_WORKERS];
 } pz_receiver;
@@ -765,19 +770,39 @@ static int pz_receiver_adopt(pz_receiver *rc, int fd, uint64_t length) {
     return 0;
 }
 
-static int pz_recv_exact(int fd, unsigned char *buf, size_t want) {
+/* Reads exactly `want` bytes. Waits in poll() rather than in a blocking recv(), on the socket
+ * and on the run's wake pipe, so that a run stopping for another reason can end the reader
+ * without touching the socket: the socket then stays readable for an orderly goodbye (FAILURE,
+ * then draining until the sender closes) instead of a reset that could eat the message. The
+ * idle timeout is the socket's SO_RCVTIMEO (errno EAGAIN); a wake-up is ECANCELED. */
+static int pz_recv_exact(pz_receiver *rc, unsigned char *buf, size_t want) {
     size_t got = 0;
     while (got < want) {
-        ssize_t n = recv(fd, buf + got, want - got, 0);
+        ssize_t n = recv(rc->sock_fd, buf + got, want - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
         if (n == 0) {
             errno = ECONNRESET;
             return -1;
         }
-        if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        struct pollfd fds[2] = {{rc->sock_fd, POLLIN, 0}, {rc->wake[0], POLLIN, 0}};
+        int ready = poll(fds, 2, rc->idle_ms);
+        if (ready < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
-        got += (size_t)n;
+        if (ready == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (fds[1].revents) {
+            errno = ECANCELED;
+            return -1;
+        }
     }
     return 0;
 }
@@ -792,7 +817,7 @@ static void *pz_recv_reader(void *arg) {
     for (uint64_t seq = 0;; seq++) {
         pz_slot *slot = pz_ring_wait(r, seq, SLOT_FREE);
         if (!slot) return NULL;
-        if (pz_recv_exact(rc->sock_fd, hb, PZ_HEADER_SIZE) != 0) {
+        if (pz_recv_exact(rc, hb, PZ_HEADER_SIZE) != 0) {
             int e = errno;
             pz_ring_fail(r, pz_socket_error_kind(e), e,
                          "connection lost before the frame at offset %llu: %s",
@@ -825,7 +850,7 @@ static void *pz_recv_reader(void *arg) {
             return NULL;
         }
         unsigned char *dst = (h.flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw;
-        if (pz_recv_exact(rc->sock_fd, dst, h.wire_len) != 0) {
+        if (pz_recv_exact(rc, dst, h.wire_len) != 0) {
             int e = errno;
             pz_ring_fail(r, pz_socket_error_kind(e), e,
                          "connection lost inside the frame at offset %llu: %s",
@@ -936,11 +961,21 @@ static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
     rc->stop_request = 0;
     rc->ended = 0;
     pz_ring *r = &rc->ring;
+    struct timeval tv = {0, 0};
+    socklen_t tvlen = sizeof tv;
+    getsockopt(sock_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tvlen);
+    rc->idle_ms = tv.tv_sec || tv.tv_usec ? (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000) : -1;
+    if (pipe2(rc->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        snprintf(r->errmsg, sizeof r->errmsg, "cannot create a pipe: %s", strerror(errno));
+        return PZ_E_RESOURCE;
+    }
     size_t wire_size = rc->workers ? ZSTD_compressBound(rc->frame_size) : 0;
     /* the end frame's payload lands in a raw buffer, which must hold it */
     size_t raw_size = rc->frame_size < PZ_END_PAYLOAD ? PZ_END_PAYLOAD : rc->frame_size;
     if (pz_ring_init(r, rc->nslots, raw_size, wire_size) != 0) {
         pz_ring_free(r);
+        close(rc->wake[0]);
+        close(rc->wake[1]);
         snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
         return PZ_E_RESOURCE;
     }
@@ -962,10 +997,13 @@ static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
     }
     if (!r->err) pz_recv_writer(rc);
     pz_ring_fail(r, PZ_OK, 0, "%s", "");
-    /* the reader may sit in recv(): shut the socket's read side so that it returns */
-    if (!rc->ended) shutdown(sock_fd, SHUT_RD);
+    /* the reader may be waiting for the socket */
+    if (write(rc->wake[1], "x", 1) < 0 && errno != EAGAIN)
+        pz_ring_fail(r, PZ_E_RESOURCE, errno, "cannot wake the reader");
     if (have_reader) pthread_join(reader, NULL);
     for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
+    close(rc->wake[0]);
+    close(rc->wake[1]);
     int err = r->err;
     pz_ring_free(r);
     return err;

@@ -18,11 +18,14 @@ from ployz.transfer.tickets import Target, Ticket
 @dataclass(frozen=True)
 class SourceRun:
     """An opened source: read ``fd`` from stream offset ``offset``. ``seekable`` sources can
-    have their prefix re-read (``pread``) to rebuild checksums of frames sent by another run."""
+    have their prefix re-read (``pread``) to rebuild checksums of frames sent by another run.
+    ``done_before`` counts bytes of the transfer that earlier streams already delivered (a ZFS
+    resume starts a new stream at offset 0), so that progress never runs backwards."""
 
     fd: int
     offset: int
     seekable: bool
+    done_before: int = 0
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,8 @@ class Sender:
                 elif not run.seekable and run.offset == 0:
                     stream.restart()
                 p.set_socket_timeouts(sock, self.timeouts.idle)
-                watcher = _Watcher(sock, stream, meter, self.progress, self.progress_interval)
+                watcher = _Watcher(sock, stream, run.done_before, meter, self.progress,
+                                   self.progress_interval)
                 watcher.start()
                 try:
                     kind, _errno, message = stream.run(run.fd, sock.fileno(), run.offset)
@@ -230,7 +231,8 @@ class Sender:
                         "the receiver closed the connection during the data phase")
                 if kind:
                     raise self._receiver_reason(sock) or native_error(kind, message)
-            return self._await_commit(sock)
+            evidence, size = self._await_commit(sock)
+            return evidence, run.done_before + size
         finally:
             sock.close()
 
@@ -254,10 +256,12 @@ class _Watcher(threading.Thread):
     receiver says anything (during the data phase that can only be a FAILURE or a close), so
     that the sender does not keep pushing frames into a dead stream."""
 
-    def __init__(self, sock: socket.socket, stream: StreamSender, meter: ProgressMeter,
-                 progress: ProgressCallback | None, interval: float) -> None:
+    def __init__(self, sock: socket.socket, stream: StreamSender, done_before: int,
+                 meter: ProgressMeter, progress: ProgressCallback | None,
+                 interval: float) -> None:
         super().__init__(name="ployz-transfer-watch", daemon=True)
         self.sock, self.stream, self.meter = sock, stream, meter
+        self.done_before = done_before
         self.progress, self.interval = progress, interval
         self.done = threading.Event()
         self.wake_read, self.wake_write = os.pipe()
@@ -273,7 +277,8 @@ class _Watcher(threading.Thread):
                     self.sock.shutdown(socket.SHUT_WR)
                 return
             if self.progress:
-                self.progress(self.meter.sample(self.stream.raw_bytes, self.stream.wire_bytes))
+                done = self.done_before + self.stream.raw_bytes
+                self.progress(self.meter.sample(done, self.stream.wire_bytes))
 
     def finish(self) -> None:
         self.done.set()

@@ -88,8 +88,10 @@ class ZfsSource:
     def open(self, resume: ResumePoint, on_failure: Callable[[], None]) -> Iterator[SourceRun]:
         if resume.offset:
             raise ProtocolError("a ZFS stream resumes from a token, not an offset")
+        done_before = 0
         if resume.token is not None:
             token = zfs.ResumeToken.parse(resume.token)
+            done_before = token.bytes
             if (token.toguid, token.fromguid) != (self.toguid, self.fromguid or 0):
                 raise ProtocolError(f"receiver offered a resume token for guid {token.toguid} "
                                     f"(base {token.fromguid}); this stream is {self.toguid}")
@@ -112,7 +114,7 @@ class ZfsSource:
         worker.start()
         run_failed = False
         try:
-            yield SourceRun(read_fd, 0, seekable=False)
+            yield SourceRun(read_fd, 0, seekable=False, done_before=done_before)
         except BaseException:
             run_failed = True
             raise
