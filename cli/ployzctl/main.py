@@ -9,7 +9,7 @@ import sys
 # One module per command group under ployzctl.commands; each exposes ``register(subparsers)``
 # which adds its parser and sets ``func`` (a callable taking the parsed namespace and returning
 # the exit status).
-COMMAND_GROUPS: list[str] = ["agent", "deploy", "machine", "service", "transfer"]
+COMMAND_GROUPS: list[str] = ["agent", "deploy", "machine", "migrate", "service", "transfer"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,11 @@ class AgentDirectory:
         self._port = port
         self._clients: dict[str, AgentClient] = {}
 
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        """The operator key the agents trust; a migration also signs transfer tickets with it."""
+        return self._key
+
     def client(self, machine: Machine) -> AgentClient:
         client = self._clients.get(machine.id)
         if client is None:

@@ -1,0 +1,176 @@
+"""The plan of a migration: what ``migrate preview`` prints and ``migrate apply`` executes.
+
+It reads the control plane and asks the two agents read-only questions (pool space, dataset
+sizes, whether the image is there), so it changes nothing: no snapshot, no lock, no write. The
+deploy plan of the moved manifest (:func:`ployz.deploy.plan.make_plan`) does the checks every
+deploy does (unknown or draining machine, never-heartbeated target); this adds what only a move
+needs: the live free space of the target pool against the data it will receive, with a margin,
+and a free dataset name there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ployz.agent.client import AgentClient
+from ployz.control.models import Machine, Service
+from ployz.control.plane import ControlPlane
+from ployz.deploy.agents import AgentDirectory
+from ployz.deploy.current import current_manifest, move_service
+from ployz.deploy.errors import ImageNotOnMachine, UnknownPlacement
+from ployz.deploy.manifest import Manifest
+from ployz.deploy.migration.errors import (
+    MigrationRefused,
+    TargetDatasetExists,
+    TargetWithoutRoom,
+)
+from ployz.deploy.migration.ref import ServiceRef
+from ployz.deploy.plan import DeployPlan, make_plan
+from ployz.deploy.specs import dataset_name
+
+ROOM_MARGIN = 0.10
+"""Share of the moved data the target pool must have free on top of it: the data grows while
+pre-copy runs, and a pool filled to the brim slows every write on that machine."""
+
+FINAL_DELTA = 16 << 20
+"""Pre-copy rounds continue until less than this was written since the last round (or the round
+limit is reached): it bounds the final send, the one the service waits for."""
+
+MAX_PRECOPY_ROUNDS = 4
+"""Incremental rounds after the full send: a service writing faster than the link carries would
+otherwise never converge; its final send is then simply larger."""
+
+PHASES = ("lock", "pre-copy", "fence", "final-send", "start", "commit", "cleanup")
+
+
+@dataclass(frozen=True)
+class VolumeMovePlan:
+    """One volume: where its data is and goes, its size and the estimated bytes of its sends.
+
+    ``initial_send`` is the full send of pre-copy (what the dataset references now, or the
+    ``send_space`` of its latest snapshot plus what was written since); ``final_send`` the
+    send the service waits for, which pre-copy keeps below :data:`FINAL_DELTA`."""
+
+    name: str
+    source_dataset: str
+    target_dataset: str
+    size: int
+    initial_send: int
+    final_send: int
+
+
+@dataclass(frozen=True)
+class TargetRoom:
+    machine: str
+    pool: str
+    free: int
+    needed: int
+    margin: float
+
+    @property
+    def has_room(self) -> bool:
+        return self.needed <= self.free
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    ref: ServiceRef
+    source: str
+    target: str
+    image: str
+    manifest: Manifest
+    deploy_plan: DeployPlan
+    volumes: tuple[VolumeMovePlan, ...]
+    room: TargetRoom
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest()
+
+    @property
+    def placement(self) -> dict[str, Any]:
+        """Where things are once the migration committed."""
+        return {"service": self.target, "volumes": {v.name: self.target for v in self.volumes}}
+
+    def check_room(self) -> None:
+        if not self.room.has_room:
+            raise TargetWithoutRoom(self.target, self.room.needed, self.room.free,
+                                    self.room.margin)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": str(self.ref),
+            "source": self.source,
+            "target": self.target,
+            "image": self.image,
+            "manifest_digest": self.digest,
+            "volumes": [asdict(v) for v in self.volumes],
+            "target_pool": {**asdict(self.room), "has_room": self.room.has_room},
+            "phases": list(PHASES),
+            "placement": self.placement,
+        }
+
+
+def plan_migration(
+    cp: ControlPlane, agents: AgentDirectory, ref: ServiceRef, to_machine: str
+) -> MigrationPlan:
+    """The plan of moving ``ref`` to ``to_machine``; raises a typed refusal when it cannot be
+    done (nothing is changed either way)."""
+    machines = machine_map(cp)
+    service, manifest = moved_manifest(cp, ref, to_machine, machines)
+    deploy_plan = make_plan(manifest, cp)
+    target = agents.client(machines[to_machine])
+    if not target.call("container.has_image", {"image": service.image}):
+        raise ImageNotOnMachine(ref.service, service.image, to_machine)
+    capacity = target.call("zfs.capacity") if deploy_plan.moves else None
+    pool = capacity["pool"] if capacity else ""
+    volumes = tuple(
+        _volume_plan(agents.client(machines[service.machine]), target, action.name,
+                     str(action.dataset), dataset_name(pool, ref.namespace, action.name),
+                     to_machine)
+        for action in deploy_plan.moves
+    )
+    needed = int(sum(v.size for v in volumes) * (1 + ROOM_MARGIN))
+    room = TargetRoom(to_machine, pool, capacity["free"] if capacity else 0, needed, ROOM_MARGIN)
+    return MigrationPlan(ref, service.machine, to_machine, service.image, manifest, deploy_plan,
+                         volumes, room)
+
+
+def moved_manifest(cp: ControlPlane, ref: ServiceRef, to_machine: str,
+                   machines: dict[str, Machine] | None = None) -> tuple[Service, Manifest]:
+    """The service as committed and the manifest that moves it (what ``render-manifest``
+    prints and ``apply`` submits); refuses an unknown machine or service and a no-op move."""
+    machines = machine_map(cp) if machines is None else machines
+    if to_machine not in machines:
+        raise UnknownPlacement("--to", to_machine, sorted(machines))
+    state = cp.namespace(ref.namespace)
+    service = state.services.get(ref.service)
+    if service is None:
+        known = ", ".join(sorted(state.services)) or "none"
+        raise MigrationRefused(f"unknown service {ref} (services of namespace "
+                               f"{ref.namespace!r}: {known})")
+    if service.machine == to_machine:
+        raise MigrationRefused(f"service {ref} already runs on {to_machine!r}: the target must "
+                               "be another machine")
+    return service, move_service(current_manifest(cp, ref.namespace), ref.service, to_machine)
+
+
+def _volume_plan(source: AgentClient, target: AgentClient, name: str, source_dataset: str,
+                 target_dataset: str, to_machine: str) -> VolumeMovePlan:
+    if target.call("zfs.exists", {"name": target_dataset}):
+        raise TargetDatasetExists(to_machine, target_dataset)
+    props = source.call("zfs.get", {"name": source_dataset, "props": ["referenced", "written"]})
+    snapshots = source.call("zfs.snapshots", {"dataset": source_dataset})
+    if snapshots:
+        latest = max(snapshots, key=lambda s: s["createtxg"])["name"]
+        initial = source.call("zfs.send_space", {"snapshot": latest}) + props["written"]
+    else:
+        initial = props["referenced"]
+    return VolumeMovePlan(name, source_dataset, target_dataset, props["referenced"], initial,
+                          min(initial, FINAL_DELTA))
+
+
+def machine_map(cp: ControlPlane) -> dict[str, Machine]:
+    """Machines by id, as the agents of a migration are looked up."""
+    return {m.id: m for m in cp.list_machines()}
