@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 8  # connections in total, the first included
+    attempts: int = 8  # connections in a row that move the commit point no further
     initial_backoff: float = 0.2
     max_backoff: float = 10.0
     multiplier: float = 2.0
@@ -115,17 +115,21 @@ class Sender:
         self.negotiated: str | None = None
         self.accepted = 0
         self.notices: list[str] = []
+        self.committed_mark = -1  # where the receiver's commit point stood at the last accept
 
     def send(self) -> SendResult:
         started = time.monotonic()
         meter = ProgressMeter(self.source.estimated_size())
         failures = 0
         while True:
+            mark = self.committed_mark
             try:
                 evidence, size = self._attempt(meter)
                 break
             except TransferError as exc:
-                failures += 1
+                # attempts count since the receiver last committed more: a long transfer over
+                # a link that keeps breaking goes on as long as every connection moves it on
+                failures = 1 if self.committed_mark > mark >= 0 else failures + 1
                 if not exc.retryable:
                     raise
                 if failures >= self.retry.attempts:
@@ -213,6 +217,7 @@ class Sender:
             if resume.complete:  # the target already holds this stream: nothing to send
                 return self._await_commit(sock)
             with self.source.open(resume, stream.stop) as run:
+                self.committed_mark = run.done_before + run.offset
                 if run.seekable and run.offset > stream.known_bytes:
                     stream.adopt(run.fd, run.offset)
                 elif not run.seekable and run.offset == 0:

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.add_argument("--bwlimit", metavar="RATE", help="bytes per second, e.g. 100M or 1GiB")
     send.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, metavar="BYTES")
     send.add_argument("--retries", type=int, default=8, metavar="N",
-                      help="connection attempts in total before giving up")
+                      help="connection attempts in a row without progress before giving up")
     send.add_argument("--backoff", type=float, default=0.5, metavar="SECONDS",
                       help="first delay between attempts; doubles up to --max-backoff")
     send.add_argument("--max-backoff", type=float, default=10.0, metavar="SECONDS")

@@ -121,3 +121,16 @@ def test_a_restarted_receiver_resumes_from_the_durable_partial_file(
         assert sent.wire_bytes < size - partial + size // 10
     else:  # a partial file of another transfer is never trusted
         assert sent.wire_bytes > size
+
+
+def test_a_link_that_keeps_breaking_completes_while_each_connection_moves_on(
+        tmp_path: Path, data_file, start_receiver, signing_key) -> None:
+    src = data_file("random", 2 * 1024 * 1024)
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst)
+    with FaultyProxy(receiver.address, repeat=Fault(300_000, "cut")) as proxy:
+        sent = Sender(FileSource(src), proxy.address, key=signing_key, codec="none",
+                      frame_size=FRAME, retry=RetryPolicy(attempts=2, initial_backoff=0.01)).send()
+    receiver.result()
+    assert same_bytes(src, dst)
+    assert sent.resumes == proxy.faults_done >= 6
