@@ -1,0 +1,129 @@
+"""What a migration refuses before it asks any agent anything, against a real SQLite control
+plane: the service reference, the target machine, the service, a move to where it already runs,
+a draining target; and the record a migration writes for whoever resumes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ployz.control import (
+    Capacity,
+    ControlPlane,
+    Machine,
+    PutService,
+    PutVolume,
+    Volume,
+    deploy_lock_name,
+    open_control_plane,
+)
+from ployz.deploy import MachineDraining, UnknownPlacement, make_plan, parse_manifest
+from ployz.deploy.migration import (
+    MalformedServiceRef,
+    MigrationRecord,
+    MigrationRefused,
+    ServiceRef,
+    parse_service_ref,
+    snapshot_name,
+)
+from ployz.deploy.migration.plan import moved_manifest
+from ployz.deploy.migration.record import VolumeRecord
+from ployz.deploy.specs import service_fact
+
+DEPLOYED = parse_manifest("""
+namespace = "shop"
+[[volumes]]
+name = "db"
+quota = "1G"
+owner = "machine-a"
+[[services]]
+name = "db"
+placement = "machine-a"
+[services.template]
+image = "img:1"
+mounts = { db = "/data" }
+""", "deploy.toml")
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[ControlPlane]:
+    with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
+        for i, machine_id in enumerate(("machine-a", "machine-b", "machine-c"), start=2):
+            plane.register_machine(Machine(id=machine_id, overlay_ip=f"10.210.0.{i}",
+                                           subnet=f"10.210.{i}.0/24"))
+            plane.heartbeat(machine_id, Capacity(pool_free=4 << 30))
+        plane.set_lifecycle("machine-c", "draining")
+        lease = plane.acquire(deploy_lock_name("shop"), "seed", 60)
+        plane.commit("shop", lease.token, [
+            PutVolume(volume=Volume(namespace="shop", name="db", owner="machine-a",
+                                    dataset="machine-a/shop.db", quota=1 << 30)),
+            PutService(service=service_fact("shop", DEPLOYED.services[0])),
+        ])
+        plane.release(deploy_lock_name("shop"), lease.token)
+        yield plane
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("shop", "no '/'"), ("/db", "namespace ''"), ("shop/", "service ''"),
+     ("Shop/db", "namespace 'Shop'"), ("shop/db/x", "service 'db/x'")],
+)
+def test_malformed_refs_say_what_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(MalformedServiceRef) as excinfo:
+        parse_service_ref(text)
+    assert why in str(excinfo.value) and "NAMESPACE/SERVICE" in str(excinfo.value)
+
+
+def test_a_ref_names_its_stable_lock_holder() -> None:
+    ref = parse_service_ref("shop/db")
+    assert ref == ServiceRef("shop", "db") and str(ref) == "shop/db"
+    assert ref.holder == "migrate:shop/db"
+
+
+def test_moved_manifest_moves_the_service_and_its_volume(cp: ControlPlane) -> None:
+    service, manifest = moved_manifest(cp, ServiceRef("shop", "db"), "machine-b")
+    assert service.machine == "machine-a"
+    [move] = make_plan(manifest, cp).moves
+    assert (move.name, move.source, move.machine) == ("db", "machine-a", "machine-b")
+
+
+@pytest.mark.parametrize(
+    ("service", "to", "error", "message"),
+    [("db", "machine-z", UnknownPlacement, "unknown machine 'machine-z'"),
+     ("nope", "machine-b", MigrationRefused, "unknown service shop/nope (services of "
+                                             "namespace 'shop': db)"),
+     ("db", "machine-a", MigrationRefused, "already runs on 'machine-a'")],
+)
+def test_refusals_before_any_agent_call(cp: ControlPlane, service: str, to: str,
+                                        error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as excinfo:
+        moved_manifest(cp, ServiceRef("shop", service), to)
+    assert message in str(excinfo.value)
+
+
+def test_a_draining_target_is_refused_by_the_moves_plan(cp: ControlPlane) -> None:
+    _, manifest = moved_manifest(cp, ServiceRef("shop", "db"), "machine-c")
+    with pytest.raises(MachineDraining) as excinfo:
+        make_plan(manifest, cp)
+    assert "machine 'machine-c' is draining" in str(excinfo.value)
+
+
+def test_snapshot_names_follow_the_platform() -> None:
+    assert snapshot_name("abc123", "db") == "ployz-move-abc123-db"
+    assert snapshot_name("abc123", "db", 2) == "ployz-move-abc123-db-2"
+
+
+def test_the_record_survives_the_deploy_detail(cp: ControlPlane) -> None:
+    record = MigrationRecord(
+        deploy_id="abc123-0001", namespace="shop", service="db", source="machine-a",
+        target="machine-b", digest="abc123", stopped=["ployz-shop-db-x"],
+        volumes=[VolumeRecord(name="db", source_dataset="machine-a/shop.db",
+                              target_dataset="machine-b/shop.db",
+                              snapshots=["machine-a/shop.db@ployz-move-abc123-db-1"])])
+    cp.begin_deploy("shop", "migrate", record.deploy_id, detail=record.detail())
+    stored = cp.get_deploy(record.deploy_id).detail
+    assert stored["kind"] == "migrate"
+    assert MigrationRecord.from_detail(stored) == record
+    assert record.hold_tag == "ployz-move-abc123-0001"
