@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from ployz.agent.state import AgentState
 from ployz.runtime import DockerRuntime
 
@@ -17,3 +19,5 @@ class AgentContext:
     started_ms: int
     address: str = ""
     """``host:port`` the agent listens on; known once the listening socket is bound."""
+    trusted: tuple[Ed25519PublicKey, ...] = ()
+    """Keys whose signatures the agent accepts, for requests and for transfer tickets alike."""

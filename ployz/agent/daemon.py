@@ -33,7 +33,7 @@ from ployz.agent.server import AgentServer
 from ployz.agent.state import AgentState
 from ployz.runtime import DEFAULT_SOCKET, DockerRuntime
 
-METHOD_GROUPS = ("agent_info", "containers", "zfs_ops")
+METHOD_GROUPS = ("agent_info", "containers", "zfs_ops", "transfers")
 """Modules of :mod:`ployz.agent.methods` whose ``register(registry, context)`` is called."""
 
 DEFAULT_HEARTBEAT_S = 10.0
@@ -123,6 +123,7 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None) -> Non
         runtime=DockerRuntime(config.docker_socket),
         state=state,
         started_ms=now_ms(),
+        trusted=config.trusted,
     )
     verifier = RequestVerifier(config.machine_id, config.trusted, state, config.window_s)
     stop = asyncio.Event()

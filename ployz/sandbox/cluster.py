@@ -44,6 +44,7 @@ START_TIMEOUT_S = 180.0
 class Machine:
     endpoint: Endpoint
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -66,20 +67,19 @@ class Machine:
         return f"{self.endpoint.overlay_ip}:{AGENT_PORT}"
 
     def spawn(self, name: str, argv: list[str]) -> None:
-        """Starts a daemon in the machine's namespace. ``ip netns exec`` gives it a fresh sysfs
-        without the cgroup hierarchy, which dockerd needs, so that is mounted back first."""
+        """Starts a daemon in the machine's network namespace only: unlike ``ip netns exec``,
+        nsenter keeps the shared mount namespace, so datasets the agent mounts are visible to
+        the machine's dockerd (bind mounts into containers) and to the operator."""
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        script = ("mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup; "
-                  'exec "$@"')
-        prefix = ["ip", "netns", "exec", str(self.endpoint.netns), "sh", "-c", script, name]
+        prefix = ["nsenter", f"--net=/run/netns/{self.endpoint.netns}", "--"]
         self.processes.append(subprocess.Popen(prefix + argv, stdout=log, stderr=log,
                                                stdin=subprocess.DEVNULL,
                                                start_new_session=True))
+        self.names.append(name)
 
     def check_alive(self) -> None:
-        for process in self.processes:
+        for process, name in zip(self.processes, self.names, strict=True):
             if process.poll() is not None:
-                name = process.args[7] if isinstance(process.args, list) else "daemon"
                 tail = (self.home / f"{name}.log").read_text(errors="replace")[-800:]
                 raise SandboxError(f"{name} of {self.id} exited with status "
                                    f"{process.returncode}:\n{tail}")

@@ -22,17 +22,22 @@ def pool_capacity(pool: str) -> dict[str, Any]:
     return {"pool": pool, "free": props["available"], "used": props["used"]}
 
 
+def confine(pool: str | None, *names: str) -> None:
+    """Refuses any dataset, snapshot or bookmark outside the agent's pool."""
+    if pool is None:
+        raise NoPoolConfigured()
+    for name in names:
+        dataset = name.split("@", 1)[0].split("#", 1)[0]
+        if dataset != pool and not dataset.startswith(pool + "/"):
+            raise OutsidePool(name, pool)
+
+
 class ZFSMethods:
     def __init__(self, pool: str | None) -> None:
         self._pool = pool
 
     def _confined(self, *names: str) -> None:
-        if self._pool is None:
-            raise NoPoolConfigured()
-        for name in names:
-            dataset = name.split("@", 1)[0].split("#", 1)[0]
-            if dataset != self._pool and not dataset.startswith(self._pool + "/"):
-                raise OutsidePool(name, self._pool)
+        confine(self._pool, *names)
 
     def capacity(self) -> dict[str, Any]:
         self._confined()

@@ -1,0 +1,94 @@
+"""A ZFS stream from one machine's agent to another's over the WireGuard overlay, authorised by a
+ticket the operator signed: the path every migration takes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ployz.agent.client import AgentClient
+from ployz.agent.errors import RemoteError
+from ployz.agent.keys import load_private_key
+from ployz.sandbox.cluster import Cluster, Machine
+from ployz.transfer.tickets import Target, Ticket, sign
+
+MiB = 1 << 20
+
+
+def client(cluster: Cluster, machine: Machine) -> AgentClient:
+    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
+                       timeout_s=120)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ticket_for(cluster: Cluster, transfer_id: str, dataset: str, toguid: int,
+               fromguid: int | None = None) -> str:
+    ticket = Ticket(transfer_id, Target("zfs", dataset), time.time() + 300, toguid, fromguid)
+    return sign(ticket, load_private_key(cluster.operator_key))
+
+
+def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
+    a, b = cluster.machines
+    name = f"xfer{uuid.uuid4().hex[:6]}"
+    source, target = f"{a.pool}/{name}", f"{b.pool}/{name}"
+    with client(cluster, a) as src, client(cluster, b) as dst:
+        mountpoint = f"{a.home}/pool/{name}"
+        src.call("zfs.create", {"dataset": source, "mountpoint": mountpoint})
+        Path(mountpoint, "data").write_bytes(os.urandom(8 * MiB))
+        os.sync()
+        src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
+        guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
+
+        transfer_id = uuid.uuid4().hex
+        address = dst.call("transfer.receive", {"transfer_id": transfer_id,
+                                                "dataset": target})["address"]
+        assert address.startswith(b.endpoint.overlay_ip + ":")
+        sent = src.call("transfer.send", {
+            "transfer_id": transfer_id, "snapshot": f"{source}@s1", "to": address,
+            "ticket": ticket_for(cluster, transfer_id, target, guid)}, timeout_s=600)
+        received = dst.call("transfer.receive_wait", {"transfer_id": transfer_id,
+                                                      "timeout_s": 60})
+        assert received["state"] == "committed"
+        assert received["result"]["committed"] == sent["committed"]
+        assert sent["committed"]["guid"] == guid
+        assert sent["committed"]["snapshot"] == f"{target}@s1"
+
+        dst.call("zfs.mount", {"dataset": target, "mountpoint": f"{b.home}/pool/{name}"})
+        assert digest(Path(b.home, "pool", name, "data")) == digest(Path(mountpoint, "data"))
+
+
+def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
+    a, b = cluster.machines
+    name = f"xfer{uuid.uuid4().hex[:6]}"
+    source = f"{a.pool}/{name}"
+    with client(cluster, a) as src, client(cluster, b) as dst:
+        src.call("zfs.create", {"dataset": source})
+        src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
+        guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
+        transfer_id = uuid.uuid4().hex
+        address = dst.call("transfer.receive", {"transfer_id": transfer_id,
+                                                "dataset": f"{b.pool}/{name}"})["address"]
+        wrong = ticket_for(cluster, transfer_id, f"{b.pool}/elsewhere", guid)
+        with pytest.raises(RemoteError) as info:
+            src.call("transfer.send", {"transfer_id": transfer_id, "snapshot": f"{source}@s1",
+                                       "to": address, "ticket": wrong}, timeout_s=120)
+        assert info.value.code.startswith("transfer.")
+        dst.call("transfer.receive_cancel", {"transfer_id": transfer_id})
+        state = dst.call("transfer.receive_wait", {"transfer_id": transfer_id, "timeout_s": 5})
+        assert state["state"] == "failed"
+        assert not dst.call("zfs.exists", {"name": f"{b.pool}/{name}"})
+
+
+def test_receive_outside_the_pool_is_refused(cluster: Cluster) -> None:
+    _, b = cluster.machines
+    with client(cluster, b) as dst, pytest.raises(RemoteError) as info:
+        dst.call("transfer.receive", {"transfer_id": "x", "dataset": "machine-a/stolen"})
+    assert info.value.code == "agent.outside-pool"
