@@ -1,4 +1,6 @@
-"""Entry point of ``ployzctl``: builds the parser from one module per command group."""
+"""ployzctl: deploy services with ZFS volumes and move them between machines.
+
+The parser is built from one module per command group (``ployzctl.commands.<group>``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ COMMAND_GROUPS: list[str] = ["agent", "deploy", "machine", "migrate", "service",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ployzctl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ployzctl", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_GROUPS:
         importlib.import_module(f"ployzctl.commands.{name}").register(subparsers)
