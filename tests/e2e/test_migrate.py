@@ -19,6 +19,7 @@ import pytest
 
 from ployz.agent.client import AgentClient
 from ployz.agent.keys import load_private_key
+from ployz.control import deploy_lock_name, open_control_plane
 from ployz.runtime.model import service_labels
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster, Machine
@@ -241,3 +242,20 @@ def test_killed_at_the_fence_then_apply_again_completes(cluster: Cluster, tmp_pa
         assert time.monotonic() < deadline, "the service does not write on machine-b"
         time.sleep(1)
     assert lines(target_log)[:len(before_fence)] == before_fence
+
+
+def test_a_lock_held_by_another_deploy_is_refused(cluster: Cluster, tmp_path: Path,
+                                                  moved: dict) -> None:
+    deploy_writer(cluster, tmp_path, "locked")
+    with open_control_plane(cluster.control_url) as cp:
+        lease = cp.acquire(deploy_lock_name("locked"), "operator@elsewhere", 600)
+        try:
+            before = dump(cluster)
+            status, _, stderr = apply_events(cluster, "locked/writer", "--to", "machine-b")
+            assert status == 1
+            assert "lock 'deploy/locked' is held by 'operator@elsewhere'" in stderr
+            assert dump(cluster) == before
+        finally:
+            cp.release(deploy_lock_name("locked"), lease.token)
+    assert [c["state"] for c in containers(cluster, cluster.machines[0], "locked")] == [
+        "running"]

@@ -112,22 +112,29 @@ def migrate(
                                       f"(token {lease.token})"})
     try:
         with LeaseKeeper(cp, lease, DEPLOY_LOCK_TTL_S) as keeper:
-            finished = None
-            for deploy in pending:
-                result = settle(cp, agents, deploy, emit)
-                if result and (result.target, deploy.detail.get("service")) == (
-                        to_machine, ref.service):
-                    finished = result
-            if finished is not None:
-                emit({"event": "done", "status": "committed", **finished.to_json()})
-                return finished
-            plan = plan_migration(cp, agents, ref, to_machine)
-            plan.check_room()
-            return _Run(cp, agents, plan, keeper, keep_source, emit).run()
+            result = _settle_all(cp, agents, pending, ref, to_machine, emit)
+            if result is None:
+                plan = plan_migration(cp, agents, ref, to_machine)
+                plan.check_room()
+                result = _Run(cp, agents, plan, keeper, keep_source, emit).run()
     finally:
         with contextlib.suppress(StaleFencingToken):
             cp.release(lock, lease.token)
         emit({"event": "step", "message": f"released the deploy lock of {ref.namespace}"})
+    emit({"event": "done", "status": "committed", **result.to_json()})
+    return result
+
+
+def _settle_all(cp: ControlPlane, agents: AgentDirectory, pending: list[Deploy],
+                ref: ServiceRef, to_machine: str, emit: Emit) -> MigrationResult | None:
+    """Settles the unfinished migrations; returns the one that already moved ``ref`` to
+    ``to_machine``, if any (nothing is left to do then)."""
+    finished = None
+    for deploy in pending:
+        result = settle(cp, agents, deploy, emit)
+        if result and (result.target, deploy.detail.get("service")) == (to_machine, ref.service):
+            finished = result
+    return finished
 
 
 def unfinished(cp: ControlPlane, namespace: str) -> list[Deploy]:
@@ -245,10 +252,8 @@ class _Run:
                 self._abort(exc)
         self.emit({"event": "committed", "deploy_id": self.deploy_id, "commit": seq})
         _finish(self.cp, self.record, Machines(self.source, self.target), seq, self.emit)
-        result = MigrationResult(self.deploy_id, seq, self.plan.source, self.plan.target,
-                                 self.cutover)
-        self.emit({"event": "done", "status": "committed", **result.to_json()})
-        return result
+        return MigrationResult(self.deploy_id, seq, self.plan.source, self.plan.target,
+                               self.cutover)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
