@@ -53,16 +53,22 @@ WORDS = (
 )
 
 
-def make_mixed(path: Path, size: int) -> None:
-    """Alternating 4 MiB blocks of random bytes and of text; 8 distinct text blocks recur, far
-    apart enough (32 MiB) that no compressor window here spans two copies."""
-    rng = random.Random(1)
+def text_blocks(rng: random.Random, count: int = 8) -> list[bytes]:
+    """``count`` distinct 4 MiB blocks of word text (about 3:1 under zstd -1)."""
     texts = []
-    for _ in range(8):
+    for _ in range(count):
         text = bytearray()
         while len(text) < BLOCK:
             text += " ".join(rng.choices(WORDS, k=4096)).encode() + b"\n"
         texts.append(bytes(text[:BLOCK]))
+    return texts
+
+
+def make_mixed(path: Path, size: int) -> None:
+    """Alternating 4 MiB blocks of random bytes and of text; 8 distinct text blocks recur, far
+    apart enough (32 MiB) that no compressor window here spans two copies."""
+    rng = random.Random(1)
+    texts = text_blocks(rng)
     with open(path, "wb") as out:
         for index in range(size // BLOCK):
             out.write(rng.randbytes(BLOCK) if index % 2 == 0 else texts[(index // 2) % 8])
