@@ -410,11 +410,12 @@ static void *pz_send_reader(void *arg) {
  * link_rate / ratio), where the capacity counts the workers but leaves one core to the reader,
  * the writer and the kernel's TCP work. The link rate is measured only over windows in which
  * the writer never waited for a frame (the link was the bottleneck); while it is unknown the
- * link keeps up with whatever we produce, and frames go raw. The frame's ratio comes from compressing a 32 KiB
- * sample of it (about 3 % of the work), so the choice follows the data frame by frame; a clear
- * gain (25 %) is required to compress. */
+ * link keeps up with whatever we produce, and frames go raw. The frame's ratio comes from
+ * compressing a 32 KiB sample of it (about 3 % of the work), so the choice follows the data
+ * frame by frame. A clear gain (50 %) is required, since a wrong guess costs CPU that the peer
+ * or the rest of the machine may need. */
 #define PZ_AUTO_SAMPLE (32u << 10)
-#define PZ_AUTO_GAIN 1.25
+#define PZ_AUTO_GAIN 1.5
 #define PZ_EWMA 0.2
 #define PZ_LINK_WINDOW 8
 
