@@ -33,11 +33,12 @@ class AgentProcess:
     process: subprocess.Popen[str] | None = None
     address: str = ""
     _clients: list[AgentClient] = field(default_factory=list)
+    machine_id: str = MACHINE_ID
 
     def start(self, listen: str = "127.0.0.1:0") -> None:
         command = [
             sys.executable, "-m", "ployz.agent.daemon",
-            "--machine-id", MACHINE_ID,
+            "--machine-id", self.machine_id,
             "--listen", listen,
             "--trust", public_key_text(self.trusted.public_key()),
             "--state-dir", str(self.state_dir),
@@ -55,7 +56,7 @@ class AgentProcess:
         if not line:
             raise RuntimeError(f"agent exited with {self.process.wait()}; see agent.log")
         event = json.loads(line)
-        assert event["event"] == "listening" and event["machine_id"] == MACHINE_ID
+        assert event["event"] == "listening" and event["machine_id"] == self.machine_id
         self.address = event["address"]
 
     def client(self, key: Ed25519PrivateKey | None = None, **options: Any) -> AgentClient:

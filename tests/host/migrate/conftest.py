@@ -1,5 +1,5 @@
-"""Fixtures of the migrate command tests: the deploy suite's seeded control plane, shared rather
-than copied."""
+"""Fixtures of the migrate command tests: the deploy suite's seeded control plane and the agent
+suite's agent process, shared rather than copied."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "deploy"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))
 
 from deploy_cluster import Cluster, make_cluster
 
