@@ -27,7 +27,8 @@ from ployz.sandbox.cluster import Cluster, Machine
 # Resumes the numbering where the log ends, so the lines stay consecutive across machines; 32 MiB
 # of incompressible data make pre-copy carry more than the final send; exits on SIGTERM (a shell
 # as PID 1 ignores it, and the stop would wait for its SIGKILL).
-WRITER = ("trap 'exit 0' TERM; [ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count=32 2>/dev/null; "
+WRITER = ("trap 'exit 0' TERM; "
+          "[ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count=32 2>/dev/null; "
           "i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; "
           "while true; do i=$((i+1)); echo $i >> /data/log; sync; sleep 0.05; done")
 
