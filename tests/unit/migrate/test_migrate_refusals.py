@@ -27,6 +27,7 @@ from ployz.deploy.migration import (
     ServiceRef,
     parse_service_ref,
     snapshot_name,
+    unfinished,
 )
 from ployz.deploy.migration.plan import moved_manifest
 from ployz.deploy.migration.record import VolumeRecord
@@ -127,3 +128,25 @@ def test_the_record_survives_the_deploy_detail(cp: ControlPlane) -> None:
     assert stored["kind"] == "migrate"
     assert MigrationRecord.from_detail(stored) == record
     assert record.hold_tag == "ployz-move-abc123-0001"
+
+
+def test_unfinished_migrations_are_the_ones_a_rerun_must_settle(cp: ControlPlane) -> None:
+    def record(deploy_id: str, **detail: object) -> None:
+        rec = MigrationRecord(deploy_id=deploy_id, namespace="shop", service="db",
+                              source="machine-a", target="machine-b", digest="abc123")
+        cp.begin_deploy("shop", "migrate", deploy_id, detail={**rec.detail(), **detail})
+
+    record("running")
+    record("rolled-back", rolled_back=True)
+    cp.update_deploy("rolled-back", status="failed")
+    record("left-behind", rolled_back=False)
+    cp.update_deploy("left-behind", status="failed")
+    record("committed")
+    lease = cp.acquire(deploy_lock_name("shop"), "test", 60)
+    cp.commit("shop", lease.token, [PutService(service=service_fact("shop",
+                                                                   DEPLOYED.services[0]))],
+              deploy_id="committed")
+    cp.begin_deploy("shop", "deploy", "plain-deploy")
+    assert [d.id for d in unfinished(cp, "shop")] == ["running", "left-behind", "committed"]
+    cp.update_deploy("committed", phase="done")
+    assert [d.id for d in unfinished(cp, "shop")] == ["running", "left-behind"]
