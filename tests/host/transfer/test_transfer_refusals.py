@@ -23,7 +23,7 @@ FRAME = 64 * 1024
 
 
 def ticket_for(key: Ed25519PrivateKey, dst: Path, *, transfer_id: str = "t-1",
-               expires_in: float = 60, target: Target | None = None) -> str:
+               expires_in: float = 600, target: Target | None = None) -> str:
     return sign(Ticket(transfer_id, target or Target("file", str(dst)),
                        time.time() + expires_in), key)
 

@@ -21,7 +21,8 @@ from ployz.transfer.tickets import (
 )
 
 KEY = Ed25519PrivateKey.generate()
-TICKET = Ticket("t-1", Target("zfs", "tank/vol"), time.time() + 60, toguid=7, fromguid=None)
+# expires a day after import: long after any test run, however slow the machine
+TICKET = Ticket("t-1", Target("zfs", "tank/vol"), time.time() + 86400, toguid=7, fromguid=None)
 
 
 def test_valid_ticket_round_trips() -> None:
