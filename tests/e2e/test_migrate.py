@@ -75,9 +75,14 @@ def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str) -> Path:
     assert done.returncode == 0, done.stderr
     a = cluster.machines[0]
     log = a.home / "pool" / f"{namespace}.data" / "log"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (log.exists() and len(log.read_text().split()) > 20):
-        assert time.monotonic() < deadline, f"the writer wrote nothing to {log}"
+        if time.monotonic() > deadline:
+            states = [(c["name"], c["state"], c["exit_code"])
+                      for c in containers(cluster, a, namespace)]
+            mounted = os.path.ismount(log.parent)
+            raise AssertionError(f"the writer wrote nothing to {log} (mounted there: {mounted}; "
+                                 f"containers: {states})")
         time.sleep(1)
     return log
 
