@@ -21,6 +21,7 @@ placement = "machine-a"
 
 [services.template]
 image = "ployz-test/busybox:latest"
+mounts = { data = "/data" }
 command = ["sh", "-c", """
 [ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count=48 2>/dev/null
 i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}

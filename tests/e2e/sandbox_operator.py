@@ -1,0 +1,25 @@
+"""What the e2e tests do as the sandbox's operator: run ployzctl, and read the control plane's
+raw documents to prove that a refused command wrote nothing."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from typing import Any
+
+from ployz.sandbox.cluster import Cluster
+
+
+def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ployzctl", *args], input=stdin, capture_output=True, text=True,
+                          env={**os.environ, **cluster.environment()}, timeout=900, check=False)
+
+
+def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
+    """Every control-plane document with its revision, but the machine facts that the agents'
+    heartbeats rewrite every few seconds: equal dumps mean the command wrote nothing."""
+    with sqlite3.connect(cluster.control_url.removeprefix("sqlite:///")) as db:
+        return db.execute("SELECT kind, key, revision, value FROM documents "
+                          "WHERE kind != 'machines' ORDER BY kind, key").fetchall()
