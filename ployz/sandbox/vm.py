@@ -13,11 +13,13 @@ exit status does not carry it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,23 +92,31 @@ def _relay_console(argv: list[str], env: dict[str, str], timeout: float) -> None
     """Runs qemu with its console on a pipe that we copy to our stdout: given a file directly,
     the console reopens and truncates it, losing what was written before."""
     with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT) as proc:
+                          stderr=subprocess.STDOUT, start_new_session=True) as proc:
         assert proc.stdout is not None
         timed_out = threading.Event()
 
+        def kill_vm() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
         def expire() -> None:
             timed_out.set()
-            proc.kill()
+            kill_vm()
 
         timer = threading.Timer(timeout, expire)
         timer.start()
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             for line in iter(proc.stdout.readline, b""):
                 sys.stdout.buffer.write(line)
                 sys.stdout.buffer.flush()
+            proc.wait()
         finally:
             timer.cancel()
-        proc.wait()
+            signal.signal(signal.SIGTERM, previous)
+            if proc.poll() is None:  # we were interrupted: qemu must not outlive us
+                kill_vm()
         if timed_out.is_set():
             raise VMError(f"the VM run did not finish within {timeout:.0f} s")
 
