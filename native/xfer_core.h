@@ -307,7 +307,7 @@ typedef struct {
     ZSTD_CCtx *cctx[PZ_MAX_WORKERS];
     /* codec auto's measurements (guarded by ring.mu), kept across runs; 0 means unknown */
     double link_rate;    /* wire bytes per second the socket (and bandwidth limit) take */
-    double zstd_speed;   /* raw bytes per CPU second one worker compresses */
+    double zstd_speed;   /* raw bytes per second one worker compresses, wall clock */
     int cores;
 } pz_sender;
 
@@ -412,13 +412,17 @@ static void *pz_send_reader(void *arg) {
  * the writer never waited for a frame (the link was the bottleneck); while it is unknown the
  * link keeps up with whatever we produce, and frames go raw. The frame's ratio comes from
  * compressing a 32 KiB sample of it (about 3 % of the work), so the choice follows the data
- * frame by frame. A clear gain (50 %) is required, since a wrong guess costs CPU that the peer
- * or the rest of the machine may need. */
+ * frame by frame. Compression speed is measured on the wall clock, not in CPU time, so that a
+ * machine whose cores are busy with other work (or with the peer, on loopback) counts as the
+ * slower compressor it is. A clear gain (50 %) is required, since a wrong guess costs CPU that
+ * the peer or the rest of the machine may need. */
 #define PZ_AUTO_SAMPLE (32u << 10)
 #define PZ_AUTO_GAIN 1.5
+#define PZ_AUTO_RESAMPLE 16
 #define PZ_EWMA 0.2
 #define PZ_LINK_WINDOW 8
 
+/* ratio 0 asks about the best case, a frame that compresses to nothing */
 static int pz_auto_pays(pz_sender *s, double ratio) {
     pz_ring *r = &s->ring;
     pthread_mutex_lock(&r->mu);
@@ -439,27 +443,25 @@ static double pz_ewma(double old, double sample) {
     return old <= 0 ? sample : old + PZ_EWMA * (sample - old);
 }
 
-static double pz_thread_cpu(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Compresses a sample of the frame (into its wire buffer, overwritten later) to learn its
- * ratio and the compression speed, then asks whether compressing it pays. */
-static int pz_auto_wants_zstd(pz_sender *s, ZSTD_CCtx *cctx, pz_slot *slot, size_t bound) {
+ * ratio and the compression speed, then asks whether compressing it pays. Skips the sample
+ * while the link is unknown, and while even a perfect ratio could not pay (a link faster than
+ * the compressors), except one frame in PZ_AUTO_RESAMPLE that keeps the speed current. */
+static int pz_auto_wants_zstd(pz_sender *s, ZSTD_CCtx *cctx, pz_slot *slot, size_t bound,
+                              uint64_t seq) {
     pthread_mutex_lock(&s->ring.mu);
     int link_known = s->link_rate > 0;
     pthread_mutex_unlock(&s->ring.mu);
-    if (!link_known) return 0; /* see pz_auto_pays: no need to sample yet */
+    if (!link_known) return 0;
+    if (!pz_auto_pays(s, 0) && seq % PZ_AUTO_RESAMPLE != 0) return 0;
     size_t sample = slot->raw_len < PZ_AUTO_SAMPLE ? slot->raw_len : PZ_AUTO_SAMPLE;
-    double cpu = pz_thread_cpu();
+    double took = pz_now();
     size_t c = ZSTD_compress2(cctx, slot->wire, bound, slot->raw, sample);
-    cpu = pz_thread_cpu() - cpu;
+    took = pz_now() - took;
     if (ZSTD_isError(c)) return 1; /* the full compression will report it */
     pz_ring *r = &s->ring;
     pthread_mutex_lock(&r->mu);
-    if (cpu > 0) s->zstd_speed = pz_ewma(s->zstd_speed, sample / cpu);
+    if (took > 0) s->zstd_speed = pz_ewma(s->zstd_speed, sample / took);
     pthread_mutex_unlock(&r->mu);
     return pz_auto_pays(s, (double)c / sample);
 }
@@ -479,18 +481,18 @@ static void *pz_send_worker(void *arg) {
         uint64_t seq = pz_ring_claim(r);
         if (seq == UINT64_MAX) return NULL;
         pz_slot *slot = &r->slots[seq % (uint64_t)r->nslots];
-        int compress = s->codec == PZ_CODEC_ZSTD || pz_auto_wants_zstd(s, cctx, slot, bound);
+        int compress = s->codec == PZ_CODEC_ZSTD || pz_auto_wants_zstd(s, cctx, slot, bound, seq);
         if (compress) {
-            double cpu = pz_thread_cpu();
+            double took = pz_now();
             size_t c = ZSTD_compress2(cctx, slot->wire, bound, slot->raw, slot->raw_len);
             if (ZSTD_isError(c)) {
                 pz_ring_fail(r, PZ_E_CODEC, 0, "zstd compression failed: %s",
                              ZSTD_getErrorName(c));
                 return NULL;
             }
-            cpu = pz_thread_cpu() - cpu;
+            took = pz_now() - took;
             pthread_mutex_lock(&r->mu);
-            if (cpu > 0) s->zstd_speed = pz_ewma(s->zstd_speed, slot->raw_len / cpu);
+            if (took > 0) s->zstd_speed = pz_ewma(s->zstd_speed, slot->raw_len / took);
             pthread_mutex_unlock(&r->mu);
             /* frames that do not shrink by at least 1/32 travel raw */
             if (c < slot->raw_len - slot->raw_len / 32) {
