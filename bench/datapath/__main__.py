@@ -1,0 +1,3 @@
+from bench.datapath.suite import main
+
+main()

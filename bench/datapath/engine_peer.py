@@ -1,0 +1,65 @@
+"""One end of an engine transfer, as its own process, so that it is measured like every other
+contender (wall time and the CPU of the processes doing the work) and can run inside a network
+namespace.
+
+    python -m bench.datapath.engine_peer receive HOST:PORT PUBKEY DST
+    python -m bench.datapath.engine_peer send HOST:PORT PRIVKEY SRC CODEC [BWLIMIT]
+
+Both print ``ready`` once their imports are done (the receiver once it listens), and the sender
+waits for a line on stdin before it connects: interpreter start-up is a fixed cost that says
+nothing about the data path, and the pipelines it is compared with start in milliseconds. At the
+end each prints one JSON line: the engine's summary plus ``startup_cpu``, the CPU seconds spent
+before ``ready``, which the benchmark subtracts.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import sys
+
+from ployz.transfer import FileSink, FileSource, Receiver, Sender
+from ployz.transfer.tickets import load_private_key, load_public_key
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def ready() -> float:
+    startup = own_cpu()
+    print("ready", flush=True)
+    return startup
+
+
+def receive(listen: str, pubkey: str, dst: str) -> dict:
+    with socket.create_server(address(listen)) as listener:
+        startup = ready()
+        result = Receiver(listener, FileSink(dst), load_public_key(pubkey)).serve()
+    return {**result.summary(), "startup_cpu": startup}
+
+
+def send(to: str, privkey: str, src: str, codec: str, bwlimit: str = "0") -> dict:
+    key = load_private_key(privkey)
+    startup = ready()
+    sys.stdin.readline()
+    result = Sender(FileSource(src), address(to), key=key, codec=codec,
+                    bwlimit=float(bwlimit)).send()
+    return {**result.summary(), "startup_cpu": startup}
+
+
+def main() -> None:
+    command, *args = sys.argv[1:]
+    summary = receive(*args) if command == "receive" else send(*args)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
