@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.micro.conftest import FRAME, MiB
+from bench.micro.conftest import FRAME, STREAM, MiB
 from ployz._xfer import StreamReceiver, StreamSender, frame_checksum
 
 
 @pytest.mark.benchmark(group="checksum")
 def test_checksum_xxh3_1mib(benchmark) -> None:
     frame = os.urandom(MiB)
+    benchmark.extra_info["bytes"] = len(frame)
     benchmark(frame_checksum, frame, 0)
 
 
@@ -32,6 +33,7 @@ def test_encode_16mib(benchmark, mixed_file: Path, devnull: int, codec: str) -> 
             kind, _errno, message = StreamSender(FRAME, codec).run(src.fileno(), devnull, 0)
             assert kind == 0, message
 
+        benchmark.extra_info["bytes"] = STREAM
         benchmark(run)
 
 
@@ -49,9 +51,11 @@ def decode(wire: bytes, allow_zstd: bool, devnull: int) -> None:
 
 @pytest.mark.benchmark(group="frame-decode")
 def test_decode_16mib_none(benchmark, wire_none: bytes, devnull: int) -> None:
+    benchmark.extra_info["bytes"] = STREAM
     benchmark(decode, wire_none, False, devnull)
 
 
 @pytest.mark.benchmark(group="frame-decode")
 def test_decode_16mib_zstd(benchmark, wire_zstd: bytes, devnull: int) -> None:
+    benchmark.extra_info["bytes"] = STREAM
     benchmark(decode, wire_zstd, True, devnull)

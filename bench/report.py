@@ -1,0 +1,250 @@
+"""Turns ``bench/results/results.json`` into the Markdown table, the PNG charts and the README's
+performance section. Everything shown is computed from that one file, so the published numbers
+are always those of one run, and ``python -m bench.report`` redraws them without re-measuring.
+
+Ratios are ours divided by the contender's throughput: above 1 ours is faster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parents[1] / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+OURS = "ployz_auto"  # the default codec stands for the engine in the ratios
+COMMAND = "make bench"
+
+
+def cell(text: str) -> str:
+    """Table-safe: contender labels are shell pipelines, whose ``|`` would split a cell."""
+    return text.replace("|", "\\|")
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    return f"{ours / theirs:.2f}x" if ours and theirs else "n/a"
+
+
+def rate(entry: dict[str, Any], key: str = "GB_per_s") -> float | None:
+    return None if "error" in entry else entry.get(key)
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    return (f"{m['cpu_model']}, {m['cores']} cores, kernel {m['kernel']}, {m['date']} "
+            f"(load average {m['load_average']} at the start)")
+
+
+# -- host data path ---------------------------------------------------------------------------
+
+def datapath_tables(datapath: dict[str, Any]) -> list[str]:
+    out = [f"Streams of {datapath['bytes'] / 2**20:.0f} MiB, tmpfs file to tmpfs file, "
+           f"median of {datapath['rounds']} round(s). Each cell: throughput in GB/s, then ours "
+           f"(codec auto) divided by it.", ""]
+    for link, kinds in datapath["links"].items():
+        names = list(next(iter(kinds.values())))
+        out += [f"**{link}**", "",
+                "| contender | " + " | ".join(kinds) + " | CPU s/GB (" + " / ".join(kinds)
+                + ") | wire bytes / stream (" + " / ".join(kinds) + ") |",
+                "|---|" + "---|" * (len(kinds) + 2)]
+        for name in names:
+            cells, cpus, wires = [], [], []
+            for entries in kinds.values():
+                entry, ours = entries[name], rate(entries[OURS])
+                if "error" in entry:
+                    cells.append("could not run (below)")
+                    cpus.append("-")
+                    wires.append("-")
+                    continue
+                cells.append(f"{entry['GB_per_s']:.3f} ({ratio(ours, entry['GB_per_s'])})")
+                cpus.append(f"{entry['cpu_s_per_GB']:.2f}")
+                wires.append(f"{entry['wire_bytes'] / datapath['bytes']:.3f}")
+            label = next(iter(kinds.values()))[name]["label"]
+            out.append(f"| {cell(label)} | " + " | ".join(cells) + f" | {' / '.join(cpus)} | "
+                       f"{' / '.join(wires)} |")
+        out.append("")
+        if link == "wireguard-go":
+            out += ["CPU s/GB counts the contender's processes; the two wireguard-go daemons' "
+                    "own CPU is recorded separately in results.json (`tunnel_cpu_s_per_GB`).",
+                    ""]
+    return out + failures(datapath["links"])
+
+
+def failures(links: dict[str, Any]) -> list[str]:
+    lines = [f"- {link}, {kind}, {entry['label']}: {entry['error']}"
+             for link, kinds in links.items() for kind, entries in kinds.items()
+             for entry in entries.values() if "error" in entry]
+    return (["Contenders that could not run, and why:", "", *lines, ""]) if lines else []
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    """The transfer engine's published targets, checked against this run."""
+    rows: list[tuple[str, str, str]] = []
+    links = results.get("datapath", {}).get("links", {})
+
+    def speed(link: str, kind: str, name: str) -> float | None:
+        return rate(links.get(link, {}).get(kind, {}).get(name, {"error": "absent"}))
+
+    def add(what: str, value: float | None, target: float, more_is_better: bool = True) -> None:
+        if value is None:
+            rows.append((what, "n/a", f"{target}x"))
+            return
+        met = value >= target if more_is_better else value <= target
+        rows.append((what, f"{value:.3f}x {'(met)' if met else '(missed)'}", f"{target}x"))
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    add("codec none vs mbuffer, loopback, mixed",
+        over(speed("loopback", "mixed", "ployz_none"), speed("loopback", "mixed", "mbuffer")), 1.0)
+    add("codec zstd vs zstd -1 -T2 | nc | zstd -d, loopback, mixed",
+        over(speed("loopback", "mixed", "ployz_zstd"), speed("loopback", "mixed", "zstd_nc")),
+        1.3)
+    mixed = links.get("loopback", {}).get("mixed", {})
+    if "error" not in mixed.get("ployz_zstd", {"error": 1}) and "error" not in mixed.get(
+            "zstd_nc", {"error": 1}):
+        add("codec zstd wire bytes vs zstd -1", mixed["ployz_zstd"]["wire_bytes"]
+            / mixed["zstd_nc"]["wire_bytes"], 1.05, more_is_better=False)
+    for link, kinds in links.items():
+        for kind in kinds:
+            best = max((speed(link, kind, n) or 0) for n in ("ployz_none", "ployz_zstd"))
+            add(f"codec auto vs the better fixed codec, {link}, {kind}",
+                over(speed(link, kind, "ployz_auto"), best), 0.9)
+    if "wireguard-go" in links:
+        best = max((speed("wireguard-go", "mixed", n) or 0)
+                   for n in ("ployz_none", "ployz_zstd", "ployz_auto"))
+        add("best codec vs iperf3 through the same wireguard-go tunnel, mixed",
+            over(best, speed("wireguard-go", "mixed", "iperf3")), 0.85)
+    zfs = results.get("zfs_peers", {})
+    if "error" not in zfs and zfs:
+        add("ZFS through the engine vs local zfs send | zfs recv (incompressible)",
+            over(zfs_rate(zfs, "ployz_auto", "incompressible"),
+                 zfs_rate(zfs, "zfs_pipe", "incompressible")), 0.9)
+    return ["| target | this run | required |", "|---|---|---|",
+            *[f"| {cell(a)} | {b} | {c} |" for a, b, c in rows], ""]
+
+
+# -- ZFS peers in the VM ----------------------------------------------------------------------
+
+def zfs_rate(zfs: dict[str, Any], name: str, dataset: str) -> float | None:
+    entry = zfs["contenders"].get(name, {})
+    run = entry.get("runs", {}).get(dataset)
+    return None if not run or "error" in run else run["MB_per_s"]
+
+
+def zfs_tables(zfs: dict[str, Any]) -> list[str]:
+    if "error" in zfs:
+        return [f"The ZFS suite could not run: {zfs['error']}", ""]
+    sets = zfs["datasets"]
+    out = [f"Inside the VM (software-emulated, {zfs['machine']['cpus']} vCPUs; absolute speeds "
+           f"are emulation speeds, compare ratios). Snapshots: "
+           + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sets.items())
+           + ". Each cell: MB/s of stream over the whole command (fixed costs included), then "
+           "ours (codec auto) divided by it. Fixed cost: seconds to replicate the tiny "
+           "dataset.", "",
+           "| contender | " + " | ".join(d for d in sets if d != "tiny")
+           + " | fixed cost (s) |",
+           "|---|" + "---|" * len(sets)]
+    for _name, entry in zfs["contenders"].items():
+        if "error" in entry:
+            out.append(f"| {cell(entry['label'])} | could not run: {cell(entry['error'])} |"
+                       + " |" * (len(sets) - 1))
+            continue
+        cells = []
+        for dataset in sets:
+            if dataset == "tiny":
+                continue
+            run = entry["runs"].get(dataset, {"error": "not run"})
+            cells.append(f"could not run: {run['error']}" if "error" in run else
+                         f"{run['MB_per_s']:.1f} "
+                         f"({ratio(zfs_rate(zfs, OURS, dataset), run['MB_per_s'])})")
+        tiny = entry["runs"].get("tiny", {})
+        cells.append(f"{tiny['seconds']:.2f}" if "seconds" in tiny else "n/a")
+        out.append(f"| {cell(entry['label'])} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+# -- micro-benchmarks -------------------------------------------------------------------------
+
+def micro_table(micro: dict[str, Any]) -> list[str]:
+    if "error" in micro:
+        return [f"The micro-benchmarks could not run: {micro['error']}", ""]
+    out = ["| benchmark | median | per second |", "|---|---|---|"]
+    for bench in micro["benchmarks"]:
+        median = bench["median_s"]
+        shown = f"{median * 1e6:.1f} us" if median < 1e-3 else f"{median * 1e3:.2f} ms"
+        per = (f"{bench['bytes'] / median / 1e9:.2f} GB/s" if bench.get("bytes")
+               else f"{1 / median:,.0f} ops")
+        out.append(f"| {bench['name']} | {shown} | {per} |")
+    return [*out, ""]
+
+
+# -- assembling -------------------------------------------------------------------------------
+
+def sections(results: dict[str, Any]) -> dict[str, list[str]]:
+    parts: dict[str, list[str]] = {}
+    if "datapath" in results:
+        dp = results["datapath"]
+        parts["Host data path"] = (
+            [f"The data-path suite could not run: {dp['error']}", ""] if "error" in dp
+            else datapath_tables(dp))
+    if "zfs_peers" in results:
+        parts["Real ZFS, in the VM"] = zfs_tables(results["zfs_peers"])
+    parts["Targets of the transfer engine"] = targets(results)
+    if "micro" in results:
+        parts["Micro-benchmarks (hot path)"] = micro_table(results["micro"])
+    return parts
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Benchmark results", "", f"Machine: {machine_line(results)}.", "",
+             f"Reproduce with `{results['command']}`.", ""]
+    for title, body in sections(results).items():
+        lines += [f"## {title}", "", *body]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def readme_section(results: dict[str, Any], charts: list[str]) -> str:
+    lines = [START, "## Performance", "",
+             f"Generated from `bench/results/results.json` by `{results['command']}` (every "
+             "figure from one run, contenders measured side by side in it; "
+             "`python -m bench.report` redraws this without measuring). Machine: "
+             f"{machine_line(results)}. Ratios are ours (codec auto) divided by the "
+             "contender's throughput: above 1 ours is faster. Full tables, CPU and wire bytes "
+             "in `bench/results/results.md`; where ours is behind, `bench/results/NOTES.md` "
+             "says why.", ""]
+    for title, body in sections(results).items():
+        if title.startswith("Micro"):
+            continue
+        lines += [f"### {title}", "", *body]
+    lines += [f"![{Path(c).stem}](bench/results/{Path(c).name})" for c in charts]
+    return "\n".join([*lines, "", END])
+
+
+def update_readme(section: str) -> None:
+    text = README.read_text()
+    if START in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    README.write_text(text)
+
+
+def write_all(results: dict[str, Any]) -> None:
+    from bench.charts import draw
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / "results.md").write_text(markdown(results))
+    update_readme(readme_section(results, draw(results, RESULTS)))
+
+
+def main() -> None:
+    write_all(json.loads((RESULTS / "results.json").read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""``make bench``: the whole benchmark suite in one run, then its report.
+
+1. micro-benchmarks of the hot path (pytest-benchmark), on the host;
+2. the host data path (``bench.datapath``): engine vs nc, socat, mbuffer, zstd|nc, ssh and
+   iperf3, over loopback and wireguard-go;
+3. real ZFS against its peers (``bench.zfs_peers``), in one boot of the ZFS VM.
+
+Writes ``bench/results/results.json`` (every figure and the machine), ``results.md``, the PNG
+charts and the README's performance section. ``PLOYZ_BENCH_SUITES`` picks suites (default
+micro,datapath,zfs); sizes are set by each suite's variables (see their docstrings). A suite
+that fails is recorded with its error and the others still run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.datapath.suite import exit_on_sigterm, run_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+SIZE_VARS = ("PLOYZ_BENCH_DATAPATH_MIB", "PLOYZ_BENCH_DATAPATH_ROUNDS",
+             "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", "PLOYZ_BENCH_ZFS_MIB",
+             "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_SUITES")
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpu_model": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_average": " ".join(f"{v:.1f}" for v in os.getloadavg())}
+
+
+def micro() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "micro.json"
+        done = subprocess.run([sys.executable, "-m", "pytest", "bench/micro", "--benchmark-only",
+                               "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}"],
+                              cwd=ROOT, capture_output=True, text=True)
+        if not out.exists():
+            raise RuntimeError(f"pytest exited {done.returncode}: {done.stdout[-500:]}")
+        data = json.loads(out.read_text())
+    benchmarks = [{"name": b["name"], "group": b["group"], "median_s": b["stats"]["median"],
+                   "mean_s": b["stats"]["mean"], "rounds": b["stats"]["rounds"],
+                   "bytes": b["extra_info"].get("bytes")} for b in data["benchmarks"]]
+    result: dict[str, Any] = {"benchmarks": benchmarks}
+    if done.returncode != 0:
+        result["failed"] = done.stdout[-1000:]
+    return result
+
+
+def zfs_peers() -> dict[str, Any]:
+    """One VM boot; the guest writes its results into the project's reports folder."""
+    out = REPORTS / "bench-zfs-peers.json"
+    out.unlink(missing_ok=True)
+    done = subprocess.run([sys.executable, "-m", "ployz.sandbox.vm", "--timeout", "1500", "run",
+                           "--", sys.executable, "-m", "bench.zfs_peers"],
+                          cwd=ROOT, capture_output=True, text=True)
+    if not out.exists():
+        raise RuntimeError(f"the VM run exited {done.returncode}: "
+                           f"{(done.stdout + done.stderr)[-800:]}")
+    return json.loads(out.read_text())
+
+
+SUITES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+    "micro": ("micro", micro), "datapath": ("datapath", run_suite),
+    "zfs": ("zfs_peers", zfs_peers)}
+
+
+def main() -> None:
+    exit_on_sigterm()
+    chosen = os.environ.get("PLOYZ_BENCH_SUITES", ",".join(SUITES)).split(",")
+    results: dict[str, Any] = {"command": report.COMMAND, "machine": machine(),
+                               "settings": {k: os.environ[k] for k in SIZE_VARS
+                                            if k in os.environ}}
+    for name in chosen:
+        key, suite = SUITES[name]
+        started = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            results[key] = suite()
+        except Exception as exc:  # recorded, so the report says what could not run
+            results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        results.setdefault("durations_s", {})[name] = round(time.monotonic() - started, 1)
+    report.write_all(results)
+    print(f"bench: wrote {report.RESULTS.relative_to(ROOT)}/ and the README section",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
