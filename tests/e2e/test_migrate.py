@@ -24,6 +24,10 @@ from ployz.runtime.model import service_labels
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster, Machine
 
+# Booting the sandbox counts against the first test's time, and every container start costs
+# seconds under emulation.
+pytestmark = pytest.mark.timeout(1800)
+
 # Resumes the numbering where the log ends, so the lines stay consecutive across machines; 32 MiB
 # of incompressible data make pre-copy carry more than the final send; exits on SIGTERM (a shell
 # as PID 1 ignores it, and the stop would wait for its SIGKILL).
