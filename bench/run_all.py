@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 SIZE_VARS = ("PLOYZ_BENCH_DATAPATH_MIB", "PLOYZ_BENCH_DATAPATH_ROUNDS",
              "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", "PLOYZ_BENCH_ZFS_MIB",
-             "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_SUITES")
+             "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_SUITES",
+             "PLOYZ_BENCH_VM_TIMEOUT")
 
 
 def machine() -> dict[str, Any]:
@@ -67,13 +68,17 @@ def zfs_peers() -> dict[str, Any]:
     """One VM boot; the guest writes its results into the project's reports folder."""
     out = REPORTS / "bench-zfs-peers.json"
     out.unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, "-m", "ployz.sandbox.vm", "--timeout", "1500", "run",
+    limit = os.environ.get("PLOYZ_BENCH_VM_TIMEOUT", "1500")
+    done = subprocess.run([sys.executable, "-m", "ployz.sandbox.vm", "--timeout", limit, "run",
                            "--", sys.executable, "-m", "bench.zfs_peers"],
                           cwd=ROOT, capture_output=True, text=True)
     if not out.exists():
         raise RuntimeError(f"the VM run exited {done.returncode}: "
                            f"{(done.stdout + done.stderr)[-800:]}")
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    if not result.get("complete"):  # what it measured before the time limit still counts
+        result["incomplete"] = f"the VM run stopped early: {(done.stdout + done.stderr)[-300:]}"
+    return result
 
 
 SUITES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {

@@ -3,7 +3,10 @@ contender (wall time and the CPU of the processes doing the work) and can run in
 namespace.
 
     python -m bench.datapath.engine_peer receive HOST:PORT PUBKEY DST
-    python -m bench.datapath.engine_peer send HOST:PORT PRIVKEY SRC CODEC [BWLIMIT]
+    python -m bench.datapath.engine_peer send HOST:PORT PRIVKEY SRC CODEC [BASE]
+
+SRC and DST are file paths, or ``zfs:POOL/DS@SNAP`` and ``zfs:POOL/DS`` (BASE then names the
+incremental base, e.g. ``@a``); the ZFS suite runs the same peer inside the VM.
 
 Both print ``ready`` once their imports are done (the receiver once it listens), and the sender
 waits for a line on stdin before it connects: interpreter start-up is a fixed cost that says
@@ -19,7 +22,7 @@ import resource
 import socket
 import sys
 
-from ployz.transfer import FileSink, FileSource, Receiver, Sender
+from ployz.transfer import FileSink, FileSource, Receiver, Sender, Sink, Source
 from ployz.transfer.tickets import load_private_key, load_public_key
 
 
@@ -39,19 +42,33 @@ def ready() -> float:
     return startup
 
 
+def source(spec: str, base: str | None) -> Source:
+    if spec.startswith("zfs:"):
+        from ployz.transfer.zfs_endpoints import ZfsSource
+        return ZfsSource(spec[4:], base=base)
+    return FileSource(spec)
+
+
+def sink(spec: str) -> Sink:
+    if spec.startswith("zfs:"):
+        from ployz.transfer.zfs_endpoints import ZfsSink
+        return ZfsSink(spec[4:])
+    return FileSink(spec)
+
+
 def receive(listen: str, pubkey: str, dst: str) -> dict:
     with socket.create_server(address(listen)) as listener:
+        target = sink(dst)
         startup = ready()
-        result = Receiver(listener, FileSink(dst), load_public_key(pubkey)).serve()
+        result = Receiver(listener, target, load_public_key(pubkey)).serve()
     return {**result.summary(), "startup_cpu": startup}
 
 
-def send(to: str, privkey: str, src: str, codec: str, bwlimit: str = "0") -> dict:
-    key = load_private_key(privkey)
+def send(to: str, privkey: str, src: str, codec: str, base: str | None = None) -> dict:
+    key, origin = load_private_key(privkey), source(src, base)
     startup = ready()
     sys.stdin.readline()
-    result = Sender(FileSource(src), address(to), key=key, codec=codec,
-                    bwlimit=float(bwlimit)).send()
+    result = Sender(origin, address(to), key=key, codec=codec).send()
     return {**result.summary(), "startup_cpu": startup}
 
 

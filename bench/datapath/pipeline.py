@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TIMEOUT = float(os.environ.get("PLOYZ_BENCH_TIMEOUT", "600"))
+LISTEN_TIMEOUT = 120.0  # an interpreter starting under software emulation takes its time
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def run(pipeline: Pipeline) -> Measured:
 def wait_listening(pipeline: Pipeline, receiver: subprocess.Popen[str], logs: Path) -> None:
     if pipeline.port is None:
         return
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + LISTEN_TIMEOUT
     while not listening(pipeline.port, pipeline.receive_ns):
         if receiver.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"receiver did not listen on {pipeline.port}: "

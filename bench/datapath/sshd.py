@@ -4,7 +4,10 @@ without forking away, and its CPU is reaped with the rest of the receiving side.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -56,3 +59,23 @@ def wire_bytes(client_stderr: str) -> int:
         if line.startswith("Transferred: sent "):
             return int(line.split()[2].rstrip(","))
     raise RuntimeError("ssh did not report its transferred bytes")
+
+
+@contextlib.contextmanager
+def daemon(work: Path, listen_ip: str, port: int) -> Iterator[Path]:
+    """A long-running private sshd (for tools that open several connections, like syncoid);
+    stopped on exit. Yields the directory holding the client key."""
+    config = prepare(work, listen_ip, port)
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while f"{listen_ip}:{port} " not in subprocess.run(["ss", "-ltnH"], capture_output=True,
+                                                          text=True).stdout:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start on {listen_ip}:{port}")
+            time.sleep(0.1)
+        yield work
+    finally:
+        server.terminate()
+        server.wait()

@@ -1,0 +1,3 @@
+from bench.zfs_peers.suite import main
+
+main()
