@@ -48,6 +48,7 @@ MANIFEST = textwrap.dedent("""
     [services.template]
     image = "{image}"
     command = ["sh", "-c", {writer}]
+    mounts = {{ data = "/data" }}
 """)
 
 
