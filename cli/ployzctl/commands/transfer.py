@@ -5,6 +5,7 @@ the transfer engine, for tuning and scripting.
     ployzctl transfer receive --listen HOST:PORT (--dataset POOL/DS | --file PATH) --trust PUB
     ployzctl transfer send (--snapshot POOL/DS@SNAP [--base SNAP] | --file PATH) --to HOST:PORT
                            --key PRIV [--codec auto|zstd|none] [--bwlimit RATE]
+    ployzctl transfer tune --to HOST:PORT --key PRIV [--bwlimit RATE] [--sample FILE]
 
 The sender signs itself a short-lived ticket with ``--key`` for the target the receiver
 announces; the receiver accepts it only if ``--trust`` is the matching public key.
@@ -80,6 +81,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
     send.add_argument("--json", action="store_true", help="print a JSON summary line")
     send.set_defaults(func=_send)
+
+    tune = commands.add_parser("tune", help="probe the link and the CPU; recommend settings")
+    tune.add_argument("--to", required=True, metavar="HOST:PORT",
+                      help="a `transfer receive --file` waiting for the link probe")
+    tune.add_argument("--key", required=True, type=Path, metavar="PRIVKEY")
+    tune.add_argument("--bwlimit", metavar="RATE", help="probe the link at most at this rate")
+    tune.add_argument("--sample", type=Path, metavar="FILE",
+                      help="data like what will be sent (compression ratio); first 8 MiB")
+    tune.add_argument("--level", type=int, metavar="N", help="consider only this zstd level")
+    tune.add_argument("--json", action="store_true", help="print the result as JSON")
+    tune.set_defaults(func=_tune)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -169,6 +181,35 @@ def _send(args: argparse.Namespace) -> int:
     else:
         print(f"sent {result.bytes} bytes ({result.wire_bytes} on the wire) in "
               f"{result.seconds:.1f} s, {result.resumes} resumes: {result.evidence}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ployz.transfer.tuning import SAMPLE_BYTES, tune
+    try:
+        address = parse_address(args.to)
+        key = load_private_key(args.key)
+        bwlimit = parse_rate(args.bwlimit) if args.bwlimit else 0.0
+        sample = args.sample.read_bytes()[:SAMPLE_BYTES] if args.sample else None
+    except (OSError, ValueError) as exc:
+        return fail(str(exc), status=2)
+    try:
+        result = tune(address, key, sample=sample, bwlimit=bwlimit, level=args.level)
+    except (TransferError, RuntimeError, OSError) as exc:
+        return fail(f"tuning failed: {exc}")
+    if args.json:
+        print_json(result)
+    else:
+        m, r = result["measured"], result["recommended"]
+        print(f"link {m['link_MB_per_s']} MB/s, rtt {m['rtt_ms']} ms; framing "
+              f"{m['framing_MB_per_s']} MB/s per stream")
+        for probe in m["zstd"]:
+            print(f"zstd level {probe['level']}: {probe['MB_per_s_per_thread']:.1f} MB/s per "
+                  f"thread, ratio {probe['ratio']:.2f}")
+        print(f"recommended: --codec {r['codec']}" + (f" (level {r['level']}, {r['threads']} "
+              f"threads)" if r["codec"] == "zstd" else "")
+              + f", frame size {r['frame_size']}, socket buffer {r['socket_buffer']}; "
+              f"expect about {r['expected_MB_per_s']} MB/s")
     return 0
 
 
