@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ployz import zfs
 from ployz.transfer import protocol as p
 from ployz.transfer.tickets import Target, Ticket, sign, verify
+from ployz.transfer.tuning import CpuProbe, Measurements, recommend
 
 TOKEN = Path(__file__).parent / "fixtures" / "resume_token.txt"
 
@@ -51,3 +52,12 @@ def test_resume_token_parse(benchmark) -> None:
     text = TOKEN.read_text().strip()
     token = benchmark(zfs.ResumeToken.parse, text)
     assert token.toguid and token.offset
+
+
+@pytest.mark.benchmark(group="codec-choice")
+def test_codec_choice_recommend(benchmark) -> None:
+    """The decision ``ployzctl transfer tune`` makes from its probes (the per-frame choice of
+    codec auto is in the native encode benchmarks above)."""
+    measured = Measurements(link_MB_per_s=100.0, rtt_ms=0.5, framing_MB_per_s=2000.0,
+                            zstd=(CpuProbe(1, 400.0, 0.35), CpuProbe(3, 150.0, 0.3)), cores=2)
+    assert benchmark(recommend, measured).codec == "zstd"
