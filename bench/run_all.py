@@ -69,8 +69,11 @@ def zfs_peers() -> dict[str, Any]:
     out = REPORTS / "bench-zfs-peers.json"
     out.unlink(missing_ok=True)
     limit = os.environ.get("PLOYZ_BENCH_VM_TIMEOUT", "1500")
+    # the guest gets a fresh environment: hand it the suite's settings explicitly
+    settings = [f"{k}={os.environ[k]}" for k in ("PLOYZ_BENCH_ZFS_MIB", "PLOYZ_BENCH_ZFS_ROUNDS")
+                if k in os.environ]
     done = subprocess.run([sys.executable, "-m", "ployz.sandbox.vm", "--timeout", limit, "run",
-                           "--", sys.executable, "-m", "bench.zfs_peers"],
+                           "--", "env", *settings, sys.executable, "-m", "bench.zfs_peers"],
                           cwd=ROOT, capture_output=True, text=True)
     if not out.exists():
         raise RuntimeError(f"the VM run exited {done.returncode}: "
