@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.datapath.contenders import engine_keys, peer_command
 from bench.datapath.pipeline import Pipeline
-from bench.zfs_peers.pools import DST, Job
+from bench.zfs_peers.pools import DST, Job, release_holds
 
 SSH_PORT = 42022
 
@@ -97,10 +97,7 @@ def autobackup_unmark(run: Run) -> None:
                             run.job.dataset], capture_output=True, text=True).stdout.split()
     for name in names:
         if name.split("@")[1].startswith(AUTOBACKUP):
-            holds = subprocess.run(["zfs", "holds", "-H", name], capture_output=True,
-                                   text=True).stdout.splitlines()
-            for tag in {line.split("\t")[1] for line in holds if line}:
-                subprocess.run(["zfs", "release", tag, name], check=True)
+            release_holds(name)
             subprocess.run(["zfs", "destroy", name], check=True)
 
 

@@ -82,9 +82,27 @@ def pools(size: int) -> Iterator[list[Job]]:
         images.rmdir()
 
 
+def release_holds(snapshot: str) -> None:
+    """zfs-autobackup holds the snapshots it makes, on both sides; a held snapshot cannot be
+    destroyed."""
+    holds = subprocess.run(["zfs", "holds", "-H", snapshot], capture_output=True,
+                           text=True).stdout.splitlines()
+    for tag in {line.split("\t")[1] for line in holds if line}:
+        subprocess.run(["zfs", "release", tag, snapshot], check=True)
+
+
+def destroy(dataset: str) -> None:
+    """Destroys ``dataset`` and its snapshots, held or not; a missing dataset is fine."""
+    snapshots = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
+                                dataset], capture_output=True, text=True).stdout.split()
+    for snapshot in snapshots:
+        release_holds(snapshot)
+    subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True)
+
+
 def reset_destination(job: Job, target: str) -> None:
     """Destroys ``target`` and, for an incremental job, seeds it with the base snapshot
     (untimed), so every contender starts from the same state."""
-    subprocess.run(["zfs", "destroy", "-r", target], capture_output=True)
+    destroy(target)
     if job.base:
         sh(f"zfs send {job.dataset}{job.base} | zfs receive -u {target}")

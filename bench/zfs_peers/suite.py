@@ -25,7 +25,7 @@ from bench.datapath import sshd
 from bench.datapath.pipeline import run
 from bench.datapath.suite import exit_on_sigterm, free_port
 from bench.zfs_peers.contenders import CONTENDERS, SSH_PORT, Contender, Run
-from bench.zfs_peers.pools import Job, MiB, pools, reset_destination
+from bench.zfs_peers.pools import Job, MiB, destroy, pools, reset_destination
 
 TOOLS = {"syncoid": "syncoid", "bzfs": "bzfs", "autobackup": "zfs-autobackup",
          "zfs_mbuffer": "mbuffer"}
@@ -50,7 +50,7 @@ def measure(contender: Contender, job: Job, work: Path) -> dict[str, float]:
         return {"seconds": measured.seconds, "cpu": measured.cpu}
     finally:
         contender.after(replication)
-        subprocess.run(["zfs", "destroy", "-r", replication.target], capture_output=True)
+        destroy(replication.target)
 
 
 def missing(contender: Contender) -> str | None:
