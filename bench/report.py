@@ -160,7 +160,7 @@ def zfs_tables(zfs: dict[str, Any]) -> list[str]:
             run = entry["runs"].get(dataset, {"error": "not reached before the VM's time "
                                                        "limit" if "incomplete" in zfs
                                               else "not run"})
-            cells.append(f"could not run: {run['error']}" if "error" in run else
+            cells.append(f"could not run: {cell(run['error'])}" if "error" in run else
                          f"{run['MB_per_s']:.1f} "
                          f"({ratio(zfs_rate(zfs, OURS, dataset), run['MB_per_s'])})")
         tiny = entry["runs"].get("tiny", {})
