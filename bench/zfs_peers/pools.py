@@ -19,8 +19,12 @@ SRC, DST = "pzbsrc", "pzbdst"
 
 
 def sh(command: str) -> str:
-    return subprocess.run(["bash", "-c", command], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    """Runs a shell pipeline; a failure says what the commands printed on stderr."""
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{command}: {done.stderr.strip()[-300:]}")
+    return done.stdout.strip()
 
 
 @dataclass(frozen=True)
