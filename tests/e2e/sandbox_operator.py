@@ -1,5 +1,5 @@
-"""What the e2e tests do as the sandbox's operator: run ployzctl, and read the control plane's
-raw documents to prove that a refused command wrote nothing."""
+"""What the e2e tests do as the sandbox's operator: run ployzctl, call agents with the operator
+key, and read the control plane's raw documents to prove that a refused command wrote nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import sqlite3
 import subprocess
 from typing import Any
 
-from ployz.sandbox.cluster import Cluster
+from ployz.agent.client import AgentClient
+from ployz.agent.keys import load_private_key
+from ployz.sandbox.cluster import Cluster, Machine
 
 
 def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
@@ -23,3 +25,8 @@ def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
     with sqlite3.connect(cluster.control_url.removeprefix("sqlite:///")) as db:
         return db.execute("SELECT kind, key, revision, value FROM documents "
                           "WHERE kind != 'machines' ORDER BY kind, key").fetchall()
+
+
+def agent(cluster: Cluster, machine: Machine) -> AgentClient:
+    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
+                       timeout_s=120)

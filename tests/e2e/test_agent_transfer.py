@@ -10,19 +10,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sandbox_operator import agent
 
-from ployz.agent.client import AgentClient
 from ployz.agent.errors import RemoteError
 from ployz.agent.keys import load_private_key
-from ployz.sandbox.cluster import Cluster, Machine
+from ployz.sandbox.cluster import Cluster
 from ployz.transfer.tickets import Target, Ticket, sign
 
 MiB = 1 << 20
-
-
-def client(cluster: Cluster, machine: Machine) -> AgentClient:
-    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
-                       timeout_s=120)
 
 
 def digest(path: Path) -> str:
@@ -39,7 +34,7 @@ def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
     a, b = cluster.machines
     name = f"xfer{uuid.uuid4().hex[:6]}"
     source, target = f"{a.pool}/{name}", f"{b.pool}/{name}"
-    with client(cluster, a) as src, client(cluster, b) as dst:
+    with agent(cluster, a) as src, agent(cluster, b) as dst:
         mountpoint = f"{a.home}/pool/{name}"
         src.call("zfs.create", {"dataset": source, "mountpoint": mountpoint})
         Path(mountpoint, "data").write_bytes(os.urandom(8 * MiB))
@@ -69,7 +64,7 @@ def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
     a, b = cluster.machines
     name = f"xfer{uuid.uuid4().hex[:6]}"
     source = f"{a.pool}/{name}"
-    with client(cluster, a) as src, client(cluster, b) as dst:
+    with agent(cluster, a) as src, agent(cluster, b) as dst:
         src.call("zfs.create", {"dataset": source})
         src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
         guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
@@ -89,6 +84,6 @@ def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
 
 def test_receive_outside_the_pool_is_refused(cluster: Cluster) -> None:
     _, b = cluster.machines
-    with client(cluster, b) as dst, pytest.raises(RemoteError) as info:
+    with agent(cluster, b) as dst, pytest.raises(RemoteError) as info:
         dst.call("transfer.receive", {"transfer_id": "x", "dataset": "machine-a/stolen"})
     assert info.value.code == "agent.outside-pool"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import textwrap
 import time
@@ -16,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_operator import agent, dump, ployzctl
 
-from ployz.agent.client import AgentClient
-from ployz.agent.keys import load_private_key
 from ployz.control import deploy_lock_name, open_control_plane
 from ployz.runtime.model import service_labels
 from ployz.runtime.testimage import TEST_IMAGE
@@ -50,25 +48,6 @@ MANIFEST = textwrap.dedent("""
     command = ["sh", "-c", {writer}]
     mounts = {{ data = "/data" }}
 """)
-
-
-def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
-             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ployzctl", *args], input=stdin, capture_output=True, text=True,
-                          env={**os.environ, **cluster.environment()}, timeout=900, check=False)
-
-
-def agent(cluster: Cluster, machine: Machine) -> AgentClient:
-    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
-                       timeout_s=120)
-
-
-def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
-    """Every control-plane document with its revision but the machines' (their agents
-    heartbeat every few seconds): equal dumps mean the command wrote nothing."""
-    with sqlite3.connect(cluster.control_url.removeprefix("sqlite:///")) as db:
-        return db.execute("SELECT kind, key, revision, value FROM documents "
-                          "WHERE kind != 'machines' ORDER BY kind, key").fetchall()
 
 
 def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str) -> Path:
