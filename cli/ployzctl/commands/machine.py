@@ -1,12 +1,22 @@
-"""``ployzctl machine ls``: the cluster's machines as the control plane knows them."""
+"""``ployzctl machine ls|drain|activate``: the cluster's machines as the control plane knows them,
+and taking one out of service (draining it, optionally moving its services away) or back."""
 
 from __future__ import annotations
 
 import argparse
 
+from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
+from ployz.deploy.migration import Event
 from ployz.deploy.sizes import format_size
-from ployzctl.config import add_control_argument, open_control, reported
+from ployzctl.commands.migrate import describe_event
+from ployzctl.config import (
+    add_agent_arguments,
+    add_control_argument,
+    agent_directory,
+    open_control,
+    reported,
+)
 from ployzctl.output import print_json, print_table
 
 _COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "POOL FREE", "POOL USED", "CONTAINERS",
@@ -21,6 +31,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print a JSON array")
     ls.set_defaults(func=_ls)
 
+    drain_parser = commands.add_parser(
+        "drain", help="mark a machine draining (nothing new is placed on it); with --migrate "
+                      "move every service on it to other active machines")
+    drain_parser.add_argument("machine", metavar="MACHINE")
+    drain_parser.add_argument("--migrate", action="store_true",
+                              help="move the machine's services away, one at a time, each to the "
+                                   "active machine with the most free pool space")
+    drain_parser.add_argument("--keep-source", action="store_true",
+                              help="keep the source datasets after each move")
+    add_control_argument(drain_parser)
+    add_agent_arguments(drain_parser)
+    drain_parser.add_argument("--json", action="store_true",
+                              help="one JSON event per line, then the results")
+    drain_parser.set_defaults(func=_drain)
+
+    activate = commands.add_parser("activate", help="return a drained machine to service")
+    activate.add_argument("machine", metavar="MACHINE")
+    add_control_argument(activate)
+    activate.add_argument("--json", action="store_true", help="print the machine as JSON")
+    activate.set_defaults(func=_activate)
+
 
 @reported
 def _ls(args: argparse.Namespace) -> int:
@@ -34,4 +65,36 @@ def _ls(args: argparse.Namespace) -> int:
          format_size(r["pool_used"]), r["containers"], r["last_heartbeat"] or "never")
         for r in rows
     ])
+    return 0
+
+
+@reported
+def _drain(args: argparse.Namespace) -> int:
+    def emit(event: Event) -> None:
+        if args.json:
+            print_json(event)
+        else:
+            prefix = f"[{event['service']}] " if "service" in event else ""
+            print(prefix + describe_event(event), flush=True)
+
+    with open_control(args) as cp, agent_directory(args) as agents:
+        outcomes = drain(cp, agents, args.machine, migrate_services=args.migrate,
+                         keep_source=args.keep_source, emit=emit)
+    if args.json:
+        print_json({"event": "drained", "machine": args.machine,
+                    "results": [o.to_json() for o in outcomes]})
+    elif outcomes:
+        print_table(("SERVICE", "TARGET", "RESULT", "ERROR"),
+                    [(o.service, o.target or "-", o.status, o.error or "") for o in outcomes])
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+@reported
+def _activate(args: argparse.Namespace) -> int:
+    with open_control(args) as cp:
+        machine = cp.set_lifecycle(args.machine, "active")
+    if args.json:
+        print_json(machine.model_dump(mode="json"))
+    else:
+        print(f"{machine.id} is active")
     return 0

@@ -119,10 +119,11 @@ def _print_plan(plan: MigrationPlan) -> None:
 
 
 def _print_event(event: Event) -> None:
-    print(_describe(event), flush=True)
+    print(describe_event(event), flush=True)
 
 
-def _describe(event: Event) -> str:
+def describe_event(event: Event) -> str:
+    """One line for a person: a migration event as the terminal shows it."""
     kind = event["event"]
     if kind == "phase":
         return f"== {event['phase']}"

@@ -166,3 +166,41 @@ def test_target_agent_lost_before_commit_aborts_then_apply_again_completes(move:
     done = events[-1]
     assert move.containers() == [(done["deploy_id"], "running")]
     assert move.placement() == ("machine-b", "machine-b")
+
+
+def test_drain_marks_the_machine_and_moves_its_services_away(move: Move) -> None:
+    done = move.ployzctl("machine", "drain", "machine-a", "--migrate", "--json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {"event": "drain", "service": f"{move.namespace}/web",
+            "target": "machine-b"} in events
+    assert events[-1]["event"] == "drained"
+    [result] = events[-1]["results"]
+    assert (result["service"], result["target"], result["status"]) == (
+        f"{move.namespace}/web", "machine-b", "moved")
+    assert move.placement() == ("machine-b", "machine-b")
+    lifecycles = {m["id"]: m["lifecycle"] for m in json.loads(
+        move.ployzctl("machine", "ls", "--json").stdout)}
+    assert (lifecycles["machine-a"], lifecycles["machine-b"]) == ("draining", "active")
+
+
+def test_nothing_moves_onto_a_draining_machine_until_it_is_activated(move: Move) -> None:
+    drained = move.ployzctl("machine", "drain", "machine-b")
+    assert drained.returncode == 0, drained.stderr
+    before = move.cluster.dump()
+    status, _, stderr = move.apply()
+    assert status == 1
+    assert "machine-b" in stderr and "draining" in stderr
+    assert move.cluster.dump() == before
+    assert move.ployzctl("machine", "activate", "machine-b").returncode == 0
+    status, _, stderr = move.apply()
+    assert status == 0, stderr
+    assert move.placement() == ("machine-b", "machine-b")
+
+
+def test_drain_of_an_unknown_machine_is_refused(move: Move) -> None:
+    before = move.cluster.dump()
+    done = move.ployzctl("machine", "drain", "machine-z", "--migrate")
+    assert done.returncode == 1
+    assert "machine-z" in done.stderr
+    assert move.cluster.dump() == before
