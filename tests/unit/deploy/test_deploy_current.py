@@ -11,7 +11,6 @@ import pytest
 from ployz.control import (
     Capacity,
     ControlPlane,
-    Machine,
     PutService,
     PutVolume,
     Volume,
@@ -57,12 +56,9 @@ DEPLOYED = parse_manifest(textwrap.dedent("""
 
 
 @pytest.fixture
-def cp(tmp_path: Path) -> Iterator[ControlPlane]:
+def cp(tmp_path: Path, register_machines) -> Iterator[ControlPlane]:
     with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
-        for i, machine_id in enumerate(("machine-a", "machine-b"), start=2):
-            plane.register_machine(Machine(id=machine_id, overlay_ip=f"10.210.0.{i}",
-                                           subnet=f"10.210.{i}.0/24"))
-            plane.heartbeat(machine_id, Capacity(pool_free=4 << 30))
+        register_machines(plane, ("machine-a", "machine-b"), Capacity(pool_free=4 << 30))
         lease = plane.acquire(deploy_lock_name("shop"), "seed", 60)
         plane.commit("shop", lease.token, [
             *(PutVolume(volume=Volume(namespace="shop", name=v.name, owner=v.owner,

@@ -56,13 +56,10 @@ def manifest(owner: str = "machine-a", extra: str = "", **replace: str) -> Manif
 
 
 @pytest.fixture
-def cp(tmp_path: Path) -> Iterator[ControlPlane]:
+def cp(tmp_path: Path, register_machines) -> Iterator[ControlPlane]:
     with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
-        for i, machine_id in enumerate(("machine-a", "machine-b", "machine-c"), start=2):
-            plane.register_machine(Machine(id=machine_id, overlay_ip=f"10.210.0.{i}",
-                                           subnet=f"10.210.{i}.0/24"))
-            plane.heartbeat(machine_id, Capacity(pool_size=4 * GIB, pool_free=3 * GIB,
-                                                 pool_used=GIB))
+        register_machines(plane, ("machine-a", "machine-b", "machine-c"),
+                          Capacity(pool_size=4 * GIB, pool_free=3 * GIB, pool_used=GIB))
         yield plane
 
 

@@ -12,7 +12,6 @@ import pytest
 from ployz.control import (
     Capacity,
     ControlPlane,
-    Machine,
     PutService,
     PutVolume,
     Volume,
@@ -49,12 +48,10 @@ mounts = { db = "/data" }
 
 
 @pytest.fixture
-def cp(tmp_path: Path) -> Iterator[ControlPlane]:
+def cp(tmp_path: Path, register_machines) -> Iterator[ControlPlane]:
     with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
-        for i, machine_id in enumerate(("machine-a", "machine-b", "machine-c"), start=2):
-            plane.register_machine(Machine(id=machine_id, overlay_ip=f"10.210.0.{i}",
-                                           subnet=f"10.210.{i}.0/24"))
-            plane.heartbeat(machine_id, Capacity(pool_free=4 << 30))
+        register_machines(plane, ("machine-a", "machine-b", "machine-c"),
+                          Capacity(pool_free=4 << 30))
         plane.set_lifecycle("machine-c", "draining")
         lease = plane.acquire(deploy_lock_name("shop"), "seed", 60)
         plane.commit("shop", lease.token, [
