@@ -61,6 +61,12 @@ class AgentClient:
         envelope = sign_request(self._key, self.machine_id, method, params or {})
         return self._exchange(envelope, timeout_s or self._timeout_s)
 
+    def fork(self) -> AgentClient:
+        """A new client of the same agent with the same key: for another thread, since one
+        client is one connection whose answers come back in order (a long call would hold up
+        every other call made through it)."""
+        return AgentClient(self.address, self._key, self._machine_id, self._timeout_s)
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
