@@ -4,12 +4,12 @@ and taking one out of service (draining it, optionally moving its services away)
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
-from ployz.deploy.migration import Event
 from ployz.deploy.sizes import format_size
-from ployzctl.commands.migrate import describe_event
+from ployzctl.commands.migrate import EventPrinter
 from ployzctl.config import (
     add_agent_arguments,
     add_control_argument,
@@ -70,13 +70,8 @@ def _ls(args: argparse.Namespace) -> int:
 
 @reported
 def _drain(args: argparse.Namespace) -> int:
-    def emit(event: Event) -> None:
-        if args.json:
-            print_json(event)
-        else:
-            prefix = f"[{event['service']}] " if "service" in event else ""
-            print(prefix + describe_event(event), flush=True)
-
+    emit = print_json if args.json else EventPrinter(
+        sys.stdout, lambda event: f"[{event['service']}] " if "service" in event else "")
     with open_control(args) as cp, agent_directory(args) as agents:
         outcomes = drain(cp, agents, args.machine, migrate_services=args.migrate,
                          keep_source=args.keep_source, emit=emit)

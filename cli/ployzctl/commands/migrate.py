@@ -3,7 +3,8 @@
 ``preview`` prints the plan and changes nothing; ``render-manifest`` prints the deploy manifest
 ``apply`` submits (TOML that ``ployzctl deploy preview -f -`` reads); ``apply`` moves the service
 and its volumes, printing phases and transfers as they happen (one JSON event per line with
-``--json``). See the operator guide for what each phase does and how to recover.
+``--json``, progress events included; on a terminal a progress bar for the volume being sent).
+See the operator guide for what each phase does and how to recover.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ployz.deploy.manifest import render
 from ployz.deploy.migration import (
@@ -34,6 +36,7 @@ from ployzctl.config import (
     reported,
 )
 from ployzctl.output import fail, print_json, print_table
+from ployzctl.progress_bar import ProgressBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,7 +95,7 @@ def _render(args: argparse.Namespace) -> int:
 
 @reported
 def _apply(args: argparse.Namespace) -> int:
-    emit = print_json if args.json else _print_event
+    emit = print_json if args.json else EventPrinter(sys.stdout)
     with open_control(args) as cp, agent_directory(args) as agents:
         migrate(cp, agents, args.ref, args.to, keep_source=args.keep_source, emit=emit)
     return 0
@@ -118,8 +121,28 @@ def _print_plan(plan: MigrationPlan) -> None:
     print(f"after: service {plan.ref.service} on {plan.target}{volumes}")
 
 
-def _print_event(event: Event) -> None:
-    print(describe_event(event), flush=True)
+class EventPrinter:
+    """Migration events for a person. Progress events redraw one bar in place when ``stream``
+    is a terminal and are dropped otherwise (a log would fill with carriage returns; scripts
+    that want them use ``--json``); every other event is a line of its own, after finishing
+    the bar's line. ``prefix`` labels an event's line (``machine drain`` names the service)."""
+
+    def __init__(self, stream: TextIO, prefix: Callable[[Event], str] = lambda event: "") -> None:
+        self.stream = stream
+        self.prefix = prefix
+        self.bar = ProgressBar(stream) if stream.isatty() else None
+
+    def __call__(self, event: Event) -> None:
+        if event["event"] == "progress":
+            if self.bar is not None:
+                total = event.get("total")
+                self.bar.draw(event["bytes"] / total if total else None, event["bytes"],
+                              event["rate"], event.get("eta_s"),
+                              label=f"{self.prefix(event)}{event['volume']} {event['kind']} ")
+            return
+        if self.bar is not None:
+            self.bar.end()
+        print(self.prefix(event) + describe_event(event), file=self.stream, flush=True)
 
 
 def describe_event(event: Event) -> str:

@@ -22,7 +22,6 @@ from typing import Any
 from ployz.transfer import (
     FileSink,
     FileSource,
-    Progress,
     Receiver,
     ReceiverTimeouts,
     RetryPolicy,
@@ -34,6 +33,7 @@ from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.tickets import generate_keypair, load_private_key, load_public_key
 from ployz.transfer.units import parse_rate
 from ployzctl.output import fail, print_json
+from ployzctl.progress_bar import ProgressBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -157,7 +157,7 @@ def _send(args: argparse.Namespace) -> int:
             raise ValueError("--base needs --snapshot")
     except (OSError, ValueError) as exc:
         return fail(str(exc), status=2)
-    bar = _ProgressBar() if sys.stderr.isatty() and not args.json else None
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
     try:
         source: Any
         if args.snapshot:
@@ -175,7 +175,7 @@ def _send(args: argparse.Namespace) -> int:
         return fail(f"transfer failed: {exc}")
     finally:
         if bar:
-            bar.close()
+            bar.end()
     if args.json:
         print_json(_summary(result.summary()))
     else:
@@ -220,32 +220,3 @@ def _summary(summary: dict[str, Any]) -> dict[str, Any]:
     if guid is not None:
         summary["guid"] = guid
     return summary
-
-
-class _ProgressBar:
-    """One self-rewriting line on stderr."""
-
-    WIDTH = 30
-
-    def update(self, progress: Progress) -> None:
-        fraction = progress.fraction
-        if fraction is None:
-            bar, percent = "?" * self.WIDTH, "  ?"
-        else:
-            filled = int(fraction * self.WIDTH)
-            bar, percent = "#" * filled + "-" * (self.WIDTH - filled), f"{fraction * 100:3.0f}"
-        eta = "" if progress.eta is None else f" eta {progress.eta:5.0f}s"
-        sys.stderr.write(f"\r[{bar}] {percent}% {_human(progress.done)} "
-                         f"{_human(progress.rate)}/s{eta}   ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-
-
-def _human(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
