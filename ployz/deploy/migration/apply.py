@@ -8,11 +8,14 @@ move data):
 2. pre-copy, with the service running: a snapshot and a full send, then incremental rounds
    until less than :data:`~ployz.deploy.migration.plan.FINAL_DELTA` was written since the last
    one (at most :data:`~ployz.deploy.migration.plan.MAX_PRECOPY_ROUNDS`); each snapshot is held
-   so nothing can destroy the incremental base;
+   so nothing can destroy the incremental base. It ends by mounting the received datasets on the
+   target and creating (not starting) the container there, with the same image and
+   configuration: creation costs seconds that need not fall in the cutover window, and the
+   final incremental receives into a mounted, untouched dataset like any other;
 3. fence: the source container stops (no more writes), the final snapshots are taken;
 4. final-send: the last incremental, small by construction;
-5. start: the container is created on the target, with the same image and configuration, on the
-   received datasets, and waited for (healthy, if it has a check);
+5. start: the prepared container starts on the target and is waited for (healthy, if it has a
+   check);
 6. commit: volume owner and dataset, placement, route and the receiver's evidence, atomically
    and only while the lock's fencing token is current. The point of no return;
 7. cleanup: old container removed, holds released, migration snapshots destroyed, the source
@@ -84,11 +87,14 @@ class MigrationResult:
     source: str
     target: str
     cutover: dict[str, float] = field(default_factory=dict)
-    """Seconds of each step from writes stopped to the target container ready, and ``total``."""
+    """Seconds of each step from writes stopped to the target container ready (stop,
+    final_snapshot, final_send, start, ready), and ``total``."""
+    seconds: float | None = None
+    """The whole run, lock to lock release; None for a run that only finished a cleanup."""
 
     def to_json(self) -> dict[str, Any]:
         return {"deploy_id": self.deploy_id, "commit": self.commit_seq, "source": self.source,
-                "target": self.target, "cutover_s": self.cutover}
+                "target": self.target, "cutover_s": self.cutover, "seconds": self.seconds}
 
 
 def migrate(
@@ -106,6 +112,7 @@ def migrate(
         # Refusals before anything is written, not even the lock.
         plan_migration(cp, agents, ref, to_machine).check_room()
     emit({"event": "phase", "phase": "lock"})
+    started = time.monotonic()
     lock = deploy_lock_name(ref.namespace)
     lease = cp.acquire(lock, ref.holder, DEPLOY_LOCK_TTL_S)
     emit({"event": "step", "message": f"acquired the deploy lock of {ref.namespace} "
@@ -121,6 +128,7 @@ def migrate(
         with contextlib.suppress(StaleFencingToken):
             cp.release(lock, lease.token)
         emit({"event": "step", "message": f"released the deploy lock of {ref.namespace}"})
+    result.seconds = round(time.monotonic() - started, 3)
     emit({"event": "done", "status": "committed", **result.to_json()})
     return result
 
@@ -224,6 +232,8 @@ class _Run:
                                   target_dataset=v.target_dataset, size=v.size)
                      for v in plan.volumes])
         self.cutover: dict[str, float] = {}
+        self.container = ""
+        """The target container, created at the end of pre-copy."""
 
     @property
     def deploy_id(self) -> str:
@@ -237,6 +247,7 @@ class _Run:
         try:
             self._save(phase="apply")
             self._pre_copy()
+            self._prepare()
             fenced = time.monotonic()
             self._fence()
             self._final_send()
@@ -374,16 +385,14 @@ class _Run:
 
     # --- start on the target, commit ---------------------------------------------------------
 
-    def _start(self) -> None:
-        self._step("start")
-        started = time.monotonic()
+    def _prepare(self) -> None:
+        """Mounts the received datasets and creates the container on the target, unstarted."""
         manifest = self.plan.manifest
         service = service_fact(manifest.namespace, next(
             s for s in manifest.services if s.name == self.plan.ref.service))
         mountpoints = {}
         if self.record.volumes:
-            pool = self.plan.room.pool
-            pool_mountpoint = self.target.call("zfs.get", {"name": pool,
+            pool_mountpoint = self.target.call("zfs.get", {"name": self.plan.room.pool,
                                                            "props": ["mountpoint"]})
             for volume in self.record.volumes:
                 mountpoint = volume_mountpoint(pool_mountpoint["mountpoint"],
@@ -394,12 +403,21 @@ class _Run:
         read_only = {v: manifest.volume(v).mode == "ro" for v in mountpoints}
         spec = container_spec(service, self.deploy_id, mountpoints, read_only)
         self.target.call("container.create", {"spec": spec.model_dump(mode="json")})
-        self.target.call("container.start", {"name": spec.container_name})
-        self.target.call("container.wait_ready",
-                         {"name": spec.container_name, "timeout_s": READY_TIMEOUT_S},
-                         timeout_s=READY_TIMEOUT_S + 30)
+        self.container = spec.container_name
+        self.emit({"event": "step", "message": f"created {spec.container_name} on "
+                                               f"{self.plan.target} (starts after the fence)"})
+
+    def _start(self) -> None:
+        self._step("start")
+        started = time.monotonic()
+        self.target.call("container.start", {"name": self.container})
         self.cutover["start"] = round(time.monotonic() - started, 3)
-        self.emit({"event": "step", "message": f"started {spec.container_name} on "
+        started = time.monotonic()
+        self.target.call("container.wait_ready",
+                         {"name": self.container, "timeout_s": READY_TIMEOUT_S},
+                         timeout_s=READY_TIMEOUT_S + 30)
+        self.cutover["ready"] = round(time.monotonic() - started, 3)
+        self.emit({"event": "step", "message": f"started {self.container} on "
                                                f"{self.plan.target}"})
 
     def _changes(self) -> list[Change]:
