@@ -157,10 +157,11 @@ class _ProgressPoller:
         self.transfer_id = transfer_id
         self.total = total
         self.handler: ProgressHandler | None = handler
+        self.polling = True
         self._client: AgentClient | None = None
 
     def poll(self) -> None:
-        if self.handler is None:
+        if self.handler is None or not self.polling:
             return
         if self._client is None:
             self._client = self.source.fork()
@@ -168,9 +169,9 @@ class _ProgressPoller:
             status = self._client.call("transfer.send_status", {"transfer_id": self.transfer_id},
                                        timeout_s=STATUS_TIMEOUT_S)
             sample = progress_sample(status, self.total)
-        except UnknownMethod:
+        except UnknownMethod:  # an older agent: only the final sample, from the summary
             log.info("the agent at %s reports no send progress", self.source.address)
-            self.handler = None
+            self.polling = False
             return
         except Exception as exc:  # not started yet, a slow answer: the next poll may do
             log.debug("no progress of %s: %s", self.transfer_id, exc)
