@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 STAMP := $(VENV)/.ployz-installed
 
 .PHONY: setup system build compile debug lint test test-unit test-host test-zfs test-e2e \
-        bench bench-zfs bench-micro demo clean
+        bench bench-zfs bench-micro bench-migration demo clean
 
 setup: system $(STAMP)
 
@@ -48,6 +48,12 @@ test-zfs: setup
 # Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
 bench-zfs: setup
 	$(PY) -m ployz.sandbox.vm run -- python -m bench.zfs.bench_send
+
+# Cutover window of migrate apply vs stop-first in the sandbox; writes
+# reports/bench-migration.json (make bench runs it too, into bench/results/).
+bench-migration: setup
+	$(PY) -m ployz.sandbox.vm --memory 8G run -- env PLOYZ_SANDBOX_POOL_SIZE=3G \
+		python -m bench.migration
 
 bench-micro: setup
 	$(PYTEST) bench/micro --benchmark-only

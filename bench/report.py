@@ -28,6 +28,10 @@ def ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x" if ours and theirs else "n/a"
 
 
+def over(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 def rate(entry: dict[str, Any], key: str = "GB_per_s") -> float | None:
     return None if "error" in entry else entry.get(key)
 
@@ -89,14 +93,12 @@ def targets(results: dict[str, Any]) -> list[str]:
         return rate(links.get(link, {}).get(kind, {}).get(name, {"error": "absent"}))
 
     def add(what: str, value: float | None, target: float, more_is_better: bool = True) -> None:
+        required = f"{'>=' if more_is_better else '<='} {target}x"
         if value is None:
-            rows.append((what, "n/a", f"{target}x"))
+            rows.append((what, "n/a", required))
             return
         met = value >= target if more_is_better else value <= target
-        rows.append((what, f"{value:.3f}x {'(met)' if met else '(missed)'}", f"{target}x"))
-
-    def over(a: float | None, b: float | None) -> float | None:
-        return a / b if a and b else None
+        rows.append((what, f"{value:.3f}x {'(met)' if met else '(missed)'}", required))
 
     add("codec none vs mbuffer, loopback, mixed",
         over(speed("loopback", "mixed", "ployz_none"), speed("loopback", "mixed", "mbuffer")), 1.0)
@@ -123,6 +125,8 @@ def targets(results: dict[str, Any]) -> list[str]:
         add("ZFS through the engine vs local zfs send | zfs recv (incompressible)",
             over(zfs_rate(zfs, "ployz_auto", "incompressible"),
                  zfs_rate(zfs, "zfs_pipe", "incompressible")), 0.9)
+    for what, value, most in migration_targets(results.get("migration", {})):
+        add(what, value, most, more_is_better=False)
     return ["| target | this run | required |", "|---|---|---|",
             *[f"| {cell(a)} | {b} | {c} |" for a, b, c in rows], ""]
 
@@ -169,6 +173,60 @@ def zfs_tables(zfs: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+# -- migration in the sandbox ----------------------------------------------------------------
+
+STEPS = ("stop", "final_snapshot", "final_send", "create", "start", "ready")
+
+
+def window(entry: dict[str, Any]) -> float | None:
+    return None if "error" in entry else entry["cutover_s"]["total"]
+
+
+def migration_table(migration: dict[str, Any]) -> list[str]:
+    if "error" in migration:
+        return [f"The migration benchmark could not run: {migration['error']}", ""]
+    out = ["A service writing continuously (a line and a 64 KiB random block every ~0.1 s) to "
+           "a volume of each size, moved machine-a -> machine-b in the sandbox cluster (kernel "
+           "WireGuard between network namespaces, inside the software-emulated VM). The window "
+           "runs from the source container's stop to the target container's first healthy "
+           "answer; stop-first stops, snapshots, sends everything, creates and starts. "
+           "Steps in seconds.", "",
+           "| volume | migration | window (s) | ours / stop-first | " + " | ".join(STEPS)
+           + " | whole run (s) |", "|---|---|---|---|" + "---|" * (len(STEPS) + 1)]
+    for mib, runs in migration["sizes"].items():
+        base = window(runs.get("stop_first", {"error": "absent"}))
+        for name, label in (("ours", "ployzctl migrate apply"), ("stop_first", "stop-first")):
+            entry = runs.get(name, {"error": "absent"})
+            if "error" in entry:
+                out.append(f"| {mib} MiB | {label} | could not run: {cell(entry['error'])} |"
+                           + " |" * (len(STEPS) + 2))
+                continue
+            steps = entry["cutover_s"]
+            ours = window(runs.get("ours", {"error": "absent"}))
+            out.append(f"| {mib} MiB | {label} | {steps['total']:.1f} | "
+                       f"{ratio(ours, base) if name == 'ours' else ''} | "
+                       + " | ".join(f"{steps[s]:.1f}" if s in steps else "-" for s in STEPS)
+                       + f" | {entry['seconds']:.1f} |")
+    return [*out, ""]
+
+
+def migration_targets(migration: dict[str, Any]) -> list[tuple[str, float | None, float]]:
+    """(what, value, most allowed): the window's share of stop-first's at the largest size,
+    and its growth from the smallest size to the largest."""
+    sizes = sorted(migration.get("sizes", {}), key=int)
+    if not sizes:
+        return []
+    low, high = migration["sizes"][sizes[0]], migration["sizes"][sizes[-1]]
+
+    def of(runs: dict[str, Any], name: str) -> float | None:
+        return window(runs.get(name, {"error": "absent"}))
+
+    return [(f"migrate apply cutover window vs stop-first, {sizes[-1]} MiB",
+             over(of(high, "ours"), of(high, "stop_first")), 0.2),
+            (f"migrate apply cutover window growth, {sizes[0]} -> {sizes[-1]} MiB",
+             over(of(high, "ours"), of(low, "ours")), 1.5)]
+
+
 # -- micro-benchmarks -------------------------------------------------------------------------
 
 def micro_table(micro: dict[str, Any]) -> list[str]:
@@ -195,6 +253,8 @@ def sections(results: dict[str, Any]) -> dict[str, list[str]]:
             else datapath_tables(dp))
     if "zfs_peers" in results:
         parts["Real ZFS, in the VM"] = zfs_tables(results["zfs_peers"])
+    if "migration" in results:
+        parts["Migration cutover, in the sandbox"] = migration_table(results["migration"])
     parts["Targets of the transfer engine"] = targets(results)
     if "micro" in results:
         parts["Micro-benchmarks (hot path)"] = micro_table(results["micro"])

@@ -3,12 +3,14 @@
 1. micro-benchmarks of the hot path (pytest-benchmark), on the host;
 2. the host data path (``bench.datapath``): engine vs nc, socat, mbuffer, zstd|nc, ssh and
    iperf3, over loopback and wireguard-go;
-3. real ZFS against its peers (``bench.zfs_peers``), in one boot of the ZFS VM.
+3. real ZFS against its peers (``bench.zfs_peers``), in one boot of the ZFS VM;
+4. the cutover window of ``migrate apply`` against a stop-first migration
+   (``bench.migration``), in another boot, in the sandbox cluster.
 
 Writes ``bench/results/results.json`` (every figure and the machine), ``results.md``, the PNG
 charts and the README's performance section. ``PLOYZ_BENCH_SUITES`` picks suites (default
-micro,datapath,zfs); sizes are set by each suite's variables (see their docstrings). A suite
-that fails is recorded with its error and the others still run.
+micro,datapath,zfs,migration); sizes are set by each suite's variables (see their
+docstrings). A suite that fails is recorded with its error and the others still run.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from bench.datapath.suite import exit_on_sigterm, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
+ZFS_VARS = ("PLOYZ_BENCH_ZFS_MIB", "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_ZFS_CONTENDERS",
+            "PLOYZ_BENCH_ZFS_JOBS")
+MIGRATION_VARS = ("PLOYZ_BENCH_MIGRATION_MIB",)
 SIZE_VARS = ("PLOYZ_BENCH_DATAPATH_MIB", "PLOYZ_BENCH_DATAPATH_ROUNDS",
-             "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", "PLOYZ_BENCH_ZFS_MIB",
-             "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_SUITES",
-             "PLOYZ_BENCH_VM_TIMEOUT")
+             "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", *ZFS_VARS,
+             *MIGRATION_VARS, "PLOYZ_BENCH_SUITES", "PLOYZ_BENCH_VM_TIMEOUT")
 
 
 def machine() -> dict[str, Any]:
@@ -64,16 +68,17 @@ def micro() -> dict[str, Any]:
     return result
 
 
-def zfs_peers() -> dict[str, Any]:
-    """One VM boot; the guest writes its results into the project's reports folder."""
-    out = REPORTS / "bench-zfs-peers.json"
+def in_vm(module: str, report: str, variables: tuple[str, ...], *extra: str,
+          memory: str = "3G") -> dict[str, Any]:
+    """One VM boot running ``python -m module``; the guest writes ``reports/<report>``."""
+    out = REPORTS / report
     out.unlink(missing_ok=True)
     limit = os.environ.get("PLOYZ_BENCH_VM_TIMEOUT", "1500")
     # the guest gets a fresh environment: hand it the suite's settings explicitly
-    settings = [f"{k}={os.environ[k]}" for k in ("PLOYZ_BENCH_ZFS_MIB", "PLOYZ_BENCH_ZFS_ROUNDS")
-                if k in os.environ]
-    done = subprocess.run([sys.executable, "-m", "ployz.sandbox.vm", "--timeout", limit, "run",
-                           "--", "env", *settings, sys.executable, "-m", "bench.zfs_peers"],
+    settings = [f"{k}={os.environ[k]}" for k in variables if k in os.environ]
+    done = subprocess.run([sys.executable, "-m", "ployz.sandbox.vm", "--timeout", limit,
+                           "--memory", memory, "run", "--", "env", *settings, *extra,
+                           sys.executable, "-m", module],
                           cwd=ROOT, capture_output=True, text=True)
     if not out.exists():
         raise RuntimeError(f"the VM run exited {done.returncode}: "
@@ -84,9 +89,20 @@ def zfs_peers() -> dict[str, Any]:
     return result
 
 
+def zfs_peers() -> dict[str, Any]:
+    return in_vm("bench.zfs_peers", "bench-zfs-peers.json", ZFS_VARS)
+
+
+def migration() -> dict[str, Any]:
+    # Each machine's pool must hold the largest volume plus its snapshots; the pools are
+    # sparse files in the guest's memory, hence the larger VM.
+    return in_vm("bench.migration", "bench-migration.json", MIGRATION_VARS,
+                 "PLOYZ_SANDBOX_POOL_SIZE=3G", memory="8G")
+
+
 SUITES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "micro": ("micro", micro), "datapath": ("datapath", run_suite),
-    "zfs": ("zfs_peers", zfs_peers)}
+    "zfs": ("zfs_peers", zfs_peers), "migration": ("migration", migration)}
 
 
 def main() -> None:

@@ -1,0 +1,3 @@
+from bench.migration.suite import main
+
+main()

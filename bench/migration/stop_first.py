@@ -1,0 +1,75 @@
+"""The baseline: the migration a naive tool performs. It stops the service, takes one snapshot,
+sends all of it, then creates and starts the container on the target; the service is down for
+all of that. It goes through the same agents and the same transfer engine as ``migrate apply``,
+so the two windows differ only by what pre-copy and the prepared container take out of it.
+
+It does not touch the control plane: the benchmark throws the cluster away afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ployz.agent.client import AgentClient
+from ployz.deploy.manifest import parse_manifest
+from ployz.deploy.migration.transfer import send_snapshot
+from ployz.deploy.specs import container_spec, service_fact, volume_mountpoint
+from ployz.runtime.model import service_labels
+
+SNAPSHOT = "stop-first"
+READY_TIMEOUT_S = 300.0
+
+
+def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519PrivateKey,
+                       manifest_text: str, source_pool: str, target_pool: str,
+                       ) -> dict[str, Any]:
+    """Moves the manifest's one service and volume from ``source`` to ``target``; returns the
+    seconds of each step of the window and ``total``."""
+    manifest = parse_manifest(manifest_text, "stop-first")
+    (manifest_service,) = manifest.services
+    service = service_fact(manifest.namespace, manifest_service)
+    labels = service_labels(manifest.namespace, manifest_service.name)
+    (running,) = source.call("container.list", {"labels": labels})
+    (volume,) = manifest.volumes
+    dataset = f"{manifest.namespace}.{volume.name}"
+    window: dict[str, Any] = {}
+
+    started = time.monotonic()
+    mark = started
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        window[step] = round(now - mark, 3)
+        mark = now
+
+    source.call("container.stop", {"name": running["name"], "timeout_s": 10.0},
+                timeout_s=60.0)
+    lap("stop")
+    snapshot = f"{source_pool}/{dataset}@{SNAPSHOT}"
+    source.call("zfs.snapshot", {"snapshots": [snapshot]})
+    lap("final_snapshot")
+    sent = send_snapshot(source, target, key,
+                         transfer_id=f"stop-first-{manifest.namespace}", snapshot=snapshot,
+                         base=None, target_dataset=f"{target_pool}/{dataset}")
+    lap("final_send")
+    pool_mountpoint = target.call("zfs.get", {"name": target_pool,
+                                              "props": ["mountpoint"]})["mountpoint"]
+    mountpoint = volume_mountpoint(pool_mountpoint, f"{target_pool}/{dataset}")
+    target.call("zfs.mount", {"dataset": f"{target_pool}/{dataset}", "mountpoint": mountpoint})
+    spec = container_spec(service, f"stop-first-{manifest.namespace}",
+                          {volume.name: mountpoint}, {volume.name: False})
+    target.call("container.create", {"spec": spec.model_dump(mode="json")})
+    lap("create")
+    target.call("container.start", {"name": spec.container_name})
+    lap("start")
+    target.call("container.wait_ready", {"name": spec.container_name,
+                                         "timeout_s": READY_TIMEOUT_S},
+                timeout_s=READY_TIMEOUT_S + 30)
+    lap("ready")
+    window["total"] = round(mark - started, 3)
+    return {"cutover_s": window, "seconds": window["total"], "bytes": sent.bytes,
+            "wire_bytes": sent.wire_bytes, "codec": sent.codec}

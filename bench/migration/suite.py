@@ -1,0 +1,111 @@
+"""Runs both migrations of a service under continuous writes for each volume size, and writes
+``$PLOYZ_REPORTS/bench-migration.json``. Runs inside the ZFS VM (``make bench`` boots it), in a
+sandbox cluster of two machines whose overlay is kernel WireGuard between network namespaces:
+absolute times are emulation times, the ratio between the two windows is the result.
+
+For each size: ``ployzctl migrate apply`` of one deployment (its ``done`` event carries the
+window broken down by step, and the whole run's seconds), then the stop-first baseline
+(:mod:`.stop_first`) of a second, identical deployment. Between measurements the moved service
+is removed so the pools hold one volume at a time.
+
+Environment: ``PLOYZ_BENCH_MIGRATION_MIB`` (volume sizes, default ``256,1024``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.datapath.suite import env_list, exit_on_sigterm
+from bench.migration.stop_first import migrate_stop_first
+from bench.migration.workload import deploy, manifest, ployzctl
+from ployz.agent.client import AgentClient
+from ployz.agent.keys import load_private_key
+from ployz.runtime.model import service_labels
+from ployz.sandbox.cluster import Cluster, Machine
+
+AGENT_TIMEOUT_S = 600.0
+
+
+def agent(cluster: Cluster, machine: Machine) -> AgentClient:
+    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
+                       timeout_s=AGENT_TIMEOUT_S)
+
+
+def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    done = ployzctl(cluster, "migrate", "apply", f"{namespace}/writer", "--to", "machine-b",
+                    "--json")
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    if done.returncode != 0 or not events or events[-1]["event"] != "done":
+        raise RuntimeError(f"migrate apply {namespace} failed: {done.stderr.strip()[-500:]}")
+    rounds = [{k: e[k] for k in ("kind", "bytes", "wire_bytes", "seconds", "codec")}
+              for e in events if e["event"] == "transfer" and e["state"] == "done"]
+    return {"cutover_s": events[-1]["cutover_s"], "seconds": events[-1]["seconds"],
+            "rounds": rounds}
+
+
+def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:
+    a, b = cluster.machines[:2]
+    with agent(cluster, a) as source, agent(cluster, b) as target:
+        return migrate_stop_first(source, target, load_private_key(cluster.operator_key),
+                                  manifest(namespace, mib), a.pool, b.pool)
+
+
+def remove(cluster: Cluster, namespace: str) -> None:
+    """Removes the namespace's containers and datasets from every machine, so the next size
+    finds the pools empty (the control plane's facts about it no longer matter)."""
+    for machine in cluster.machines:
+        with agent(cluster, machine) as client:
+            for container in client.call("container.list",
+                                         {"labels": service_labels(namespace)}):
+                client.call("container.remove", {"name": container["name"], "force": True})
+            dataset = f"{machine.pool}/{namespace}.data"
+            if client.call("zfs.exists", {"name": dataset}):
+                snapshots = [s["name"] for s in client.call("zfs.snapshots",
+                                                            {"dataset": dataset})]
+                if snapshots:
+                    client.call("zfs.destroy_snapshots", {"snapshots": snapshots})
+                client.call("zfs.destroy", {"dataset": dataset})
+
+
+def measure_size(cluster: Cluster, mib: int, work: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, run in (("ours", lambda ns: ours(cluster, ns)),
+                      ("stop_first", lambda ns: stop_first(cluster, ns, mib))):
+        namespace = f"{name.replace('_', '')}{mib}"
+        try:
+            deploy(cluster, namespace, mib, work)
+            result[name] = run(namespace)
+        except Exception as exc:  # recorded: the report names what could not run
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            remove(cluster, namespace)
+        print(f"bench.migration: {mib} MiB {name}: {result[name]}", flush=True)
+    return result
+
+
+def main() -> None:
+    exit_on_sigterm()
+    sizes = [int(s) for s in env_list("PLOYZ_BENCH_MIGRATION_MIB", ("256", "1024"))]
+    out = Path(os.environ.get("PLOYZ_REPORTS", "reports")) / "bench-migration.json"
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                           "kernel": platform.release()},
+                               "sizes": {}, "complete": False}
+    cluster = Cluster(2)
+    started = time.monotonic()
+    try:
+        cluster.start()
+        results["cluster_start_s"] = round(time.monotonic() - started, 1)
+        with tempfile.TemporaryDirectory() as work:
+            for mib in sizes:
+                results["sizes"][str(mib)] = measure_size(cluster, mib, Path(work))
+                out.write_text(json.dumps(results, indent=1) + "\n")
+        results["complete"] = True
+    finally:
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        cluster.stop()
