@@ -49,6 +49,9 @@ def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
         sent = src.call("transfer.send", {
             "transfer_id": transfer_id, "snapshot": f"{source}@s1", "to": address,
             "ticket": ticket_for(cluster, transfer_id, target, guid)}, timeout_s=600)
+        # the send's progress stays readable for a while after it ended, at 100 %
+        status = src.call("transfer.send_status", {"transfer_id": transfer_id})
+        assert status["finished"] and status["bytes"] == status["total"] == sent["bytes"]
         received = dst.call("transfer.receive_wait", {"transfer_id": transfer_id,
                                                       "timeout_s": 60})
         assert received["state"] == "committed"
