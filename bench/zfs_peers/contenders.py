@@ -35,20 +35,25 @@ class Contender:
     skip: dict[str, str] = field(default_factory=dict)  # job name -> why it is not run
     before: Callable[[Run], None] = lambda run: None
     after: Callable[[Run], None] = lambda run: None
+    engine: bool = False  # our engine's peers: they report start-up CPU and a summary
 
 
 def incremental(run: Run) -> str:
     return f"-i {run.job.base} " if run.job.base else ""
 
 
-def ployz(run: Run) -> Pipeline:
-    private, public = engine_keys(run.work)
-    where = f"127.0.0.1:{run.port}"
-    base = [run.job.base] if run.job.base else []
-    return Pipeline(send=peer_command("send", where, private, f"zfs:{run.job.snapshot}", "auto",
-                                      *base),
-                    receive=peer_command("receive", where, public, f"zfs:{run.target}"),
-                    port=run.port, handshake=True)
+def ployz(codec: str) -> Contender:
+    def pipeline(run: Run) -> Pipeline:
+        private, public = engine_keys(run.work)
+        where = f"127.0.0.1:{run.port}"
+        base = [run.job.base] if run.job.base else []
+        return Pipeline(send=peer_command("send", where, private, f"zfs:{run.job.snapshot}",
+                                          codec, *base),
+                        receive=peer_command("receive", where, public, f"zfs:{run.target}"),
+                        port=run.port, handshake=True)
+
+    return Contender(f"ployz_{codec}", f"ployz engine (codec {codec}), pool to pool over "
+                     "loopback", "ours", pipeline, engine=True)
 
 
 def zfs_pipe(middle: str) -> Callable[[Run], Pipeline]:
@@ -118,8 +123,7 @@ FAST_SKIP = {name: "fastest settings are measured on the large snapshots; fixed 
                    "the defaults" for name in SMALL}
 
 CONTENDERS: tuple[Contender, ...] = (
-    Contender("ployz_auto", "ployz engine (codec auto), pool to pool over loopback", "ours",
-              ployz),
+    ployz("auto"), ployz("none"), ployz("zstd"),
     Contender("zfs_pipe", "zfs send | zfs recv (local ceiling)", "ceiling", zfs_pipe("")),
     Contender("zfs_mbuffer", "zfs send | mbuffer -m 128M | zfs recv", "peer",
               zfs_pipe("mbuffer -q -m 128M 2>/dev/null | ")),

@@ -3,7 +3,12 @@
 emulation speeds: only ratios within one run mean anything.
 
 Environment: ``PLOYZ_BENCH_ZFS_MIB`` (size of the large snapshots, default 256),
-``PLOYZ_BENCH_ZFS_ROUNDS`` (default 1).
+``PLOYZ_BENCH_ZFS_ROUNDS`` (default 1), ``PLOYZ_BENCH_ZFS_CONTENDERS`` and
+``PLOYZ_BENCH_ZFS_JOBS`` (comma-separated names, default all: a profiling session measures a
+few contenders on one snapshot without paying for the rest).
+
+Our engine's CPU excludes its interpreters' start-up, as in the host data-path suite, and each
+of its rounds records the sender's summary (codec, frames compressed and raw, wire bytes).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.datapath import sshd
+from bench.datapath.contenders import engine_startup_cpu, last_json
 from bench.datapath.pipeline import run
-from bench.datapath.suite import exit_on_sigterm, free_port
+from bench.datapath.suite import env_list, exit_on_sigterm, free_port
 from bench.zfs_peers.contenders import CONTENDERS, SSH_PORT, Contender, Run
 from bench.zfs_peers.pools import Job, MiB, destroy, pools, reset_destination
 
@@ -38,7 +44,10 @@ def newest_guid(dataset: str) -> str:
     return lines[-1] if lines else "none"
 
 
-def measure(contender: Contender, job: Job, work: Path) -> dict[str, float]:
+ENGINE_SUMMARY = ("codec", "frames_zstd", "frames_raw", "bytes", "wire_bytes", "seconds")
+
+
+def measure(contender: Contender, job: Job, work: Path) -> dict[str, Any]:
     replication = Run(job, contender.target(job), work, free_port())
     contender.before(replication)
     try:
@@ -47,7 +56,11 @@ def measure(contender: Contender, job: Job, work: Path) -> dict[str, float]:
         sent, got = newest_guid(job.dataset), newest_guid(replication.target)
         if sent != got:
             raise RuntimeError(f"{replication.target} ends at guid {got}, the source at {sent}")
-        return {"seconds": measured.seconds, "cpu": measured.cpu}
+        if not contender.engine:
+            return {"seconds": measured.seconds, "cpu": measured.cpu}
+        summary = last_json(measured.send_out)
+        return {"seconds": measured.seconds, "cpu": measured.cpu - engine_startup_cpu(measured),
+                "engine": {key: summary[key] for key in ENGINE_SUMMARY}}
     finally:
         contender.after(replication)
         destroy(replication.target)
@@ -58,27 +71,28 @@ def missing(contender: Contender) -> str | None:
     return f"{tool} is not installed" if tool and not shutil.which(tool) else None
 
 
-def summarize(samples: list[dict[str, float]], job: Job) -> dict[str, Any]:
+def summarize(samples: list[dict[str, Any]], job: Job) -> dict[str, Any]:
     seconds = statistics.median(s["seconds"] for s in samples)
+    engine = [s["engine"] for s in samples if "engine" in s]
     return {"seconds": round(seconds, 3), "MB_per_s": round(job.bytes / seconds / 1e6, 2),
             "cpu_s": round(statistics.median(s["cpu"] for s in samples), 3),
-            "rounds": len(samples)}
+            "rounds": len(samples), **({"engine": engine} if engine else {})}
 
 
-def run_all(jobs: list[Job], work: Path, rounds: int,
+def run_all(jobs: list[Job], contenders: list[Contender], work: Path, rounds: int,
             checkpoint: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """``checkpoint`` gets the results after every job, so a VM that hits its time limit
     still leaves what it measured."""
     results: dict[str, Any] = {}
-    for contender in CONTENDERS:
+    for contender in contenders:
         results[contender.name] = {"label": contender.label, "role": contender.role, "runs": {}}
         if reason := missing(contender):
             results[contender.name]["error"] = reason
     for job in jobs:
-        samples: dict[str, list[dict[str, float]]] = {c.name: [] for c in CONTENDERS}
+        samples: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
         errors: dict[str, str] = {}
         for _ in range(rounds):
-            for contender in CONTENDERS:
+            for contender in contenders:
                 if "error" in results[contender.name] or contender.name in errors:
                     continue
                 if job.name in contender.skip:
@@ -91,7 +105,7 @@ def run_all(jobs: list[Job], work: Path, rounds: int,
                 print(f"zfs_peers: {job.name} {contender.name}: "
                       f"{errors.get(contender.name) or samples[contender.name][-1]}",
                       file=sys.stderr, flush=True)
-        for contender in CONTENDERS:
+        for contender in contenders:
             runs = results[contender.name]["runs"]
             if contender.name in errors:
                 runs[job.name] = {"error": errors[contender.name]}
@@ -103,8 +117,9 @@ def run_all(jobs: list[Job], work: Path, rounds: int,
 
 @contextlib.contextmanager
 def writable_ssh_home() -> Iterator[None]:
-    """The guest's /root is read-only; ssh wants to write under ~/.ssh."""
-    mounted = not os.access("/root/.ssh", os.W_OK)
+    """The guest's /root is read-only; ssh wants to write under an existing ~/.ssh (without
+    one it only warns that it cannot create it)."""
+    mounted = os.path.isdir("/root/.ssh") and not os.access("/root/.ssh", os.W_OK)
     if mounted:
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/root/.ssh"], check=True)
     try:
@@ -120,6 +135,9 @@ def main() -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     size = int(os.environ.get("PLOYZ_BENCH_ZFS_MIB", "256")) * MiB
     rounds = int(os.environ.get("PLOYZ_BENCH_ZFS_ROUNDS", "1"))
+    chosen = env_list("PLOYZ_BENCH_ZFS_CONTENDERS", tuple(c.name for c in CONTENDERS))
+    contenders = [c for c in CONTENDERS if c.name in chosen]
+    job_names = env_list("PLOYZ_BENCH_ZFS_JOBS", ())
     work = Path(tempfile.mkdtemp(prefix="ployz-zfs-peers-work-"))
     out = Path(os.environ.get("PLOYZ_REPORTS", ".")) / "bench-zfs-peers.json"
     result: dict[str, Any] = {
@@ -135,8 +153,9 @@ def main() -> None:
     try:
         with (writable_ssh_home(), sshd.daemon(work / "sshd", "127.0.0.1", SSH_PORT),
               pools(size) as jobs):
+            jobs = [job for job in jobs if not job_names or job.name in job_names]
             result["datasets"] = {job.name: job.bytes for job in jobs}
-            run_all(jobs, work, rounds, checkpoint)
+            run_all(jobs, contenders, work, rounds, checkpoint)
             result["complete"] = True
             checkpoint(result["contenders"])
     finally:
