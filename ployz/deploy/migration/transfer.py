@@ -163,9 +163,9 @@ class _ProgressPoller:
     def poll(self) -> None:
         if self.handler is None or not self.polling:
             return
-        if self._client is None:
-            self._client = self.source.fork()
         try:
+            if self._client is None:
+                self._client = self.source.fork()
             status = self._client.call("transfer.send_status", {"transfer_id": self.transfer_id},
                                        timeout_s=STATUS_TIMEOUT_S)
             sample = progress_sample(status, self.total)
