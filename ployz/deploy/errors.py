@@ -175,6 +175,20 @@ class MoveNeedsTransfer(DeployError):
         )
 
 
+def rollback_message(headline: str, undone: list[str], left: list[str], *, undone_label: str,
+                     left_label: str, intact: str) -> str:
+    """A failure before a commit, told the same way for deploys and migrations: what was rolled
+    back, and what was left behind (each names its machine) or that nothing changed."""
+    message = headline
+    if undone:
+        message += f"\n  {undone_label}: " + "; ".join(undone)
+    if left:
+        message += f"\n  {left_label}: " + "; ".join(left)
+    else:
+        message += f"\n  {intact}"
+    return message
+
+
 class DeployFailed(DeployError):
     """A deploy failed before its commit; ``undone`` says what was rolled back and ``left``
     what could not be (each names the machine and the dataset or container)."""
@@ -187,14 +201,10 @@ class DeployFailed(DeployError):
         self.cause = cause
         self.undone = undone
         self.left = left
-        message = f"deploy {deploy_id} failed in phase {phase}: {cause}"
-        if undone:
-            message += "\n  undone: " + "; ".join(undone)
-        if left:
-            message += "\n  LEFT BEHIND (remove by hand): " + "; ".join(left)
-        if not left:
-            message += "\n  nothing was committed; the cluster is as before"
-        super().__init__(message)
+        super().__init__(rollback_message(
+            f"deploy {deploy_id} failed in phase {phase}: {cause}", undone, left,
+            undone_label="undone", left_label="LEFT BEHIND (remove by hand)",
+            intact="nothing was committed; the cluster is as before"))
 
 
 class DeployFailedAfterCommit(DeployError):

@@ -8,7 +8,7 @@ a failure after it, which ``migrate apply`` run again finishes.
 
 from __future__ import annotations
 
-from ployz.deploy.errors import DeployError, PlanError
+from ployz.deploy.errors import DeployError, PlanError, rollback_message
 from ployz.deploy.sizes import format_size
 
 
@@ -61,15 +61,12 @@ class MigrationAborted(DeployError):
         self.cause = cause
         self.undone = undone
         self.left = left
-        message = f"migration {deploy_id} aborted during {step}: {cause}"
-        if undone:
-            message += "\n  rolled back: " + "; ".join(undone)
-        if left:
-            message += ("\n  LEFT BEHIND (run `ployzctl migrate apply` again to retry the "
-                        "rollback, or remove by hand): " + "; ".join(left))
-        else:
-            message += "\n  nothing was committed; the service runs on its source as before"
-        super().__init__(message)
+        super().__init__(rollback_message(
+            f"migration {deploy_id} aborted during {step}: {cause}", undone, left,
+            undone_label="rolled back",
+            left_label="LEFT BEHIND (run `ployzctl migrate apply` again to retry the rollback, "
+                       "or remove by hand)",
+            intact="nothing was committed; the service runs on its source as before"))
 
 
 class MigrationFailedAfterCommit(DeployError):
