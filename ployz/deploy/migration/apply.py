@@ -333,9 +333,11 @@ class _Run:
         estimate = self.source.call("zfs.send_space", {"snapshot": snapshot, "base": base})
         self.emit({"event": "transfer", "state": "started", "volume": volume.name,
                    "round": round_, "kind": kind, "snapshot": snapshot, "estimate": estimate})
-        result = send_snapshot(self.source, self.target, self.key, transfer_id=transfer_id,
-                               snapshot=snapshot, base=base,
-                               target_dataset=volume.target_dataset)
+        result = send_snapshot(
+            self.source, self.target, self.key, transfer_id=transfer_id, snapshot=snapshot,
+            base=base, target_dataset=volume.target_dataset, total=estimate,
+            on_progress=lambda p: self.emit({"event": "progress", "volume": volume.name,
+                                             "round": round_, "kind": kind, **p}))
         volume.sent.append(snapshot)
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
