@@ -10,7 +10,9 @@
  *   sender:   reader (read the source, hash)  -> workers (zstd)        -> writer (socket)
  *   receiver: reader (socket, header checks)  -> workers (unzstd, hash) -> writer (sink)
  * With codec none there are no workers: the reader hashes, so a raw stream costs two threads,
- * each overlapping its copy with the other's, like mbuffer's reader and writer.
+ * each overlapping its copy with the other's, like mbuffer's reader and writer. The stages'
+ * threads carry names (pz-send-read, pz-send-zstd, pz-recv-read, pz-recv-unzstd; the writers
+ * run on the caller's thread) so that per-thread profiles say which stage spends what.
  */
 #ifndef PLOYZ_XFER_CORE_H
 #define PLOYZ_XFER_CORE_H
@@ -372,6 +374,7 @@ static ssize_t pz_read_full(int fd, unsigned char *buf, size_t want) {
 
 static void *pz_send_reader(void *arg) {
     pz_sender *s = arg;
+    pthread_setname_np(pthread_self(), "pz-send-read");
     pz_ring *r = &s->ring;
     uint64_t offset = s->start_offset;
     uint64_t remaining = s->limit;
@@ -476,6 +479,7 @@ static void *pz_send_worker(void *arg) {
     pz_sender *s = wa->owner;
     pz_ring *r = &s->ring;
     ZSTD_CCtx *cctx = s->cctx[wa->index];
+    pthread_setname_np(pthread_self(), "pz-send-zstd");
     size_t bound = ZSTD_compressBound(s->frame_size);
     for (;;) {
         uint64_t seq = pz_ring_claim(r);
@@ -812,6 +816,7 @@ static int pz_recv_exact(pz_receiver *rc, unsigned char *buf, size_t want) {
 
 static void *pz_recv_reader(void *arg) {
     pz_receiver *rc = arg;
+    pthread_setname_np(pthread_self(), "pz-recv-read");
     pz_ring *r = &rc->ring;
     uint64_t expect = rc->committed;
     int short_seen = rc->short_frame_seen;
@@ -893,6 +898,7 @@ static void *pz_recv_worker(void *arg) {
     pz_receiver *rc = wa->owner;
     pz_ring *r = &rc->ring;
     ZSTD_DCtx *dctx = rc->dctx[wa->index];
+    pthread_setname_np(pthread_self(), "pz-recv-unzstd");
     for (;;) {
         uint64_t seq = pz_ring_claim(r);
         if (seq == UINT64_MAX) return NULL;
