@@ -1,6 +1,7 @@
-"""The links the data path is measured over: loopback, and wireguard-go between two network
-namespaces joined by a veth pair. The benchmark makes the namespaces, the tunnel daemons and
-their keys itself and removes them on the way out, failure or not."""
+"""The links the data path is measured over: loopback; a veth pair between two network
+namespaces shaped to 100 MB/s; and wireguard-go between two such namespaces. The benchmark
+makes the namespaces, the tunnel daemons and their keys itself and removes them on the way
+out, failure or not."""
 
 from __future__ import annotations
 
@@ -51,24 +52,52 @@ def wg_keypair() -> tuple[str, str]:
 
 
 @contextlib.contextmanager
+def veth_pair(tag: str) -> Iterator[dict[str, str]]:
+    """Namespaces ``<tag>a`` and ``<tag>b`` joined by a veth pair ``<tag>va``-``<tag>vb`` with
+    addresses 10.231.0.1-.2; yields the namespace of each side, removes them on the way out."""
+    ns = {"a": f"{tag}a", "b": f"{tag}b"}
+    try:
+        for name in ns.values():
+            sh("ip", "netns", "add", name)
+            sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "link", "add", f"{tag}va", "netns", ns["a"], "type", "veth",
+           "peer", "name", f"{tag}vb", "netns", ns["b"])
+        for side, index in (("a", 1), ("b", 2)):
+            sh("ip", "-n", ns[side], "addr", "add", f"10.231.0.{index}/24", "dev",
+               f"{tag}v{side}")
+            sh("ip", "-n", ns[side], "link", "set", f"{tag}v{side}", "up")
+        yield ns
+    finally:
+        for name in ns.values():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+SHAPED_RATE = "800mbit"
+"""100 MB/s: a link slow enough that compressing compressible data pays."""
+
+
+@contextlib.contextmanager
+def shaped() -> Iterator[Link]:
+    """A veth pair whose sending side a token-bucket filter limits to 100 MB/s: a link the
+    engine cannot see into, unlike its own bandwidth limit."""
+    tag = f"pzs{os.getpid() % 100000}"
+    with veth_pair(tag) as ns:
+        sh("tc", "-n", ns["a"], "qdisc", "add", "dev", f"{tag}va", "root", "tbf", "rate",
+           SHAPED_RATE, "burst", "1mb", "latency", "50ms")
+        yield Link("shaped-100MBps", "10.231.0.2", "10.231.0.1", ns["a"], ns["b"])
+
+
+@contextlib.contextmanager
 def wireguard_go() -> Iterator[Link]:
     """Namespaces A and B, a veth pair 10.231.0.1-.2 between them, and a wireguard-go tunnel
     10.232.0.1-.2 over it; receivers listen on B's tunnel address."""
     tag = f"pzb{os.getpid() % 100000}"
-    ns = {"a": f"{tag}a", "b": f"{tag}b"}
     devices: list[subprocess.Popen[bytes]] = []
-    keys = {side: wg_keypair() for side in ns}
-    with tempfile.TemporaryDirectory(prefix="ployz-wg-") as tmp:
+    keys = {side: wg_keypair() for side in ("a", "b")}
+    with tempfile.TemporaryDirectory(prefix="ployz-wg-") as tmp, veth_pair(tag) as ns:
         try:
-            for name in ns.values():
-                sh("ip", "netns", "add", name)
-                sh("ip", "-n", name, "link", "set", "lo", "up")
-            sh("ip", "link", "add", f"{tag}va", "netns", ns["a"], "type", "veth",
-               "peer", "name", f"{tag}vb", "netns", ns["b"])
             for side, index, peer in (("a", 1, "b"), ("b", 2, "a")):
-                veth, wg = f"{tag}v{side}", f"{tag}w{side}"
-                sh("ip", "-n", ns[side], "addr", "add", f"10.231.0.{index}/24", "dev", veth)
-                sh("ip", "-n", ns[side], "link", "set", veth, "up")
+                wg = f"{tag}w{side}"
                 devices.append(subprocess.Popen(["ip", "netns", "exec", ns[side],
                                                  "wireguard-go", "-f", wg],
                                                 stdout=subprocess.DEVNULL,
@@ -93,8 +122,6 @@ def wireguard_go() -> Iterator[Link]:
                 if device.poll() is None:
                     device.kill()
                     device.wait()
-            for name in ns.values():
-                subprocess.run(["ip", "netns", "del", name], capture_output=True)
             for side in ns:
                 Path(f"/var/run/wireguard/{tag}w{side}.sock").unlink(missing_ok=True)
 

@@ -4,7 +4,7 @@ the reason.
 
 Environment: ``PLOYZ_BENCH_DATAPATH_MIB`` (stream size, default 1024),
 ``PLOYZ_BENCH_DATAPATH_ROUNDS`` (default 1), ``PLOYZ_BENCH_DATAPATH_KINDS`` (default
-random,text,mixed), ``PLOYZ_BENCH_DATAPATH_LINKS`` (default loopback,wireguard-go).
+random,text,mixed), ``PLOYZ_BENCH_DATAPATH_LINKS`` (default loopback,shaped-100MBps,wireguard-go).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from bench.datapath.pipeline import run
 
 MiB = 1 << 20
 LINKS: dict[str, Callable[[], contextlib.AbstractContextManager[network.Link]]] = {
-    "loopback": network.loopback, "wireguard-go": network.wireguard_go}
+    "loopback": network.loopback, "shaped-100MBps": network.shaped,
+    "wireguard-go": network.wireguard_go}
 
 
 def env_list(name: str, default: tuple[str, ...]) -> list[str]:
