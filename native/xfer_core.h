@@ -26,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -310,7 +312,6 @@ typedef struct {
     /* codec auto's measurements (guarded by ring.mu), kept across runs; 0 means unknown */
     double link_rate;    /* wire bytes per second the socket (and bandwidth limit) take */
     double zstd_speed;   /* raw bytes per second one worker compresses, wall clock */
-    int cores;
 } pz_sender;
 
 static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int level, int workers,
@@ -325,7 +326,6 @@ static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int leve
     s->workers = codec == PZ_CODEC_NONE ? 0 : workers;
     s->nslots = s->workers + 4;
     s->bwlimit = bwlimit;
-    s->cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     for (int i = 0; i < s->workers; i++) {
         s->cctx[i] = ZSTD_createCCtx();
         if (!s->cctx[i]) return -1;
@@ -410,9 +410,13 @@ static void *pz_send_reader(void *arg) {
 
 /* codec auto: compress a frame when that moves more stream bytes per second than sending it
  * raw. Sending raw moves `link_rate`; compressing moves min(compression capacity,
- * link_rate / ratio), where the capacity counts the workers but leaves one core to the reader,
- * the writer and the kernel's TCP work. The link rate is measured only over windows in which
- * the writer never waited for a frame (the link was the bottleneck); while it is unknown the
+ * link_rate / ratio), where the capacity is the workers times the speed one of them reaches on
+ * the wall clock (so cores shared with the reader, the writer, the kernel's TCP work or the peer
+ * are already accounted for). The link rate is measured only over windows in which
+ * the writer never waited for a frame and data stayed queued in the socket (the link was the
+ * bottleneck), counting what left the send queue rather than what entered it: megabytes of
+ * socket buffer would otherwise pass for a fast link each time they have room, and a link
+ * shaped further down the path would look as fast as the first hop. While it is unknown the
  * link keeps up with whatever we produce, and frames go raw. The frame's ratio comes from
  * compressing a 32 KiB sample of it (about 3 % of the work), so the choice follows the data
  * frame by frame. Compression speed is measured on the wall clock, not in CPU time, so that a
@@ -434,12 +438,15 @@ static int pz_auto_pays(pz_sender *s, double ratio) {
     /* the link is measured only while it is saturated: until then it is not the bottleneck */
     if (link <= 0) return 0;
     if (speed <= 0) return 1;
-    int usable = s->cores - 1;
-    if (usable > s->workers) usable = s->workers;
-    if (usable < 1) usable = 1;
-    double with_zstd = speed * usable;
+    double with_zstd = speed * s->workers;
     if (ratio > 0 && link / ratio < with_zstd) with_zstd = link / ratio;
     return with_zstd > PZ_AUTO_GAIN * link;
+}
+
+/* Bytes written to the socket that the peer has not acknowledged yet; 0 if unknown. */
+static double pz_unsent(int fd) {
+    int queued = 0;
+    return ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0 ? (double)queued : 0;
 }
 
 static double pz_ewma(double old, double sample) {
@@ -533,7 +540,7 @@ static void pz_send_writer(pz_sender *s) {
     pz_ring *r = &s->ring;
     unsigned char hdr[PZ_HEADER_SIZE + PZ_END_PAYLOAD];
     /* link speed, measured over windows of frames written back to back (codec auto) */
-    double window_start = pz_now(), window_bytes = 0;
+    double window_start = pz_now(), window_bytes = 0, window_unsent = pz_unsent(s->sock_fd);
     int window_frames = 0;
     for (uint64_t seq = 0;; seq++) {
         pz_slot *slot;
@@ -563,6 +570,7 @@ static void pz_send_writer(pz_sender *s) {
             window_bytes = 0;
             window_frames = 0;
             window_start = pz_now();
+            window_unsent = pz_unsent(s->sock_fd);
         }
         pz_bucket_take(&s->bucket, (double)(PZ_HEADER_SIZE + slot->wire_len),
                        &s->stop_request);
@@ -574,15 +582,17 @@ static void pz_send_writer(pz_sender *s) {
         }
         window_bytes += PZ_HEADER_SIZE + slot->wire_len;
         if (++window_frames == PZ_LINK_WINDOW) {
-            double now = pz_now();
-            if (now > window_start) {
+            double now = pz_now(), unsent = pz_unsent(s->sock_fd);
+            double carried = window_bytes - (unsent - window_unsent);
+            if (now > window_start && unsent > 0 && carried > 0) {
                 pthread_mutex_lock(&r->mu);
-                s->link_rate = pz_ewma(s->link_rate, window_bytes / (now - window_start));
+                s->link_rate = pz_ewma(s->link_rate, carried / (now - window_start));
                 pthread_mutex_unlock(&r->mu);
             }
             window_bytes = 0;
             window_frames = 0;
             window_start = now;
+            window_unsent = unsent;
         }
         if (pz_sums_push(&s->sums, &s->nsums, &s->capsums, slot->checksum) != 0) {
             pz_ring_fail(r, PZ_E_RESOURCE, ENOMEM, "out of memory for frame checksums");
