@@ -3,7 +3,8 @@ writes continuously (a numbered line and a 64 KiB random block every ~0.1 s) so 
 pre-copy round has new data to carry and the final delta is never empty.
 
 Its readiness check passes once the container has written since it started (the marker is in
-the container's own /tmp, not in the volume), so "ready" means the service answers again.
+the container's own /tmp, not in the volume), so "ready" means the service answers again; the
+first container is ready at once, so that its deploy does not wait for the fill.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from ployz.sandbox.cluster import Cluster, Machine
 
 # A shell as PID 1 ignores SIGTERM unless it traps it, and the stop would wait for SIGKILL.
 WRITER = ("trap 'exit 0' TERM; "
-          "[ -f /data/filled ] || {{ dd if=/dev/urandom of=/data/fill bs=1M count={mib} "
-          "2>/dev/null; sync; touch /data/filled; }}; "
+          "[ -f /data/filled ] || {{ touch /tmp/up; dd if=/dev/urandom of=/data/fill bs=1M "
+          "count={mib} 2>/dev/null; sync; touch /data/filled; }}; "
           "i=$(tail -n 1 /data/log 2>/dev/null); i=${{i:-0}}; "
           "while true; do i=$((i+1)); echo $i >> /data/log; "
           "dd if=/dev/urandom of=/data/churn bs=64k count=1 seek=$((i % 256)) conv=notrunc "
