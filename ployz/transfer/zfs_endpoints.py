@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -130,7 +130,10 @@ class ZfsSource:
 class ZfsSink:
     restarts_stream = True
 
-    def __init__(self, dataset: str, prefix: str | None = None) -> None:
+    def __init__(self, dataset: str, prefix: str | None = None,
+                 props: Mapping[str, int | str] | None = None) -> None:
+        """``props`` are set on the dataset a full stream creates (its quota, for a volume
+        moving to this machine): a send without properties would leave it unlimited."""
         if "@" in dataset or "#" in dataset:
             raise SinkError(f"{dataset!r} is a snapshot or bookmark; give the dataset")
         if prefix and dataset != prefix and not dataset.startswith(prefix.rstrip("/") + "/"):
@@ -142,6 +145,7 @@ class ZfsSink:
         self.toguid = 0
         self.fromguid = 0
         self.raw = False
+        self.props = dict(props or {})
         self._write_fd: int | None = None
         self._worker: _Worker | None = None
 
@@ -189,7 +193,8 @@ class ZfsSink:
 
         def receive_then_close() -> None:
             try:
-                zfs.receive(self.snapshot, read_fd, resumable=True, raw=self.raw)
+                props = None if self.fromguid else self.props or None
+                zfs.receive(self.snapshot, read_fd, resumable=True, raw=self.raw, props=props)
             finally:
                 os.close(read_fd)
 

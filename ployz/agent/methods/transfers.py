@@ -148,9 +148,11 @@ class TransferMethods:
         self._sends = SendProgress()
         self._lock = threading.Lock()
 
-    def receive(self, transfer_id: str, dataset: str) -> dict[str, str]:
+    def receive(self, transfer_id: str, dataset: str,
+                props: dict[str, int | str] | None = None) -> dict[str, str]:
         """Starts a receiver for one transfer into ``dataset`` and returns its address. Asking
-        again for a transfer still running returns the same receiver."""
+        again for a transfer still running returns the same receiver. ``props`` are set on the
+        dataset a full stream creates."""
         confine(self._context.pool, dataset)
         if not self._context.trusted:
             raise NoTrustedKey()
@@ -163,7 +165,7 @@ class TransferMethods:
             port = listener.getsockname()[1]
             entry = _Receive(f"{host}:{port}", listener)
             self._receives[transfer_id] = entry
-        receiver = Receiver(listener, ZfsSink(dataset, prefix=self._context.pool),
+        receiver = Receiver(listener, ZfsSink(dataset, prefix=self._context.pool, props=props),
                             self._context.trusted[0],
                             timeouts=ReceiverTimeouts(wait=RECEIVE_IDLE_WAIT_S))
         threading.Thread(target=self._serve, args=(entry, receiver),

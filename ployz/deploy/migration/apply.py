@@ -234,6 +234,9 @@ class _Run:
         self.cutover: dict[str, float] = {}
         self.container = ""
         """The target container, created at the end of pre-copy."""
+        self.quotas = {name: v.quota for name, v in cp.namespace(plan.ref.namespace)
+                       .volumes.items()}
+        """Set on each target dataset by its full receive, as a deploy sets them at creation."""
 
     @property
     def deploy_id(self) -> str:
@@ -336,6 +339,8 @@ class _Run:
         result = send_snapshot(
             self.source, self.target, self.key, transfer_id=transfer_id, snapshot=snapshot,
             base=base, target_dataset=volume.target_dataset, total=estimate,
+            props={"quota": quota} if base is None and (quota := self.quotas.get(volume.name))
+            else None,
             on_progress=lambda p: self.emit({"event": "progress", "volume": volume.name,
                                              "round": round_, "kind": kind, **p}))
         volume.sent.append(snapshot)

@@ -80,6 +80,7 @@ def send_snapshot(
     target_dataset: str,
     total: int | None = None,
     on_progress: ProgressHandler | None = None,
+    props: dict[str, int | str] | None = None,
 ) -> SendResult:
     """Sends ``snapshot`` (incremental from ``base`` when given) into ``target_dataset``;
     returns once the receiver acknowledged it, raises :class:`TransferFailed` otherwise.
@@ -87,11 +88,12 @@ def send_snapshot(
     With ``on_progress``, it is called about once a second while the stream moves, and once at
     100 % when it has; ``total`` (the caller's ``send_space`` estimate) stands in for the
     total while the source agent does not know it. A failing poll or handler never fails the
-    send."""
+    send. ``props`` (the volume's quota) are set on the dataset a full send creates."""
     toguid = guid_of(source, snapshot)
     fromguid = guid_of(source, base) if base else None
-    address = target.call("transfer.receive",
-                          {"transfer_id": transfer_id, "dataset": target_dataset})["address"]
+    address = target.call("transfer.receive", {"transfer_id": transfer_id,
+                                               "dataset": target_dataset,
+                                               "props": props})["address"]
     ticket = sign(Ticket(transfer_id, Target("zfs", target_dataset), time.time() + SEND_TIMEOUT_S,
                          toguid, fromguid), key)
     params = {"transfer_id": transfer_id, "snapshot": snapshot, "to": address, "ticket": ticket,

@@ -47,9 +47,10 @@ def listener() -> Iterator[socket.socket]:
 
 def run_transfer(listener: socket.socket, dataset: str, snapshot: str, *,
                  base: str | None = None, raw: bool = False,
-                 via: tuple[str, int] | None = None, codec: str = "zstd") -> SendResult:
+                 via: tuple[str, int] | None = None, codec: str = "zstd",
+                 props: dict[str, int | str] | None = None) -> SendResult:
     outcome: dict[str, object] = {}
-    receiver = Receiver(listener, ZfsSink(dataset), KEY.public_key(),
+    receiver = Receiver(listener, ZfsSink(dataset, props=props), KEY.public_key(),
                         timeouts=ReceiverTimeouts(handshake=10, idle=60, wait=120))
 
     def serve() -> None:
@@ -75,9 +76,11 @@ def guid(name: str) -> int:
 
 
 def test_full_then_incremental_from_snapshot_and_bookmark(pools, source, listener) -> None:
+    """The full stream also sets the properties given to the sink (a moved volume's quota)."""
     target = f"{pools[1]}/dst"
-    full = run_transfer(listener, target, f"{source}@s1")
+    full = run_transfer(listener, target, f"{source}@s1", props={"quota": 64 * MiB})
     assert guid(f"{target}@s1") == guid(f"{source}@s1")
+    assert zfs.get(target, ["quota"])["quota"] == 64 * MiB
     assert full.evidence["guid"] == guid(f"{source}@s1")
     assert full.evidence["snapshot"] == f"{target}@s1"
 
@@ -87,6 +90,7 @@ def test_full_then_incremental_from_snapshot_and_bookmark(pools, source, listene
     incremental = run_transfer(listener, target, f"{source}@s2", base="@s1", codec="none")
     assert guid(f"{target}@s2") == guid(f"{source}@s2") == incremental.evidence["guid"]
     assert incremental.bytes < full.bytes
+    assert zfs.get(target, ["quota"])["quota"] == 64 * MiB
 
     zfs.bookmark(f"{source}@s2", f"{source}#s2")
     zfs.destroy_snapshots([f"{source}@s2"])
