@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import glob
 import os
 import re
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +123,21 @@ def _relay_console(argv: list[str], env: dict[str, str], timeout: float) -> None
             raise VMError(f"the VM run did not finish within {timeout:.0f} s")
 
 
+@contextlib.contextmanager
+def _one_vm_at_a_time() -> Iterator[None]:
+    """Holds the project's VM lock while a VM runs. Two emulated VMs on a machine with few
+    cores each run several times slower than one after the other, and a suite's time limits
+    are set for one; so a second run waits its turn (and says so) instead."""
+    with open(REPORTS / ".vm.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("ployz vm: another VM run of this project is in progress; waiting for it",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def run_in_vm(command: list[str], *, cpus: int = 2, memory: str = "3G",
               rwdirs: list[Path] | None = None, timeout: float = DEFAULT_TIMEOUT,
               env: dict[str, str] | None = None) -> int:
@@ -150,7 +167,8 @@ def run_in_vm(command: list[str], *, cpus: int = 2, memory: str = "3G",
             argv += ["--rwdir", str(extra)]
         argv += ["--exec", f"bash {shlex.quote(str(script))}"]
         host_env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
-        _relay_console(argv, host_env, timeout)
+        with _one_vm_at_a_time():
+            _relay_console(argv, host_env, timeout)
         if not status_file.exists():
             raise VMError(
                 f"the VM did not report an exit status: kernel {kernel.version} may have failed "
