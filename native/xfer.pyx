@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-# distutils: libraries = zstd
+# distutils: libraries = zstd xxhash
 """The transfer engine's data path (``ployz._xfer``): one connection's worth of framed sending or
 receiving, run in C without the GIL (see xfer_core.h).
 

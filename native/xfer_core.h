@@ -10,7 +10,9 @@
  *   sender:   reader (read the source, hash)  -> workers (zstd)        -> writer (socket)
  *   receiver: reader (socket, header checks)  -> workers (unzstd, hash) -> writer (sink)
  * With codec none there are no workers: the reader hashes, so a raw stream costs two threads,
- * each overlapping its copy with the other's, like mbuffer's reader and writer. The stages'
+ * each overlapping its copy with the other's, like mbuffer's reader and writer. With zstd,
+ * frames that travel raw (codec auto choosing raw, a raw frame received) skip the workers the
+ * same way, whenever no earlier frame is still with a worker. The stages'
  * threads carry names (pz-send-read, pz-send-zstd, pz-recv-read, pz-recv-unzstd; the writers
  * run on the caller's thread) so that per-thread profiles say which stage spends what.
  */
@@ -118,10 +120,16 @@ static void pz_header_unpack(const unsigned char *in, pz_header *h) {
     h->checksum = pz_get64(in + 24);
 }
 
+/* libxxhash's runtime dispatch (xxh_x86dispatch): the widest vector unit the CPU has. Inlined,
+ * xxh3 would be compiled for the build's baseline, SSE2, which is 2.5x slower than AVX2 on
+ * current x86 and, under software emulation (the ZFS VM), 1.8x slower than even the scalar
+ * code. Declared here because its header cannot be combined with XXH_INLINE_ALL. */
+uint64_t XXH3_64bits_withSeed_dispatch(const void *input, size_t len, uint64_t seed);
+
 /* A frame's checksum is xxh3-64 of its decoded bytes seeded with its stream offset, so a frame
  * replayed at the wrong place fails like a corrupted one. */
 static inline uint64_t pz_frame_checksum(const void *data, size_t len, uint64_t offset) {
-    return XXH3_64bits_withSeed(data, len, offset);
+    return XXH3_64bits_withSeed_dispatch(data, len, offset);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -232,6 +240,31 @@ static uint64_t pz_ring_claim(pz_ring *r) {
     }
     pthread_mutex_unlock(&r->mu);
     return seq;
+}
+
+/* Whether the workers have handed on every frame before `seq` (they claim in order). Once true
+ * it stays true until frame `seq` is passed on, since the workers wait for it. */
+static int pz_ring_caught_up(pz_ring *r, uint64_t seq) {
+    pthread_mutex_lock(&r->mu);
+    int caught_up = r->next_work == seq;
+    pthread_mutex_unlock(&r->mu);
+    return caught_up;
+}
+
+/* Hands a filled frame on: straight to the writer when it needs no worker (`direct`: codec
+ * none, or a frame that travels as it is) and no earlier frame still waits for one, else to the
+ * workers. Under software emulation every hand-off between threads costs futex wake-ups and
+ * context switches worth more than hashing a frame, so frames skip the stage they do not need. */
+static void pz_ring_pass(pz_ring *r, pz_slot *s, uint64_t seq, int direct) {
+    pthread_mutex_lock(&r->mu);
+    if (direct && r->next_work == seq) {
+        r->next_work++;
+        s->state = SLOT_READY;
+    } else {
+        s->state = SLOT_FILLED;
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void pz_ring_mark_end(pz_ring *r, uint64_t seq) {
@@ -372,6 +405,8 @@ static ssize_t pz_read_full(int fd, unsigned char *buf, size_t want) {
     return (ssize_t)got;
 }
 
+static int pz_auto_skips(pz_sender *s, uint64_t seq);
+
 static void *pz_send_reader(void *arg) {
     pz_sender *s = arg;
     pthread_setname_np(pthread_self(), "pz-send-read");
@@ -400,7 +435,8 @@ static void *pz_send_reader(void *arg) {
         slot->wire_len = (uint32_t)n;
         offset += (uint64_t)n;
         if (remaining != UINT64_MAX) remaining -= (uint64_t)n;
-        pz_ring_set(r, slot, s->workers ? SLOT_FILLED : SLOT_READY);
+        int raw = !s->workers || (s->codec == PZ_CODEC_AUTO && pz_auto_skips(s, seq));
+        pz_ring_pass(r, slot, seq, raw);
         if ((size_t)n < s->frame_size) { /* a short frame is always the last one */
             pz_ring_mark_end(r, seq + 1);
             return NULL;
@@ -453,17 +489,22 @@ static double pz_ewma(double old, double sample) {
     return old <= 0 ? sample : old + PZ_EWMA * (sample - old);
 }
 
-/* Compresses a sample of the frame (into its wire buffer, overwritten later) to learn its
- * ratio and the compression speed, then asks whether compressing it pays. Skips the sample
- * while the link is unknown, and while even a perfect ratio could not pay (a link faster than
- * the compressors), except one frame in PZ_AUTO_RESAMPLE that keeps the speed current. */
-static int pz_auto_wants_zstd(pz_sender *s, ZSTD_CCtx *cctx, pz_slot *slot, size_t bound,
-                              uint64_t seq) {
+/* Whether frame `seq` goes raw without a sample: while the link is unknown, and while even a
+ * perfect ratio could not pay (a link faster than the compressors), except one frame in
+ * PZ_AUTO_RESAMPLE that keeps the speed current. The reader asks first, so that such frames
+ * skip the workers. */
+static int pz_auto_skips(pz_sender *s, uint64_t seq) {
     pthread_mutex_lock(&s->ring.mu);
     int link_known = s->link_rate > 0;
     pthread_mutex_unlock(&s->ring.mu);
-    if (!link_known) return 0;
-    if (!pz_auto_pays(s, 0) && seq % PZ_AUTO_RESAMPLE != 0) return 0;
+    return !link_known || (!pz_auto_pays(s, 0) && seq % PZ_AUTO_RESAMPLE != 0);
+}
+
+/* Compresses a sample of the frame (into its wire buffer, overwritten later) to learn its
+ * ratio and the compression speed, then asks whether compressing it pays. */
+static int pz_auto_wants_zstd(pz_sender *s, ZSTD_CCtx *cctx, pz_slot *slot, size_t bound,
+                              uint64_t seq) {
+    if (pz_auto_skips(s, seq)) return 0;
     size_t sample = slot->raw_len < PZ_AUTO_SAMPLE ? slot->raw_len : PZ_AUTO_SAMPLE;
     double took = pz_now();
     size_t c = ZSTD_compress2(cctx, slot->wire, bound, slot->raw, sample);
@@ -894,12 +935,11 @@ static void *pz_recv_reader(void *arg) {
         }
         expect += h.raw_len;
         if (h.raw_len < rc->frame_size) short_seen = 1;
-        if (rc->workers) {
-            pz_ring_set(r, slot, SLOT_FILLED);
-        } else {
+        /* a raw frame is verified here unless an earlier frame still waits for a worker */
+        int direct = !(h.flags & PZ_FLAG_ZSTD) && pz_ring_caught_up(r, seq);
+        if (direct)
             slot->bad = pz_frame_checksum(slot->raw, h.raw_len, h.offset) != h.checksum;
-            pz_ring_set(r, slot, SLOT_READY);
-        }
+        pz_ring_pass(r, slot, seq, direct);
     }
 }
 
