@@ -77,6 +77,15 @@ class Machine:
                                                start_new_session=True))
         self.names.append(name)
 
+    def kill(self, name: str) -> None:
+        """Kills daemon ``name`` at once, as a crash or a lost machine would, and stops
+        expecting it to run."""
+        index = self.names.index(name)
+        process = self.processes.pop(index)
+        del self.names[index]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
     def check_alive(self) -> None:
         for process, name in zip(self.processes, self.names, strict=True):
             if process.poll() is not None:
@@ -124,6 +133,7 @@ class Cluster:
         self.operator = Endpoint("operator", OPERATOR_HOST, None)
         self.control_url = f"sqlite:///{ROOT / 'control.db'}"
         self.operator_key = ROOT / "operator.key"
+        self.operator_pub = ROOT / "operator.pub"
 
     def environment(self) -> dict[str, str]:
         """What the operator's shell needs for ``ployzctl`` to find the cluster."""
@@ -133,8 +143,7 @@ class Cluster:
     def start(self) -> None:
         ROOT.mkdir(parents=True, exist_ok=True)
         key = generate_private_key(self.operator_key)
-        operator_pub = ROOT / "operator.pub"
-        operator_pub.write_text(public_key_text(key.public_key()) + "\n")
+        self.operator_pub.write_text(public_key_text(key.public_key()) + "\n")
         endpoints = [m.endpoint for m in self.machines]
         build_underlay(endpoints)
         build_overlay([*endpoints, self.operator])
@@ -146,10 +155,19 @@ class Cluster:
             self._load_image(machine)
         self._register_machines()
         for machine in self.machines:
-            self._start_agent(machine, operator_pub)
+            self._spawn_agent(machine)
         for machine in self.machines:
-            _wait_for(f"agent of {machine.id} on {machine.agent_address}",
-                      lambda m=machine: _connects(m.agent_address), machine)
+            self._wait_for_agent(machine)
+
+    def stop_agent(self, machine: Machine) -> None:
+        """Kills the machine's agent: to the others the machine is lost, its Docker and pool
+        stay as they were."""
+        machine.kill("agent")
+
+    def start_agent(self, machine: Machine) -> None:
+        """Starts the machine's agent again after :meth:`stop_agent`, on the same state."""
+        self._spawn_agent(machine)
+        self._wait_for_agent(machine)
 
     def _register_machines(self) -> None:
         """Joins the machines to the control plane, as an operator adding machines would."""
@@ -192,12 +210,16 @@ class Cluster:
                   lambda: os.path.exists(machine.docker_socket) and _answers(runtime), machine)
         ensure_test_image(runtime)
 
-    def _start_agent(self, machine: Machine, operator_pub: Path) -> None:
+    def _spawn_agent(self, machine: Machine) -> None:
         machine.spawn("agent", [
             sys.executable, "-m", "ployz.agent.daemon", "--machine-id", machine.id,
-            "--listen", machine.agent_address, "--trust", str(operator_pub),
+            "--listen", machine.agent_address, "--trust", str(self.operator_pub),
             "--state-dir", str(machine.home / "agent"), "--pool", machine.pool,
             "--docker-socket", machine.docker_socket, "--control", self.control_url])
+
+    def _wait_for_agent(self, machine: Machine) -> None:
+        _wait_for(f"agent of {machine.id} on {machine.agent_address}",
+                  lambda: _connects(machine.agent_address), machine)
 
     def stop(self) -> None:
         for machine in self.machines:
