@@ -211,8 +211,10 @@ class ZfsSink:
         if worker is None:
             return
         worker.join()
-        # a connection that broke leaves a truncated stream: receive fails, keeping its token
-        if ended and worker.error:
+        # A connection that broke leaves a truncated stream: receive fails, keeping its token.
+        # A full pool (or quota) fails it first, and the run then breaks on the closed pipe:
+        # that cause, not the broken pipe, is what the sender must hear, and no resume helps.
+        if worker.error and (ended or isinstance(worker.error, zfs.NoSpace)):
             raise SinkError(f"zfs receive into {self.snapshot} failed: {worker.error}")
 
     def commit(self, stream_checksum: int, size: int) -> dict[str, Any]:
