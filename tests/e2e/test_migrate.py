@@ -1,88 +1,32 @@
 """``ployzctl migrate`` in the sandbox: a service appending numbered lines to its volume moves
 from machine-a to machine-b while it writes; every line written before the fence is on the
-target, the service runs there and nowhere else, and the control plane says so. Then the ways a
-migration can go wrong: a ployzctl killed at a phase boundary, a refused migration."""
+target, the service runs there and nowhere else, and the control plane says so. Then the
+migrations refused before they change anything (failures after that start are in
+test_migrate_failures.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sandbox_operator import agent, dump, ployzctl
+from writer_service import (
+    apply_events,
+    containers,
+    continued_lines,
+    deploy_writer,
+    lines,
+    log_path,
+)
 
 from ployz.control import deploy_lock_name, open_control_plane
-from ployz.runtime.model import service_labels
-from ployz.runtime.testimage import TEST_IMAGE
-from ployz.sandbox.cluster import Cluster, Machine
+from ployz.sandbox.cluster import Cluster
 
 # Booting the sandbox counts against the first test's time, and every container start costs
 # seconds under emulation.
 pytestmark = pytest.mark.timeout(1800)
-
-# Resumes the numbering where the log ends, so the lines stay consecutive across machines; 32 MiB
-# of incompressible data make pre-copy carry more than the final send; exits on SIGTERM (a shell
-# as PID 1 ignores it, and the stop would wait for its SIGKILL).
-WRITER = ("trap 'exit 0' TERM; "
-          "[ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count=32 2>/dev/null; "
-          "i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; "
-          "while true; do i=$((i+1)); echo $i >> /data/log; sync; sleep 0.05; done")
-
-MANIFEST = textwrap.dedent("""
-    namespace = "{namespace}"
-    [[volumes]]
-    name = "data"
-    quota = "256M"
-    owner = "machine-a"
-    [[services]]
-    name = "writer"
-    placement = "machine-a"
-    [services.template]
-    image = "{image}"
-    command = ["sh", "-c", {writer}]
-    mounts = {{ data = "/data" }}
-""")
-
-
-def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str) -> Path:
-    """Deploys the writer on machine-a; returns its log file once it has lines."""
-    path = tmp_path / f"{namespace}.toml"
-    path.write_text(MANIFEST.format(namespace=namespace, image=TEST_IMAGE,
-                                    writer=json.dumps(WRITER)))
-    done = ployzctl(cluster, "deploy", "-f", str(path))
-    assert done.returncode == 0, done.stderr
-    a = cluster.machines[0]
-    log = a.home / "pool" / f"{namespace}.data" / "log"
-    deadline = time.monotonic() + 300
-    while not (log.exists() and len(log.read_text().split()) > 20):
-        if time.monotonic() > deadline:
-            states = [(c["name"], c["state"], c["exit_code"])
-                      for c in containers(cluster, a, namespace)]
-            mounted = os.path.ismount(log.parent)
-            raise AssertionError(f"the writer wrote nothing to {log} (mounted there: {mounted}; "
-                                 f"containers: {states})")
-        time.sleep(1)
-    return log
-
-
-def lines(path: Path) -> list[int]:
-    return [int(x) for x in path.read_text().split()]
-
-
-def containers(cluster: Cluster, machine: Machine, namespace: str) -> list[dict[str, Any]]:
-    with agent(cluster, machine) as client:
-        return client.call("container.list", {"labels": service_labels(namespace)})
-
-
-def apply_events(cluster: Cluster, *args: str) -> tuple[int, list[dict[str, Any]], str]:
-    done = ployzctl(cluster, "migrate", "apply", *args, "--json")
-    return done.returncode, [json.loads(line) for line in done.stdout.splitlines()], done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +94,7 @@ def test_apply_moves_the_service_with_every_line_written_before_the_fence(
     print("cutover window (s):", done["cutover_s"], "whole run (s):", done["seconds"])
 
     # The source container stopped before the final snapshot: its log is final and complete.
-    before_fence = lines(moved["source_log"])
-    target_log = cluster.machines[1].home / "pool" / "shop.data" / "log"
-    deadline = time.monotonic() + 60
-    while len(lines(target_log)) <= len(before_fence):
-        assert time.monotonic() < deadline, "the service does not write on machine-b"
-        time.sleep(1)
-    after = lines(target_log)
-    assert after[:len(before_fence)] == before_fence
+    after = continued_lines(log_path(cluster.machines[1], "shop"), lines(moved["source_log"]))
     assert after == list(range(1, len(after) + 1))
 
 
@@ -204,39 +141,6 @@ def test_bad_input_is_refused_without_changes(cluster: Cluster, moved: dict) -> 
         done = ployzctl(cluster, "migrate", "apply", *args)
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
     assert dump(cluster) == before
-
-
-def test_killed_at_the_fence_then_apply_again_completes(cluster: Cluster, tmp_path: Path,
-                                                        moved: dict) -> None:
-    log = deploy_writer(cluster, tmp_path, "kill")
-    process = subprocess.Popen(
-        ["ployzctl", "migrate", "apply", "kill/writer", "--to", "machine-b", "--json",
-         "--keep-source"], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **cluster.environment()})
-    assert process.stdout is not None
-    for line in process.stdout:
-        event = json.loads(line)
-        if event == {"event": "phase", "phase": "fence"}:
-            process.kill()
-            break
-    process.wait()
-    assert process.returncode == -9
-
-    status, events, stderr = apply_events(cluster, "kill/writer", "--to", "machine-b",
-                                          "--keep-source")
-    assert status == 0, stderr
-    recovered = [e for e in events if e["event"] == "rolled-back"]
-    assert len(recovered) == 1 and recovered[0]["left"] == []
-    assert events[-1]["event"] == "done"
-    assert containers(cluster, cluster.machines[0], "kill") == []
-    assert [c["state"] for c in containers(cluster, cluster.machines[1], "kill")] == ["running"]
-    before_fence = lines(log)
-    target_log = cluster.machines[1].home / "pool" / "kill.data" / "log"
-    deadline = time.monotonic() + 60
-    while len(lines(target_log)) <= len(before_fence):
-        assert time.monotonic() < deadline, "the service does not write on machine-b"
-        time.sleep(1)
-    assert lines(target_log)[:len(before_fence)] == before_fence
 
 
 def test_a_lock_held_by_another_deploy_is_refused(cluster: Cluster, tmp_path: Path,

@@ -1,0 +1,288 @@
+"""``ployzctl migrate apply`` going wrong in the sandbox, each failure ending consistent: a data
+connection cut mid-pre-copy resumes; a ployzctl killed at any phase boundary leaves a state that
+``apply`` run again completes; a target pool that fills up, or a target agent lost before the
+commit, aborts with the service running on its source again, and ``apply`` run again, once the
+cause is gone, completes. At every point the control plane names exactly one owner of the
+volume: machine-a until the commit, machine-b after it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_operator import agent
+from writer_service import containers, continued_lines, deploy_writer, lines, log_path
+
+from ployz.control import deploy_lock_name, open_control_plane
+from ployz.deploy.inspect import service_rows
+from ployz.runtime.model import LABEL_DEPLOY
+from ployz.sandbox.cluster import AGENT_PORT, Cluster, Machine
+
+pytestmark = pytest.mark.timeout(1800)
+
+FINAL_SEND = {"event": "phase", "phase": "final-send"}
+KILL_PHASES = ["pre-copy", "fence", "final-send", "start", "commit", "cleanup"]
+
+
+class Apply:
+    """``ployzctl migrate apply NS/writer --to machine-b --json`` running in the background,
+    read event by event so that a test can act at a chosen point of the run."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.source_log = log_path(cluster.machines[0], namespace)
+        self.process = subprocess.Popen(
+            ["ployzctl", "migrate", "apply", f"{namespace}/writer", "--to", "machine-b",
+             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **cluster.environment()})
+        self.events: list[dict[str, Any]] = []
+        self.before_fence: list[int] | None = None
+        """The source's log when the final send began: the writer was stopped at the fence,
+        so these are all the lines it wrote on machine-a."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            event = json.loads(line)
+            self.events.append(event)
+            if event == FINAL_SEND:
+                self.before_fence = lines(self.source_log)
+            yield event
+
+    def finish(self) -> tuple[int, str]:
+        """Reads the rest of the events; the exit status and stderr."""
+        assert self.process.stderr is not None
+        for _ in self:
+            pass
+        stderr = self.process.stderr.read()
+        return self.process.wait(timeout=900), stderr
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == kind]
+
+
+def service(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The writer's row of ``ployzctl service ls --json`` (placement, route, volume owners),
+    read in this process: a ployzctl start costs tens of seconds under emulation."""
+    with open_control_plane(cluster.control_url) as cp:
+        (writer,) = service_rows(cp, namespace)
+    return writer
+
+
+def lock_released(cluster: Cluster, namespace: str) -> bool:
+    with open_control_plane(cluster.control_url) as cp:
+        lease = cp.get_lease(deploy_lock_name(namespace))
+    return lease is not None and lease.released
+
+
+def dataset_exists(cluster: Cluster, machine: Machine, namespace: str) -> bool:
+    with agent(cluster, machine) as client:
+        return client.call("zfs.exists", {"name": f"{machine.pool}/{namespace}.data"})
+
+
+def assert_still_on_source(cluster: Cluster, namespace: str) -> None:
+    """What an abort promises on machine-a and in the control plane: the service runs there
+    again and owns its volume there, and the lock is free."""
+    assert [c["state"] for c in containers(cluster, cluster.machines[0], namespace)] == [
+        "running"]
+    writer = service(cluster, namespace)
+    assert (writer["machine"], writer["route"]) == ("machine-a", "machine-a")
+    assert [v["owner"] for v in writer["volumes"]] == ["machine-a"]
+    assert lock_released(cluster, namespace)
+
+
+def assert_moved(cluster: Cluster, namespace: str, run: Apply,
+                 before_fence: list[int] | None) -> None:
+    """The migration is complete: machine-b owns the volume and runs the only container,
+    machine-a kept nothing, no migration snapshot is left, the lock is free, and the service
+    goes on from every line it wrote before the fence."""
+    a, b = cluster.machines
+    assert run.events[-1].get("event") == "done" and run.events[-1]["target"] == "machine-b"
+    writer = service(cluster, namespace)
+    assert (writer["machine"], writer["route"]) == ("machine-b", "machine-b")
+    assert [(v["owner"], v["dataset"]) for v in writer["volumes"]] == [
+        ("machine-b", f"machine-b/{namespace}.data")]
+    assert containers(cluster, a, namespace) == []
+    assert [c["state"] for c in containers(cluster, b, namespace)] == ["running"]
+    assert not dataset_exists(cluster, a, namespace)
+    with agent(cluster, b) as client:
+        assert client.call("zfs.snapshots", {"dataset": f"machine-b/{namespace}.data"}) == []
+    assert lock_released(cluster, namespace)
+    assert before_fence, "no final send was seen: where the fence fell is unknown"
+    continued_lines(log_path(b, namespace), before_fence)
+
+
+def cut_data_connections(cluster: Cluster) -> str:
+    """Destroys (``ss -K``, the peer gets a reset) machine-a's TCP connections to machine-b
+    but the agent port's: the data connection of the send under way. Retries until one
+    exists, since the sender connects only after the receiver is set up."""
+    a, b = cluster.machines
+    deadline = time.monotonic() + 30
+    while True:
+        killed = subprocess.run(
+            ["ip", "netns", "exec", a.endpoint.netns, "ss", "-K", "-H", "-tn", "dst",
+             b.endpoint.overlay_ip, "dport", "!=", f":{AGENT_PORT}"],
+            capture_output=True, text=True, check=True).stdout
+        if killed.strip():
+            return killed
+        assert time.monotonic() < deadline, (
+            "no data connection from machine-a to machine-b to cut within 30 s (or `ss -K` "
+            "cannot destroy sockets on this kernel)")
+        time.sleep(0.1)
+
+
+def test_a_connection_cut_mid_pre_copy_resumes(cluster: Cluster, tmp_path: Path) -> None:
+    # 128 MiB of incompressible fill: the full send lasts several seconds, time to cut it.
+    deploy_writer(cluster, tmp_path, "cut", fill_mib=128)
+    run = Apply(cluster, "cut")
+    for event in run:
+        if (event.get("event"), event.get("state"), event.get("kind")) == (
+                "transfer", "started", "full"):
+            cut = cut_data_connections(cluster)
+            break
+    else:
+        pytest.fail("the run never started its full send")
+    status, stderr = run.finish()
+    assert status == 0, f"{stderr}\ncut: {cut}"
+    (full,) = [e for e in run.of("transfer") if e["state"] == "done" and e["kind"] == "full"]
+    assert full["resumes"] >= 1, f"the cut did not hit the full send: {cut}"
+    assert run.of("aborting") == []
+    assert_moved(cluster, "cut", run, run.before_fence)
+
+
+@pytest.mark.parametrize("phase", KILL_PHASES)
+def test_killed_at_a_phase_boundary_then_apply_again_completes(
+        cluster: Cluster, tmp_path: Path, phase: str) -> None:
+    namespace = f"kill-{phase}"
+    deploy_writer(cluster, tmp_path, namespace, fill_mib=4)
+    killed = Apply(cluster, namespace)
+    for event in killed:
+        if event == {"event": "phase", "phase": phase}:
+            killed.process.kill()
+            break
+    assert killed.finish()[0] == -signal.SIGKILL
+    # Whatever it got to, the volume has exactly one owner.
+    owners = [v["owner"] for v in service(cluster, namespace)["volumes"]]
+    assert owners in (["machine-a"], ["machine-b"])
+
+    again = Apply(cluster, namespace)
+    status, stderr = again.finish()
+    assert status == 0, stderr
+    (recovered,) = again.of("recover")
+    if phase == "cleanup":
+        assert recovered["action"] == "cleanup"
+        assert again.of("start") == []  # the committed run is finished, not run again
+    elif phase != "commit":  # killed at the commit, it may have landed or not: both settle
+        assert recovered["action"] == "roll-back"
+    if recovered["action"] == "roll-back":
+        (rolled_back,) = again.of("rolled-back")
+        assert rolled_back["left"] == []
+        assert [e["phase"] for e in again.of("phase")][-2:] == ["commit", "cleanup"]
+    assert_moved(cluster, namespace, again, again.before_fence or killed.before_fence)
+
+
+def fill_pool(hog: str) -> None:
+    """Reserves all the free space of the pool ``hog`` is in for that empty dataset. The
+    writers already moved to that pool keep writing, so the free space can shrink between
+    reading and reserving it: then it is read again."""
+    subprocess.run(["zfs", "create", hog], check=True, capture_output=True)
+    for _ in range(10):
+        free = subprocess.run(["zfs", "get", "-Hp", "-o", "value", "available", hog],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        if subprocess.run(["zfs", "set", f"refreservation={free}", hog],
+                          capture_output=True).returncode == 0:
+            return
+    raise AssertionError(f"could not reserve the free space of {hog}'s pool")
+
+
+def test_a_full_target_pool_aborts_then_apply_again_completes(cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    b = cluster.machines[1]
+    hog = f"{b.pool}/hog"
+    deploy_writer(cluster, tmp_path, "full", fill_mib=4)
+    run = Apply(cluster, "full")
+    try:
+        for event in run:
+            # The room checks passed; the pool fills up before the first byte is sent, with
+            # ployzctl held still so that it does not race the filling.
+            if event.get("event") == "transfer" and event["state"] == "started":
+                run.process.send_signal(signal.SIGSTOP)
+                try:
+                    fill_pool(hog)
+                finally:
+                    run.process.send_signal(signal.SIGCONT)
+                break
+        else:
+            pytest.fail("the run never started a send")
+        status, stderr = run.finish()
+        assert status == 1, stderr
+        assert "aborted during pre-copy" in stderr and "out of space" in stderr, stderr
+        (aborted,) = run.of("aborted")
+        assert aborted["left"] == [], aborted
+        assert run.of("committed") == []
+        assert "nothing was committed; the service runs on its source as before" in stderr
+        assert_still_on_source(cluster, "full")
+        assert not dataset_exists(cluster, b, "full")
+        assert containers(cluster, b, "full") == []
+    finally:
+        subprocess.run(["zfs", "destroy", hog], check=False, capture_output=True)
+
+    again = Apply(cluster, "full")
+    status, stderr = again.finish()
+    assert status == 0, stderr
+    assert again.of("recover") == []  # the abort left nothing to settle
+    assert_moved(cluster, "full", again, again.before_fence)
+
+
+@contextlib.contextmanager
+def agent_lost(cluster: Cluster, machine: Machine) -> Iterator[None]:
+    """The machine's agent is dead inside the block, and back after it."""
+    cluster.stop_agent(machine)
+    try:
+        yield
+    finally:
+        cluster.start_agent(machine)
+
+
+def test_target_agent_lost_before_commit_aborts_then_apply_again_completes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    b = cluster.machines[1]
+    deploy_writer(cluster, tmp_path, "lost", fill_mib=4)
+    run = Apply(cluster, "lost")
+    for event in run:
+        if event == {"event": "phase", "phase": "start"}:
+            # Held still while the target's agent dies, so that the loss lands exactly here.
+            run.process.send_signal(signal.SIGSTOP)
+            break
+    else:
+        pytest.fail("the run never reached its start phase")
+    with agent_lost(cluster, b):
+        run.process.send_signal(signal.SIGCONT)
+        status, stderr = run.finish()
+    assert status == 1, stderr
+    assert "aborted during start" in stderr
+    assert "restarted container" in stderr and "on machine-a" in stderr
+    (aborted,) = run.of("aborted")
+    assert aborted["step"] == "start" and run.of("committed") == []
+    # What the lost agent could not undo is named, each on machine-b: the container created
+    # there before the fence and the received dataset.
+    assert aborted["left"] and all("machine-b" in left for left in aborted["left"])
+    assert "LEFT BEHIND" in stderr and "machine-b/lost.data" in stderr
+    assert_still_on_source(cluster, "lost")
+    assert [c["labels"][LABEL_DEPLOY] for c in containers(cluster, b, "lost")] == [
+        aborted["deploy_id"]]
+    assert dataset_exists(cluster, b, "lost")  # left behind; machine-a still owns the volume
+
+    again = Apply(cluster, "lost")
+    status, stderr = again.finish()
+    assert status == 0, stderr
+    (rolled_back,) = again.of("rolled-back")
+    assert rolled_back["deploy_id"] == aborted["deploy_id"] and rolled_back["left"] == []
+    assert_moved(cluster, "lost", again, again.before_fence)

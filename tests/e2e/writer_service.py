@@ -1,0 +1,97 @@
+"""The service the migration tests move: a busybox shell appending consecutive numbers to a log on
+its volume, behind a file of incompressible fill that sets how much data pre-copy carries. A
+line on the source is a write the service acknowledged, so "every line written before the fence
+is on the target" is the migration's promise made checkable."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox_operator import agent, ployzctl
+
+from ployz.runtime.model import service_labels
+from ployz.runtime.testimage import TEST_IMAGE
+from ployz.sandbox.cluster import Cluster, Machine
+
+MANIFEST = textwrap.dedent("""
+    namespace = "{namespace}"
+    [[volumes]]
+    name = "data"
+    quota = "256M"
+    owner = "machine-a"
+    [[services]]
+    name = "writer"
+    placement = "machine-a"
+    [services.template]
+    image = "{image}"
+    command = ["sh", "-c", {writer}]
+    mounts = {{ data = "/data" }}
+""")
+
+
+def writer_command(fill_mib: int) -> str:
+    """Resumes the numbering where the log ends, so the lines stay consecutive across machines;
+    ``fill_mib`` MiB of incompressible data make pre-copy carry more than the final send; exits
+    on SIGTERM (a shell as PID 1 ignores it, and the stop would wait for its SIGKILL)."""
+    return ("trap 'exit 0' TERM; "
+            f"[ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count={fill_mib} "
+            "2>/dev/null; "
+            "i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; "
+            "while true; do i=$((i+1)); echo $i >> /data/log; sync; sleep 0.05; done")
+
+
+def log_path(machine: Machine, namespace: str) -> Path:
+    """The writer's log as the operator sees it, where ``machine`` mounts the volume."""
+    return machine.home / "pool" / f"{namespace}.data" / "log"
+
+
+def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str, fill_mib: int = 32) -> Path:
+    """Deploys the writer on machine-a; returns its log file once it has lines."""
+    path = tmp_path / f"{namespace}.toml"
+    path.write_text(MANIFEST.format(namespace=namespace, image=TEST_IMAGE,
+                                    writer=json.dumps(writer_command(fill_mib))))
+    done = ployzctl(cluster, "deploy", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    a = cluster.machines[0]
+    log = log_path(a, namespace)
+    deadline = time.monotonic() + 300
+    while not (log.exists() and len(log.read_text().split()) > 20):
+        if time.monotonic() > deadline:
+            states = [(c["name"], c["state"], c["exit_code"])
+                      for c in containers(cluster, a, namespace)]
+            mounted = os.path.ismount(log.parent)
+            raise AssertionError(f"the writer wrote nothing to {log} (mounted there: {mounted}; "
+                                 f"containers: {states})")
+        time.sleep(1)
+    return log
+
+
+def lines(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()]
+
+
+def continued_lines(log: Path, before_fence: list[int]) -> list[int]:
+    """The lines of ``log`` (on the target) once the service has written there: it must keep
+    every line written before the fence, in order, and go on from them."""
+    deadline = time.monotonic() + 60
+    while len(lines(log)) <= len(before_fence):
+        assert time.monotonic() < deadline, f"the service does not write to {log}"
+        time.sleep(1)
+    after = lines(log)
+    assert after[:len(before_fence)] == before_fence
+    return after
+
+
+def containers(cluster: Cluster, machine: Machine, namespace: str) -> list[dict[str, Any]]:
+    with agent(cluster, machine) as client:
+        return client.call("container.list", {"labels": service_labels(namespace)})
+
+
+def apply_events(cluster: Cluster, *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    done = ployzctl(cluster, "migrate", "apply", *args, "--json")
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines()], done.stderr
