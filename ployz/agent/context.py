@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ployz.agent.state import AgentState
-from ployz.runtime import DockerRuntime
+from ployz.runtime.docker_runtime import DockerRuntime
 
 
 @dataclass

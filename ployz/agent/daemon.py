@@ -31,7 +31,7 @@ from ployz.agent.keys import BadKey, read_public_key
 from ployz.agent.protocol import format_address, parse_address
 from ployz.agent.server import AgentServer
 from ployz.agent.state import AgentState
-from ployz.runtime import DEFAULT_SOCKET, DockerRuntime
+from ployz.runtime.docker_runtime import DEFAULT_SOCKET, DockerRuntime
 
 METHOD_GROUPS = ("agent_info", "containers", "zfs_ops", "transfers")
 """Modules of :mod:`ployz.agent.methods` whose ``register(registry, context)`` is called."""

@@ -1,6 +1,9 @@
-"""Containers through the Docker Engine API: the service model, the runtime and its errors."""
+"""Containers through the Docker Engine API: the service model, the runtime and its errors.
 
-from ployz.runtime.docker_runtime import DEFAULT_SOCKET, DockerRuntime
+The runtime itself is :class:`ployz.runtime.docker_runtime.DockerRuntime`, imported from its
+module: it brings in the Docker SDK, which the orchestrator and ployzctl, needing only the
+model and the errors, should not pay for on every command."""
+
 from ployz.runtime.errors import (
     ContainerExists,
     ContainerExited,
@@ -26,7 +29,6 @@ from ployz.runtime.model import (
 )
 
 __all__ = [
-    "DEFAULT_SOCKET",
     "LABEL_DEPLOY",
     "LABEL_NAMESPACE",
     "LABEL_SERVICE",
@@ -37,7 +39,6 @@ __all__ = [
     "ContainerUnhealthy",
     "DaemonUnreachable",
     "DockerRequestFailed",
-    "DockerRuntime",
     "Healthcheck",
     "ImageMissing",
     "Mount",

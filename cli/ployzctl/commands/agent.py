@@ -11,13 +11,14 @@ from pathlib import Path
 from ployz.agent import AgentClient, AgentError
 from ployz.agent.daemon import add_arguments, config_from_args, run
 from ployz.agent.keys import BadKey, generate_private_key, load_private_key, public_key_text
+from ployzctl.commands import SUMMARIES
 from ployzctl.output import fail, print_json
 
 KEY_ENV = "PLOYZ_KEY"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("agent", help="the machine agent")
+    parser = subparsers.add_parser("agent", help=SUMMARIES["agent"])
     commands = parser.add_subparsers(dest="agent_command", required=True, metavar="SUBCOMMAND")
 
     run_parser = commands.add_parser("run", help="run the agent of this machine (as ployzd)")

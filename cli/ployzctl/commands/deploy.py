@@ -16,6 +16,7 @@ from ployz.deploy.apply import deploy
 from ployz.deploy.manifest import load_manifest
 from ployz.deploy.plan import DeployPlan, make_plan
 from ployz.deploy.sizes import format_size
+from ployzctl.commands import SUMMARIES
 from ployzctl.config import (
     ConfigError,
     add_agent_arguments,
@@ -28,7 +29,7 @@ from ployzctl.output import print_json, print_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("deploy", help="deploy a manifest (deploy.toml)")
+    parser = subparsers.add_parser("deploy", help=SUMMARIES["deploy"])
     _add_common(parser)
     add_agent_arguments(parser)
     parser.set_defaults(func=_deploy)

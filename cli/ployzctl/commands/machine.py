@@ -9,6 +9,7 @@ import sys
 from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
 from ployz.deploy.sizes import format_size
+from ployzctl.commands import SUMMARIES
 from ployzctl.commands.migrate import EventPrinter
 from ployzctl.config import (
     add_agent_arguments,
@@ -24,7 +25,7 @@ _COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "POOL FREE", "POOL USED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("machine", help="the cluster's machines")
+    parser = subparsers.add_parser("machine", help=SUMMARIES["machine"])
     commands = parser.add_subparsers(dest="machine_command", required=True, metavar="SUBCOMMAND")
     ls = commands.add_parser("ls", help="list machines: lifecycle, address, pool, heartbeat")
     add_control_argument(ls)

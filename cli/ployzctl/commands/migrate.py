@@ -28,6 +28,7 @@ from ployz.deploy.migration import (
 )
 from ployz.deploy.migration.plan import moved_manifest
 from ployz.deploy.sizes import format_size
+from ployzctl.commands import SUMMARIES
 from ployzctl.config import (
     add_agent_arguments,
     add_control_argument,
@@ -40,8 +41,7 @@ from ployzctl.progress_bar import ProgressBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("migrate", help="move a service and its volumes to another "
-                                                   "machine")
+    parser = subparsers.add_parser("migrate", help=SUMMARIES["migrate"])
     commands = parser.add_subparsers(dest="migrate_command", required=True, metavar="SUBCOMMAND")
     for name, func, help_text in (
         ("preview", _preview, "print the migration plan; changes nothing"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ployz.deploy.inspect import service_rows
+from ployzctl.commands import SUMMARIES
 from ployzctl.config import add_control_argument, open_control, reported
 from ployzctl.output import print_json, print_table
 
@@ -12,7 +13,7 @@ _COLUMNS = ("NAMESPACE", "SERVICE", "MACHINE", "IMAGE", "VOLUMES", "COMMIT")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("service", help="deployed services")
+    parser = subparsers.add_parser("service", help=SUMMARIES["service"])
     commands = parser.add_subparsers(dest="service_command", required=True, metavar="SUBCOMMAND")
     ls = commands.add_parser("ls", help="list services with their machine and volumes")
     add_control_argument(ls)

@@ -32,12 +32,13 @@ from ployz.transfer import (
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.tickets import generate_keypair, load_private_key, load_public_key
 from ployz.transfer.units import parse_rate
+from ployzctl.commands import SUMMARIES
 from ployzctl.output import fail, print_json
 from ployzctl.progress_bar import ProgressBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("transfer", help="send or receive one stream")
+    parser = subparsers.add_parser("transfer", help=SUMMARIES["transfer"])
     commands = parser.add_subparsers(dest="transfer_command", required=True,
                                      metavar="SUBCOMMAND")
 

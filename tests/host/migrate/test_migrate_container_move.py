@@ -25,7 +25,8 @@ from deploy_cluster import Cluster
 from ployz.agent.keys import load_private_key
 from ployz.agent.protocol import parse_address
 from ployz.control import Machine, deploy_lock_name
-from ployz.runtime import DockerRuntime, service_labels
+from ployz.runtime import service_labels
+from ployz.runtime.docker_runtime import DockerRuntime
 
 pytestmark = pytest.mark.host
 

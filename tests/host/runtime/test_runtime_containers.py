@@ -16,7 +16,6 @@ from ployz.runtime import (
     ContainerNotFound,
     ContainerUnhealthy,
     DaemonUnreachable,
-    DockerRuntime,
     Healthcheck,
     ImageMissing,
     Mount,
@@ -26,6 +25,7 @@ from ployz.runtime import (
     WaitTimeout,
     service_labels,
 )
+from ployz.runtime.docker_runtime import DockerRuntime
 
 pytestmark = pytest.mark.host
 
