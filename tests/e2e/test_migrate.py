@@ -119,6 +119,9 @@ def test_cleanup_leaves_no_migration_snapshot_or_hold(cluster: Cluster, moved: d
         assert a.call("zfs.snapshots", {"dataset": "machine-a/shop.data"}) == []
         assert b.call("zfs.snapshots", {"dataset": "machine-b/shop.data"}) == []
         assert a.call("zfs.exists", {"name": "machine-a/shop.data"})  # --keep-source
+        # the volume's quota moved with it
+        assert b.call("zfs.get", {"name": "machine-b/shop.data", "props": ["quota"]}) == {
+            "quota": 256 << 20}
 
 
 def test_moving_back_onto_a_kept_source_dataset_is_refused(cluster: Cluster,
