@@ -97,7 +97,9 @@ def run(pipeline: Pipeline) -> Measured:
                 send_out, _ = sender.communicate("go\n", timeout=TIMEOUT)
                 send_err = (logs / "tx.err").read_text()
                 if sender.returncode != 0:  # the receiver may wait forever: not for it
-                    raise RuntimeError(f"sender exited {sender.returncode}: {tail(send_err)}")
+                    # some tools (bzfs) report their errors on stdout, not stderr
+                    raise RuntimeError(f"sender exited {sender.returncode}: "
+                                       f"{tail(send_err) or tail(send_out or '')}")
                 if receiver is not None:
                     receiver.wait(timeout=TIMEOUT)
                 seconds, cpu = time.perf_counter() - start, children_cpu() - cpu

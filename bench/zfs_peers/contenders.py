@@ -83,7 +83,10 @@ def syncoid(options: str, over_ssh: bool = False) -> Callable[[Run], Pipeline]:
 def bzfs(options: str) -> Callable[[Run], Pipeline]:
     def pipeline(run: Run) -> Pipeline:
         logs = run.work / "bzfs-logs"
-        return Pipeline(send=f"bzfs {run.job.dataset} {run.target} --log-dir={logs} {options}")
+        # bzfs may report a failure only in its log file: its tail becomes the error
+        return Pipeline(send=f"bzfs {run.job.dataset} {run.target} --log-dir={logs} {options}"
+                             f" || {{ status=$?; find {logs} -name '*.log' -exec tail -n 3 {{}} +"
+                             " >&2; exit $status; }")
     return pipeline
 
 
