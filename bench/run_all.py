@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,10 @@ def in_vm(module: str, report: str, variables: tuple[str, ...], *extra: str,
 
 
 def zfs_peers() -> dict[str, Any]:
+    # bzfs keeps its ssh sockets under the user's ~/.ssh (from the password database, not
+    # $HOME) and creates it if missing; the guest sees this machine's home read-only
+    ssh_dir = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
     return in_vm("bench.zfs_peers", "bench-zfs-peers.json", ZFS_VARS)
 
 
