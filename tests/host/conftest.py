@@ -7,6 +7,7 @@ a Docker daemon the machine may already run on the default socket.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,9 @@ def dockerd() -> Iterator[TestDockerd]:
     if binary is None:
         raise RuntimeError("dockerd not found: run `make setup` (Debian package docker.io)")
     root = Path(tempfile.mkdtemp(prefix="pz-dockerd-"))
+    # containerd namespaces allow letters and digits joined by single '.', '_' or '-', and a
+    # temporary name may end in '_' or hold '__': a name of its own, made of hex digits
+    tag = f"ployz-test-{secrets.token_hex(4)}"
     socket = str(root / "docker.sock")
     log = root / "dockerd.log"
     with log.open("wb") as log_file:
@@ -74,10 +78,10 @@ def dockerd() -> Iterator[TestDockerd]:
                 "-H", f"unix://{socket}",
                 "--bridge", "none",
                 "--iptables=false",
-                "--cgroup-parent", f"ployz-test-{root.name}",
+                "--cgroup-parent", tag,
                 # Own namespaces, in case it finds the machine's containerd and shares it.
-                "--containerd-namespace", f"ployz-test-{root.name}",
-                "--containerd-plugins-namespace", f"ployz-test-plugins-{root.name}",
+                "--containerd-namespace", tag,
+                "--containerd-plugins-namespace", f"{tag}-plugins",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
