@@ -23,6 +23,7 @@ placement = "machine-a"
 image = "ployz-test/busybox:latest"
 mounts = { data = "/data" }
 command = ["sh", "-c", """
+trap 'exit 0' TERM
 [ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count=48 2>/dev/null
 i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}
 while true; do i=$((i+1)); echo $i >> /data/log; sync; sleep 0.1; done
