@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.client import AgentClient
 from ployz.deploy.manifest import parse_manifest
+from ployz.deploy.migration.target import prepare_container
 from ployz.deploy.migration.transfer import send_snapshot
-from ployz.deploy.specs import container_spec, service_fact, volume_mountpoint
 from ployz.runtime.model import service_labels
 
 SNAPSHOT = "stop-first"
@@ -30,7 +30,6 @@ def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519Pri
     seconds of each step of the window and ``total``."""
     manifest = parse_manifest(manifest_text, "stop-first")
     (manifest_service,) = manifest.services
-    service = service_fact(manifest.namespace, manifest_service)
     labels = service_labels(manifest.namespace, manifest_service.name)
     (running,) = source.call("container.list", {"labels": labels})
     (volume,) = manifest.volumes
@@ -56,17 +55,13 @@ def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519Pri
                          transfer_id=f"stop-first-{manifest.namespace}", snapshot=snapshot,
                          base=None, target_dataset=f"{target_pool}/{dataset}")
     lap("final_send")
-    pool_mountpoint = target.call("zfs.get", {"name": target_pool,
-                                              "props": ["mountpoint"]})["mountpoint"]
-    mountpoint = volume_mountpoint(pool_mountpoint, f"{target_pool}/{dataset}")
-    target.call("zfs.mount", {"dataset": f"{target_pool}/{dataset}", "mountpoint": mountpoint})
-    spec = container_spec(service, f"stop-first-{manifest.namespace}",
-                          {volume.name: mountpoint}, {volume.name: False})
-    target.call("container.create", {"spec": spec.model_dump(mode="json")})
+    name = prepare_container(target, manifest, manifest_service.name,
+                             f"stop-first-{manifest.namespace}", target_pool,
+                             {volume.name: f"{target_pool}/{dataset}"})
     lap("create")
-    target.call("container.start", {"name": spec.container_name})
+    target.call("container.start", {"name": name})
     lap("start")
-    target.call("container.wait_ready", {"name": spec.container_name,
+    target.call("container.wait_ready", {"name": name,
                                          "timeout_s": READY_TIMEOUT_S},
                 timeout_s=READY_TIMEOUT_S + 30)
     lap("ready")

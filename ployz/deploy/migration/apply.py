@@ -73,8 +73,9 @@ from ployz.deploy.migration.record import (
 )
 from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.migration.settle import Machines, Outcome, clean_up, roll_back
+from ployz.deploy.migration.target import prepare_container
 from ployz.deploy.migration.transfer import SendResult, send_snapshot
-from ployz.deploy.specs import container_spec, service_fact, volume_mountpoint
+from ployz.deploy.specs import service_fact
 from ployz.runtime.model import LABEL_DEPLOY, service_labels
 
 STOP_TIMEOUT_S = 10.0
@@ -394,24 +395,10 @@ class _Run:
 
     def _prepare(self) -> None:
         """Mounts the received datasets and creates the container on the target, unstarted."""
-        manifest = self.plan.manifest
-        service = service_fact(manifest.namespace, next(
-            s for s in manifest.services if s.name == self.plan.ref.service))
-        mountpoints = {}
-        if self.record.volumes:
-            pool_mountpoint = self.target.call("zfs.get", {"name": self.plan.room.pool,
-                                                           "props": ["mountpoint"]})
-            for volume in self.record.volumes:
-                mountpoint = volume_mountpoint(pool_mountpoint["mountpoint"],
-                                               volume.target_dataset)
-                self.target.call("zfs.mount", {"dataset": volume.target_dataset,
-                                               "mountpoint": mountpoint})
-                mountpoints[volume.name] = mountpoint
-        read_only = {v: manifest.volume(v).mode == "ro" for v in mountpoints}
-        spec = container_spec(service, self.deploy_id, mountpoints, read_only)
-        self.target.call("container.create", {"spec": spec.model_dump(mode="json")})
-        self.container = spec.container_name
-        self.emit({"event": "step", "message": f"created {spec.container_name} on "
+        self.container = prepare_container(
+            self.target, self.plan.manifest, self.plan.ref.service, self.deploy_id,
+            self.plan.room.pool, {v.name: v.target_dataset for v in self.record.volumes})
+        self.emit({"event": "step", "message": f"created {self.container} on "
                                                f"{self.plan.target} (starts after the fence)"})
 
     def _start(self) -> None:
