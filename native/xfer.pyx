@@ -34,6 +34,7 @@ cdef extern from "xfer_core.h" nogil:
         uint64_t wire_bytes
         uint64_t frames_zstd
         uint64_t frames_raw
+        uint64_t frames_spliced
         int stop_request
         size_t nsums
         uint32_t frame_size
@@ -43,6 +44,7 @@ cdef extern from "xfer_core.h" nogil:
         uint64_t committed
         uint64_t wire_bytes
         uint64_t frames
+        uint64_t frames_spliced
         int stop_request
         int ended
         uint64_t end_total
@@ -161,6 +163,11 @@ cdef class StreamSender:
     def frames_raw(self):
         return self.s.frames_raw
 
+    @property
+    def frames_spliced(self):
+        """Raw frames that went from the source pipe to the socket by splice(2)."""
+        return self.s.frames_spliced
+
 
 cdef class StreamReceiver:
     """One incoming stream: it keeps the commit point and the running whole-stream checksum
@@ -210,6 +217,11 @@ cdef class StreamReceiver:
     @property
     def frames(self):
         return self.rc.frames
+
+    @property
+    def frames_spliced(self):
+        """Raw frames that went from the socket to the sink pipe by splice(2)."""
+        return self.rc.frames_spliced
 
     @property
     def ended(self):

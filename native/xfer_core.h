@@ -15,6 +15,15 @@
  * same way, whenever no earlier frame is still with a worker. The stages'
  * threads carry names (pz-send-read, pz-send-zstd, pz-recv-read, pz-recv-unzstd; the writers
  * run on the caller's thread) so that per-thread profiles say which stage spends what.
+ *
+ * Between pipes (the sender's source is `zfs send`'s pipe, the receiver's sink the pipe into
+ * `zfs receive`) a frame that travels raw does not pass through memory: each slot owns a pipe,
+ * and the frame moves source -> slot pipe -> socket on one side and socket -> slot pipe -> sink
+ * on the other with splice(2), which hands pages over instead of copying them. Its checksum
+ * reads a tee(2) of the slot pipe, the one copy such a frame costs on each side; the receiver
+ * splices a frame into the sink only after that checksum matched. A frame whose pages do not fit
+ * its slot pipe (a slot pipe holds a bounded number of pages, which partly filled ones waste)
+ * finishes through memory like any other.
  */
 #ifndef PLOYZ_XFER_CORE_H
 #define PLOYZ_XFER_CORE_H
@@ -30,6 +39,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <poll.h>
@@ -148,6 +158,8 @@ typedef struct {
     uint64_t checksum;
     unsigned char *raw;   /* decoded bytes */
     unsigned char *wire;  /* encoded bytes (compressed frames only) */
+    int in_pipe;          /* the frame's bytes are (also) in the slot pipe, to be spliced on */
+    int pipe_rd, pipe_wr; /* the slot pipe; -1 when the ring has none */
 } pz_slot;
 
 typedef struct {
@@ -158,6 +170,9 @@ typedef struct {
     uint64_t next_work;   /* next sequence number a worker should pick up */
     uint64_t written;     /* sequence numbers below this have been written out */
     uint64_t end_seq;     /* sequence number of the end marker (UINT64_MAX: unknown yet) */
+    int piped;            /* slots own pipes: raw frames move by splice */
+    int check_rd, check_wr; /* the pipe a frame is tee'd into to read it for its checksum */
+    int discard_fd;       /* /dev/null, where a slot pipe's copy of a compressed frame goes */
     int stop;
     int err;
     int err_errno;
@@ -184,27 +199,82 @@ static void pz_ring_fail(pz_ring *r, int kind, int e, const char *fmt, ...) {
     pthread_mutex_unlock(&r->mu);
 }
 
-static int pz_ring_init(pz_ring *r, int nslots, size_t raw_size, size_t wire_size) {
+static void pz_close(int *fd) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+/* A pipe that holds at least one frame. A frame of full pages needs `frame` bytes of pipe, one
+ * split into partly filled pages (a `zfs send` record header on a page of its own, a network
+ * segment per page) needs more, so the pipe gets four times that if it may (without privilege
+ * pipes stop at /proc/sys/fs/pipe-max-size). */
+static int pz_pipe_open(int *rd, int *wr, size_t frame) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    for (size_t size = 4 * frame; size >= frame; size /= 2) {
+        if (fcntl(fds[1], F_SETPIPE_SZ, (int)size) >= (int)frame) {
+            *rd = fds[0];
+            *wr = fds[1];
+            return 0;
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    return -1;
+}
+
+static void pz_ring_close_pipes(pz_ring *r) {
+    for (int i = 0; i < r->nslots; i++) {
+        pz_close(&r->slots[i].pipe_rd);
+        pz_close(&r->slots[i].pipe_wr);
+    }
+    pz_close(&r->check_rd);
+    pz_close(&r->check_wr);
+    pz_close(&r->discard_fd);
+    r->piped = 0;
+}
+
+/* Gives every slot a pipe (and the ring its check pipe) when `piped` asks for it; without them
+ * (no pipes left, a size the kernel refuses) the ring simply moves every frame through memory. */
+static void pz_ring_open_pipes(pz_ring *r, size_t frame) {
+    r->piped = 1;
+    for (int i = 0; i < r->nslots && r->piped; i++)
+        r->piped = pz_pipe_open(&r->slots[i].pipe_rd, &r->slots[i].pipe_wr, frame) == 0;
+    if (r->piped) r->piped = pz_pipe_open(&r->check_rd, &r->check_wr, frame) == 0;
+    if (r->piped) r->piped = (r->discard_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) >= 0;
+    if (!r->piped) pz_ring_close_pipes(r);
+}
+
+static int pz_ring_init(pz_ring *r, int nslots, size_t raw_size, size_t wire_size, int piped) {
     memset(r, 0, sizeof *r);
     r->nslots = nslots;
     r->end_seq = UINT64_MAX;
+    r->check_rd = r->check_wr = r->discard_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     for (int i = 0; i < nslots; i++) {
+        r->slots[i].pipe_rd = r->slots[i].pipe_wr = -1;
         r->slots[i].raw = malloc(raw_size);
         r->slots[i].wire = wire_size ? malloc(wire_size) : NULL;
         if (!r->slots[i].raw || (wire_size && !r->slots[i].wire)) return -1;
     }
+    if (piped) pz_ring_open_pipes(r, raw_size);
     return 0;
 }
 
 static void pz_ring_free(pz_ring *r) {
+    pz_ring_close_pipes(r);
     for (int i = 0; i < r->nslots; i++) {
         free(r->slots[i].raw);
         free(r->slots[i].wire);
     }
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+}
+
+static int pz_is_pipe(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
 /* Waits until slot `seq` is in `state` (or the pipeline stopped); returns the slot or NULL. */
@@ -313,6 +383,131 @@ static void pz_bucket_take(pz_bucket *b, double n, volatile int *stop) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Raw frames between pipes, by splice(2) and tee(2)                                          */
+
+static ssize_t pz_read_full(int fd, unsigned char *buf, size_t want) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = read(fd, buf + got, want - got);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+/* Waits until `fd` has `events`. Gives up after `timeout_ms` (-1: never) with errno EAGAIN, or
+ * when `wake_fd` (-1: none) becomes readable, with errno ECANCELED. */
+static int pz_wait_fd(int fd, short events, int wake_fd, int timeout_ms) {
+    for (;;) {
+        struct pollfd fds[2] = {{fd, events, 0}, {wake_fd, POLLIN, 0}};
+        int ready = poll(fds, wake_fd >= 0 ? 2 : 1, timeout_ms);
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (ready == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (wake_fd >= 0 && fds[1].revents) {
+            errno = ECANCELED;
+            return -1;
+        }
+        return 0;
+    }
+}
+
+/* Splices up to `want` bytes from `from` into a slot pipe, waiting for `from` as pz_wait_fd
+ * does (so a blocking socket's receive timeout and the receiver's wake pipe still apply).
+ * Returns the bytes moved: fewer than `want` when `from` ended, or when the slot pipe ran out of
+ * room (`*full`); -1 with errno on failure. */
+static ssize_t pz_splice_fill(int from, int pipe_wr, size_t want, int wake_fd, int idle_ms,
+                              int *full) {
+    size_t got = 0;
+    *full = 0;
+    while (got < want) {
+        if (pz_wait_fd(from, POLLIN, wake_fd, idle_ms) != 0) return -1;
+        ssize_t n = splice(from, NULL, pipe_wr, NULL, want - got,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n == 0) break;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return -1;
+        struct pollfd room = {pipe_wr, POLLOUT, 0};
+        if (poll(&room, 1, 0) == 0) {
+            *full = 1;
+            break;
+        }
+    }
+    return (ssize_t)got;
+}
+
+/* Reads the `len` bytes a slot pipe holds into the slot's memory and leaves them in the pipe:
+ * tee(2) into the ring's check pipe (as large as a slot pipe, and empty), then read that. */
+static int pz_pipe_peek(pz_ring *r, pz_slot *slot, size_t len) {
+    ssize_t n = tee(slot->pipe_rd, r->check_wr, len, SPLICE_F_NONBLOCK);
+    if (n < 0) return -1;
+    if (pz_read_full(r->check_rd, slot->raw, (size_t)n) != n) return -1;
+    if ((size_t)n != len) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes a slot pipe's `len` bytes out into the slot's memory: the frame goes on as one that was
+ * never in a pipe. */
+static int pz_pipe_unload(pz_slot *slot, size_t len) {
+    slot->in_pipe = 0;
+    return pz_read_full(slot->pipe_rd, slot->raw, len) == (ssize_t)len ? 0 : -1;
+}
+
+/* Fills a slot with `want` bytes from `from` through its pipe: the bytes end up both in the pipe
+ * (`in_pipe`) and in memory, or, if they did not fit the pipe, in memory only, the rest read by
+ * `read_rest`. Returns the bytes filled, fewer than `want` only where `from` ended. */
+static ssize_t pz_slot_fill(pz_ring *r, pz_slot *slot, int from, size_t want, int wake_fd,
+                            int idle_ms, ssize_t (*read_rest)(void *, unsigned char *, size_t),
+                            void *ctx) {
+    int full;
+    ssize_t n = pz_splice_fill(from, slot->pipe_wr, want, wake_fd, idle_ms, &full);
+    if (n < 0) return -1;
+    slot->in_pipe = n > 0;
+    if (full) {
+        if (pz_pipe_unload(slot, (size_t)n) != 0) return -1;
+        ssize_t rest = read_rest(ctx, slot->raw + n, want - (size_t)n);
+        return rest < 0 ? -1 : n + rest;
+    }
+    if (n > 0 && pz_pipe_peek(r, slot, (size_t)n) != 0 &&
+        pz_pipe_unload(slot, (size_t)n) != 0)
+        return -1;
+    return n;
+}
+
+/* Moves `len` bytes from a slot pipe to `to` (a socket, a pipe or /dev/null). */
+static int pz_splice_out(int pipe_rd, int to, size_t len) {
+    while (len > 0) {
+        ssize_t n = splice(pipe_rd, NULL, to, NULL, len, SPLICE_F_MOVE);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EPIPE;
+            return -1;
+        }
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Sender                                                                                     */
 
 typedef struct {
@@ -333,6 +528,7 @@ typedef struct {
     volatile uint64_t wire_bytes;    /* bytes put on the wire, headers included, all runs */
     volatile uint64_t frames_zstd;   /* frames sent compressed, all runs */
     volatile uint64_t frames_raw;    /* frames sent raw, all runs */
+    volatile uint64_t frames_spliced; /* raw frames that went from a pipe by splice, all runs */
     volatile int stop_request;
     /* per run */
     int src_fd;
@@ -391,21 +587,11 @@ static uint64_t pz_chain(const uint64_t *sums, size_t n) {
     return XXH3_64bits(sums, n * sizeof *sums);
 }
 
-static ssize_t pz_read_full(int fd, unsigned char *buf, size_t want) {
-    size_t got = 0;
-    while (got < want) {
-        ssize_t n = read(fd, buf + got, want - got);
-        if (n == 0) break;
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        got += (size_t)n;
-    }
-    return (ssize_t)got;
-}
-
 static int pz_auto_skips(pz_sender *s, uint64_t seq);
+
+static ssize_t pz_source_read(void *ctx, unsigned char *buf, size_t want) {
+    return pz_read_full(((pz_sender *)ctx)->src_fd, buf, want);
+}
 
 static void *pz_send_reader(void *arg) {
     pz_sender *s = arg;
@@ -418,7 +604,12 @@ static void *pz_send_reader(void *arg) {
         if (!slot) return NULL;
         size_t want = s->frame_size;
         if (remaining < want) want = (size_t)remaining;
-        ssize_t n = want ? pz_read_full(s->src_fd, slot->raw, want) : 0;
+        slot->in_pipe = 0;
+        ssize_t n = 0;
+        if (want && r->piped)
+            n = pz_slot_fill(r, slot, s->src_fd, want, -1, -1, pz_source_read, s);
+        else if (want)
+            n = pz_read_full(s->src_fd, slot->raw, want);
         if (n < 0) {
             pz_ring_fail(r, PZ_E_SOURCE, errno, "reading the source at offset %llu: %s",
                          (unsigned long long)offset, strerror(errno));
@@ -556,9 +747,16 @@ static void *pz_send_worker(void *arg) {
     }
 }
 
-static int pz_send_all(int fd, struct iovec *iov, int iovcnt) {
+/* Writes every byte of `iov`. `flags` (MSG_MORE) apply where `fd` is a socket; the data path
+ * also writes to other descriptors (/dev/null in the CPU probe and the micro-benchmarks). */
+static int pz_send_all(int fd, struct iovec *iov, int iovcnt, int flags) {
     while (iovcnt > 0) {
-        ssize_t n = writev(fd, iov, iovcnt);
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = flags ? sendmsg(fd, &msg, flags) : writev(fd, iov, iovcnt);
+        if (n < 0 && errno == ENOTSOCK && flags) {
+            flags = 0;
+            continue;
+        }
         if (n < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -573,6 +771,21 @@ static int pz_send_all(int fd, struct iovec *iov, int iovcnt) {
             iov->iov_len -= (size_t)n;
         }
     }
+    return 0;
+}
+
+/* Puts a frame on the wire: a raw frame held in its slot pipe is spliced behind its header
+ * (MSG_MORE keeps the two in the same segments); any other goes from memory, and a compressed
+ * frame's copy in the slot pipe is dropped. */
+static int pz_send_frame(pz_sender *s, pz_slot *slot, struct iovec iov[2]) {
+    if (!slot->in_pipe) return pz_send_all(s->sock_fd, iov, 2, 0);
+    if (slot->flags & PZ_FLAG_ZSTD)
+        return pz_send_all(s->sock_fd, iov, 2, 0) != 0 ? -1
+               : pz_splice_out(slot->pipe_rd, s->ring.discard_fd, slot->raw_len);
+    if (pz_send_all(s->sock_fd, iov, 1, MSG_MORE) != 0 ||
+        pz_splice_out(slot->pipe_rd, s->sock_fd, slot->raw_len) != 0)
+        return -1;
+    s->frames_spliced++;
     return 0;
 }
 
@@ -615,7 +828,7 @@ static void pz_send_writer(pz_sender *s) {
         }
         pz_bucket_take(&s->bucket, (double)(PZ_HEADER_SIZE + slot->wire_len),
                        &s->stop_request);
-        if (pz_send_all(s->sock_fd, iov, 2) != 0) {
+        if (pz_send_frame(s, slot, iov) != 0) {
             int e = errno;
             pz_ring_fail(r, pz_socket_error_kind(e), e, "sending frame at offset %llu: %s",
                          (unsigned long long)slot->offset, strerror(e));
@@ -663,7 +876,7 @@ static void pz_send_writer(pz_sender *s) {
                    pz_frame_checksum(p, PZ_END_PAYLOAD, s->raw_bytes)};
     pz_header_pack(&h, hdr);
     struct iovec iov[1] = {{hdr, sizeof hdr}};
-    if (pz_send_all(s->sock_fd, iov, 1) != 0) {
+    if (pz_send_all(s->sock_fd, iov, 1, 0) != 0) {
         int e = errno;
         pz_ring_fail(r, pz_socket_error_kind(e), e, "sending the end frame: %s", strerror(e));
         return;
@@ -716,7 +929,7 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->bucket.last = pz_now();
     pz_ring *r = &s->ring;
     size_t wire_size = s->workers ? ZSTD_compressBound(s->frame_size) : 0;
-    if (pz_ring_init(r, s->nslots, s->frame_size, wire_size) != 0) {
+    if (pz_ring_init(r, s->nslots, s->frame_size, wire_size, pz_is_pipe(src_fd)) != 0) {
         pz_ring_free(r);
         snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
         return PZ_E_RESOURCE;
@@ -761,6 +974,7 @@ typedef struct {
     volatile uint64_t committed;   /* bytes written to the sink, verified (absolute offset) */
     volatile uint64_t wire_bytes;  /* bytes read off the wire, headers included, all runs */
     volatile uint64_t frames;      /* frames written, all runs */
+    volatile uint64_t frames_spliced; /* raw frames spliced into a pipe sink, all runs */
     int short_frame_seen;          /* a frame shorter than frame_size must be the last */
     volatile int stop_request;
     /* end of stream, filled by a run that saw the end frame */
@@ -847,22 +1061,26 @@ static int pz_recv_exact(pz_receiver *rc, unsigned char *buf, size_t want) {
         }
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-        struct pollfd fds[2] = {{rc->sock_fd, POLLIN, 0}, {rc->wake[0], POLLIN, 0}};
-        int ready = poll(fds, 2, rc->idle_ms);
-        if (ready < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (ready == 0) {
-            errno = EAGAIN;
-            return -1;
-        }
-        if (fds[1].revents) {
-            errno = ECANCELED;
-            return -1;
-        }
+        if (pz_wait_fd(rc->sock_fd, POLLIN, rc->wake[0], rc->idle_ms) != 0) return -1;
     }
     return 0;
+}
+
+static ssize_t pz_socket_read(void *ctx, unsigned char *buf, size_t want) {
+    return pz_recv_exact(ctx, buf, want) == 0 ? (ssize_t)want : -1;
+}
+
+/* A frame's payload: into the slot pipe (and, through a tee, memory) when the ring has pipes
+ * and the frame is raw, else into memory. */
+static int pz_recv_payload(pz_receiver *rc, pz_slot *slot, const pz_header *h) {
+    slot->in_pipe = 0;
+    if (!rc->ring.piped || (h->flags & (PZ_FLAG_ZSTD | PZ_FLAG_END)))
+        return pz_recv_exact(rc, (h->flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw,
+                             h->wire_len);
+    ssize_t n = pz_slot_fill(&rc->ring, slot, rc->sock_fd, h->wire_len, rc->wake[0],
+                             rc->idle_ms, pz_socket_read, rc);
+    if (n >= 0 && (size_t)n < h->wire_len) errno = ECONNRESET;
+    return n == (ssize_t)h->wire_len ? 0 : -1;
 }
 
 static void *pz_recv_reader(void *arg) {
@@ -908,8 +1126,7 @@ static void *pz_recv_reader(void *arg) {
                          (unsigned long long)h.offset, h.flags, h.wire_len);
             return NULL;
         }
-        unsigned char *dst = (h.flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw;
-        if (pz_recv_exact(rc, dst, h.wire_len) != 0) {
+        if (pz_recv_payload(rc, slot, &h) != 0) {
             int e = errno;
             pz_ring_fail(r, pz_socket_error_kind(e), e,
                          "connection lost inside the frame at offset %llu: %s",
@@ -999,7 +1216,10 @@ static void pz_recv_writer(pz_receiver *rc) {
                          "was written", (unsigned long long)slot->offset, slot->raw_len);
             return;
         }
-        if (pz_write_all(rc->sink_fd, slot->raw, slot->raw_len) != 0) {
+        int failed = slot->in_pipe
+                         ? pz_splice_out(slot->pipe_rd, rc->sink_fd, slot->raw_len)
+                         : pz_write_all(rc->sink_fd, slot->raw, slot->raw_len);
+        if (failed) {
             int e = errno;
             pz_ring_fail(r, PZ_E_SINK, e, "writing the sink at offset %llu: %s",
                          (unsigned long long)slot->offset, strerror(e));
@@ -1008,6 +1228,7 @@ static void pz_recv_writer(pz_receiver *rc) {
         XXH3_64bits_update(rc->chain, &slot->checksum, sizeof slot->checksum);
         rc->committed = slot->offset + slot->raw_len;
         rc->frames++;
+        if (slot->in_pipe) rc->frames_spliced++;
         if (slot->raw_len < rc->frame_size) rc->short_frame_seen = 1;
         pz_ring_set(r, slot, SLOT_FREE);
     }
@@ -1031,7 +1252,7 @@ static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
     size_t wire_size = rc->workers ? ZSTD_compressBound(rc->frame_size) : 0;
     /* the end frame's payload lands in a raw buffer, which must hold it */
     size_t raw_size = rc->frame_size < PZ_END_PAYLOAD ? PZ_END_PAYLOAD : rc->frame_size;
-    if (pz_ring_init(r, rc->nslots, raw_size, wire_size) != 0) {
+    if (pz_ring_init(r, rc->nslots, raw_size, wire_size, pz_is_pipe(sink_fd)) != 0) {
         pz_ring_free(r);
         close(rc->wake[0]);
         close(rc->wake[1]);

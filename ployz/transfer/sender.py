@@ -66,12 +66,14 @@ class SendResult:
     codec: str
     frames_zstd: int
     frames_raw: int
+    frames_spliced: int
     notices: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         return {"bytes": self.bytes, "wire_bytes": self.wire_bytes,
                 "seconds": round(self.seconds, 3), "resumes": self.resumes, "codec": self.codec,
                 "frames_zstd": self.frames_zstd, "frames_raw": self.frames_raw,
+                "frames_spliced": self.frames_spliced,
                 "notices": list(self.notices), "committed": self.evidence}
 
 
@@ -144,7 +146,7 @@ class Sender:
             self.progress(meter.sample(size, stream.wire_bytes, finished=True))
         return SendResult(evidence, size, stream.wire_bytes, time.monotonic() - started,
                           max(self.accepted - 1, 0), self._codec_label(), stream.frames_zstd,
-                          stream.frames_raw, tuple(self.notices))
+                          stream.frames_raw, stream.frames_spliced, tuple(self.notices))
 
     def _codec_label(self) -> str:
         return self.negotiated if self.negotiated == "none" else self.codec
