@@ -29,10 +29,17 @@ def prepare(work: Path, listen_ip: str, port: int) -> Path:
                             str(work / name)], check=True)
     # sshd refuses to start without its privilege-separation directory
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    # Sessions get an empty home. Otherwise the shell that runs each remote command sources
+    # the user's ~/.bashrc, which may print to stderr. syncoid reads the first line of a remote
+    # command's combined output as its answer (does the target exist?), so such a line makes it
+    # start a full send onto an existing target.
+    home = work / "home"
+    home.mkdir(exist_ok=True)
     config = work / f"sshd_config_{port}"
     config.write_text("\n".join([
         f"ListenAddress {listen_ip}", f"Port {port}", f"HostKey {work / 'host_key'}",
         f"PidFile {work / f'sshd_{port}.pid'}", f"AuthorizedKeysFile {work / 'client_key.pub'}",
+        f"SetEnv HOME={home}",
         "PermitRootLogin yes",
         "UsePAM yes",  # without PAM, root's locked password makes sshd call it invalid
         "StrictModes no", f"Ciphers {fastest_cipher()}", "Compression no", "",

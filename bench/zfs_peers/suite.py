@@ -44,7 +44,8 @@ def newest_guid(dataset: str) -> str:
     return lines[-1] if lines else "none"
 
 
-ENGINE_SUMMARY = ("codec", "frames_zstd", "frames_raw", "bytes", "wire_bytes", "seconds")
+ENGINE_SUMMARY = ("codec", "frames_zstd", "frames_raw", "frames_spliced", "bytes", "wire_bytes",
+                  "seconds")
 
 
 def measure(contender: Contender, job: Job, work: Path) -> dict[str, Any]:
@@ -116,9 +117,13 @@ def run_all(jobs: list[Job], contenders: list[Contender], work: Path, rounds: in
 
 
 @contextlib.contextmanager
-def writable_ssh_home() -> Iterator[None]:
-    """The guest's /root is read-only; ssh wants to write under an existing ~/.ssh (without
-    one it only warns that it cannot create it)."""
+def guest_ssh() -> Iterator[None]:
+    """Makes ssh to the guest itself work as on a booted machine. The guest's /root is
+    read-only, and ssh wants to write under an existing ~/.ssh (without one it only warns that
+    it cannot create it). The guest never finishes booting in systemd's terms, so
+    /run/nologin stays, and PAM prints its "System is booting up" on every session, to stderr,
+    where syncoid takes it for the answer of a remote command."""
+    Path("/run/nologin").unlink(missing_ok=True)
     mounted = os.path.isdir("/root/.ssh") and not os.access("/root/.ssh", os.W_OK)
     if mounted:
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/root/.ssh"], check=True)
@@ -151,7 +156,7 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
 
     try:
-        with (writable_ssh_home(), sshd.daemon(work / "sshd", "127.0.0.1", SSH_PORT),
+        with (guest_ssh(), sshd.daemon(work / "sshd", "127.0.0.1", SSH_PORT),
               pools(size) as jobs):
             jobs = [job for job in jobs if not job_names or job.name in job_names]
             result["datasets"] = {job.name: job.bytes for job in jobs}

@@ -83,6 +83,8 @@ def test_full_then_incremental_from_snapshot_and_bookmark(pools, source, listene
     assert zfs.get(target, ["quota"])["quota"] == 64 * MiB
     assert full.evidence["guid"] == guid(f"{source}@s1")
     assert full.evidence["snapshot"] == f"{target}@s1"
+    # random data: zstd frames that do not shrink travel raw, from pipe to pipe by splice
+    assert full.frames_spliced == full.frames_raw > 0
 
     write_file(f"/run/{source}/two", MiB, seed=2)
     sh("sync")
@@ -90,6 +92,7 @@ def test_full_then_incremental_from_snapshot_and_bookmark(pools, source, listene
     incremental = run_transfer(listener, target, f"{source}@s2", base="@s1", codec="none")
     assert guid(f"{target}@s2") == guid(f"{source}@s2") == incremental.evidence["guid"]
     assert incremental.bytes < full.bytes
+    assert incremental.frames_spliced == incremental.frames_raw > 0
     assert zfs.get(target, ["quota"])["quota"] == 64 * MiB
 
     zfs.bookmark(f"{source}@s2", f"{source}#s2")
