@@ -4,7 +4,10 @@ pre-copy round has new data to carry and the final delta is never empty.
 
 Its readiness check passes once the container has written since it started (the marker is in
 the container's own /tmp, not in the volume), so "ready" means the service answers again; the
-first container is ready at once, so that its deploy does not wait for the fill.
+first container is ready at once, so that its deploy does not wait for the fill. The check's
+time limit is generous: under emulation one `docker exec` of it can take seconds, and a check
+that times out is a failed one (three in a row made the deploy fail as unhealthy). A longer
+limit does not delay the first healthy answer.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ MANIFEST = textwrap.dedent("""
     [services.template.readiness]
     test = ["CMD-SHELL", "test -f /tmp/up"]
     interval_s = 0.5
+    timeout_s = 15
+    retries = 10
 """)
 
 FILL_TIMEOUT_S = 1800.0
