@@ -20,8 +20,9 @@ COMMAND = "make bench"
 
 
 def cell(text: str) -> str:
-    """Table-safe: contender labels are shell pipelines, whose ``|`` would split a cell."""
-    return text.replace("|", "\\|")
+    """Table-safe: contender labels are shell pipelines, whose ``|`` would split a cell, and
+    error messages span lines, which would end the table."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def ratio(ours: float | None, theirs: float | None) -> str:
