@@ -83,21 +83,18 @@ def progress(what: str, outcome: str | dict[str, float]) -> None:
     print(f"datapath: {what}: {detail}", file=sys.stderr, flush=True)
 
 
-WARM_UP_BYTES = 16 * MiB
-
-
-def warm_up(link: network.Link, work: Path) -> None:
-    """One untimed run of every contender on a small stream. The first run of a program reads
-    it and its libraries from disk (for the engine, an interpreter and its packages), a cost
-    that would otherwise fall on whichever contender the suite happens to measure first."""
-    src = work / "warm-up.bin"
-    make_stream("mixed", src, WARM_UP_BYTES)
+def warm_up(link: network.Link, src: Path, work: Path) -> None:
+    """One untimed run of every contender on the first full-size stream. The first run of a
+    program reads it and its libraries from disk (for the engine, an interpreter and its
+    packages), and the first gigabytes written to a fresh tmpfs sink are slower than later ones
+    (1 GiB of codec none took 2.3, 1.5, then 0.6 s in three runs in a row, mbuffer after each
+    of them 1.6, 1.5, 1.3 s): costs that would otherwise fall on whichever contender the suite
+    happens to measure first."""
     for contender in CONTENDERS:
         setup = Setup(link, src, work / f"out-{contender.name}", work, free_port())
         with contextlib.suppress(Exception):  # a contender that fails shows in the real runs
             measure_once(contender, setup)
         setup.dst.unlink(missing_ok=True)
-    src.unlink()
 
 
 def run_link(link: network.Link, sources: dict[str, Path], work: Path,
@@ -153,7 +150,7 @@ def run_suite() -> dict[str, Any]:
             try:
                 with LINKS[name]() as link:
                     if index == 0:
-                        warm_up(link, work)
+                        warm_up(link, next(iter(sources.values())), work)
                     results["links"][name] = run_link(link, sources, work, rounds)
             except Exception as exc:  # the link itself could not be made: say so per contender
                 results["links"][name] = {kind: {c.name: {"label": c.label, "role": c.role,
