@@ -16,10 +16,11 @@ from transfer_data import make_data
 from ployz.agent.context import AgentContext
 from ployz.agent.methods.transfers import TransferMethods, UnknownTransfer
 from ployz.transfer import FileSource, TransferError
+from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.tickets import Target, Ticket, sign
 
-SIZE = 6 << 20
-RATE = 2_000_000.0  # bytes per second: the send lasts about 3 s, several polls
+SIZE = 6 * DEFAULT_FRAME_SIZE
+RATE = SIZE / 3  # bytes per second: the send lasts about 3 s, several polls of moving frames
 
 
 def agent_methods(source: Path, key: Ed25519PrivateKey) -> TransferMethods:
