@@ -144,8 +144,10 @@ def zfs_tables(zfs: dict[str, Any]) -> list[str]:
     if "error" in zfs:
         return [f"The ZFS suite could not run: {zfs['error']}", ""]
     sets = zfs["datasets"]
-    out = [f"Inside the VM (software-emulated, {zfs['machine']['cpus']} vCPUs; absolute speeds "
-           f"are emulation speeds, compare ratios). Snapshots: "
+    out = [f"Inside the VM (software-emulated, {zfs['machine']['cpus']} vCPUs whose model "
+           "leaves out the fast-string copies that emulation runs a byte at a time, see "
+           "`bench/results/NOTES.md`; absolute speeds are emulation speeds, compare ratios). "
+           "Snapshots: "
            + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sets.items())
            + ". Each cell: MB/s of stream over the whole command (fixed costs included), then "
            "ours (codec auto) divided by it. Fixed cost: seconds to replicate the tiny "

@@ -12,17 +12,20 @@ Both print ``ready`` once their imports are done (the receiver once it listens),
 waits for a line on stdin before it connects: interpreter start-up is a fixed cost that says
 nothing about the data path, and the pipelines it is compared with start in milliseconds. At the
 end each prints one JSON line: the engine's summary plus ``startup_cpu``, the CPU seconds spent
-before ``ready``, which the benchmark subtracts.
+before ``ready``, which the benchmark subtracts. ``PLOYZ_BENCH_FRAME_SIZE`` sets the sender's
+frame size (default: the engine's).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
 import sys
 
 from ployz.transfer import FileSink, FileSource, Receiver, Sender, Sink, Source
+from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.tickets import load_private_key, load_public_key
 
 
@@ -68,7 +71,8 @@ def send(to: str, privkey: str, src: str, codec: str, base: str | None = None) -
     key, origin = load_private_key(privkey), source(src, base)
     startup = ready()
     sys.stdin.readline()
-    result = Sender(origin, address(to), key=key, codec=codec).send()
+    frame_size = int(os.environ.get("PLOYZ_BENCH_FRAME_SIZE", DEFAULT_FRAME_SIZE))
+    result = Sender(origin, address(to), key=key, codec=codec, frame_size=frame_size).send()
     return {**result.summary(), "startup_cpu": startup}
 
 

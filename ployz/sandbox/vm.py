@@ -35,8 +35,8 @@ DEFAULT_TIMEOUT = 45 * 60
 # qemu's emulated CPU without the fast-string features. With them, the kernel (and glibc) copy
 # memory with `rep movsb`, which software emulation runs a byte at a time: a pipe then moves
 # 128 MiB in 2.4 CPU s instead of 0.6, so every copy weighs four times what it does on hardware
-# and the VM's figures would mostly measure the emulator.
-CPU_MODEL = "max,erms=off,fsrm=off"
+# and the VM's figures would mostly measure the emulator. PLOYZ_VM_CPU overrides it (qemu -cpu).
+CPU_MODEL = os.environ.get("PLOYZ_VM_CPU", "max,erms=off,fsrm=off")
 
 
 class VMError(RuntimeError):
