@@ -654,7 +654,8 @@ static void *pz_send_reader(void *arg) {
 #define PZ_AUTO_GAIN 1.5
 #define PZ_AUTO_RESAMPLE 16
 #define PZ_EWMA 0.2
-#define PZ_LINK_WINDOW 8
+#define PZ_LINK_WINDOW 8                 /* frames, */
+#define PZ_LINK_WINDOW_BYTES (8u << 20) /* or wire bytes, whichever comes first */
 
 /* ratio 0 asks about the best case, a frame that compresses to nothing */
 static int pz_auto_pays(pz_sender *s, double ratio) {
@@ -793,7 +794,9 @@ static int pz_send_frame(pz_sender *s, pz_slot *slot, struct iovec iov[2]) {
 static void pz_send_writer(pz_sender *s) {
     pz_ring *r = &s->ring;
     unsigned char hdr[PZ_HEADER_SIZE + PZ_END_PAYLOAD];
-    /* link speed, measured over windows of frames written back to back (codec auto) */
+    /* link speed, measured over windows of frames written back to back (codec auto); large
+     * frames close a window after fewer of them, so that they do not delay the first
+     * measurement (until it, frames go raw) */
     double window_start = pz_now(), window_bytes = 0, window_unsent = pz_unsent(s->sock_fd);
     int window_frames = 0;
     for (uint64_t seq = 0;; seq++) {
@@ -835,7 +838,7 @@ static void pz_send_writer(pz_sender *s) {
             return;
         }
         window_bytes += PZ_HEADER_SIZE + slot->wire_len;
-        if (++window_frames == PZ_LINK_WINDOW) {
+        if (++window_frames == PZ_LINK_WINDOW || window_bytes >= PZ_LINK_WINDOW_BYTES) {
             double now = pz_now(), unsent = pz_unsent(s->sock_fd);
             double carried = window_bytes - (unsent - window_unsent);
             if (now > window_start && unsent > 0 && carried > 0) {

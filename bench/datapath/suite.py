@@ -97,6 +97,14 @@ def warm_up(link: network.Link, src: Path, work: Path) -> None:
         setup.dst.unlink(missing_ok=True)
 
 
+def rotated(contenders: tuple[Contender, ...], by: int) -> tuple[Contender, ...]:
+    """Each round starts one contender later: whatever a run costs for its position (the first
+    after a change of stream, after iperf3, which writes no sink) falls on each contender in
+    turn rather than on the same one every round."""
+    by %= len(contenders)
+    return contenders[by:] + contenders[:by]
+
+
 def run_link(link: network.Link, sources: dict[str, Path], work: Path,
              rounds: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
@@ -106,8 +114,8 @@ def run_link(link: network.Link, sources: dict[str, Path], work: Path,
         for contender in CONTENDERS:
             if reason := missing_tool(contender):
                 errors[contender.name] = reason
-        for _ in range(rounds):
-            for contender in CONTENDERS:
+        for round_index in range(rounds):
+            for contender in rotated(CONTENDERS, round_index):
                 if contender.name in errors:
                     continue
                 setup = Setup(link, src, work / f"out-{contender.name}", work, free_port())
