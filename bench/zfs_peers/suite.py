@@ -1,6 +1,7 @@
-"""Runs every ZFS contender on every job (rounds interleaved), checks what arrived, and writes
-``$PLOYZ_REPORTS/bench-zfs-peers.json``. Runs inside the ZFS VM, where absolute speeds are
-emulation speeds: only ratios within one run mean anything.
+"""Runs every ZFS contender on every job (rounds interleaved, each starting one contender
+later), checks what arrived, and writes ``$PLOYZ_REPORTS/bench-zfs-peers.json``. Runs inside
+the ZFS VM, where absolute speeds are emulation speeds: only ratios within one run mean
+anything.
 
 Environment: ``PLOYZ_BENCH_ZFS_MIB`` (size of the large snapshots, default 256),
 ``PLOYZ_BENCH_ZFS_ROUNDS`` (default 1), ``PLOYZ_BENCH_ZFS_CONTENDERS`` and
@@ -29,7 +30,7 @@ from typing import Any
 from bench.datapath import sshd
 from bench.datapath.contenders import engine_startup_cpu, last_json
 from bench.datapath.pipeline import run
-from bench.datapath.suite import env_list, exit_on_sigterm, free_port
+from bench.datapath.suite import env_list, exit_on_sigterm, free_port, rotated
 from bench.zfs_peers.contenders import CONTENDERS, SSH_PORT, Contender, Run
 from bench.zfs_peers.pools import Job, MiB, destroy, pools, reset_destination
 
@@ -105,8 +106,8 @@ def run_all(jobs: list[Job], contenders: list[Contender], work: Path, rounds: in
     for job in jobs:
         samples: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
         errors: dict[str, str] = {}
-        for _ in range(rounds):
-            for contender in contenders:
+        for round_index in range(rounds):
+            for contender in rotated(tuple(contenders), round_index):
                 if "error" in results[contender.name] or contender.name in errors:
                     continue
                 if job.name in contender.skip:
