@@ -42,6 +42,7 @@
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -541,6 +542,7 @@ typedef struct {
     /* codec auto's measurements (guarded by ring.mu), kept across runs; 0 means unknown */
     double link_rate;    /* wire bytes per second the socket (and bandwidth limit) take */
     double zstd_speed;   /* raw bytes per second one worker compresses, wall clock */
+    int peer_local;      /* per run: the socket's peer is this machine (a loopback address) */
 } pz_sender;
 
 static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int level, int workers,
@@ -588,6 +590,7 @@ static uint64_t pz_chain(const uint64_t *sums, size_t n) {
 }
 
 static int pz_auto_skips(pz_sender *s, uint64_t seq);
+static void pz_auto_await_link(pz_sender *s, uint64_t seq);
 
 static ssize_t pz_source_read(void *ctx, unsigned char *buf, size_t want) {
     return pz_read_full(((pz_sender *)ctx)->src_fd, buf, want);
@@ -626,6 +629,7 @@ static void *pz_send_reader(void *arg) {
         slot->wire_len = (uint32_t)n;
         offset += (uint64_t)n;
         if (remaining != UINT64_MAX) remaining -= (uint64_t)n;
+        if (s->codec == PZ_CODEC_AUTO) pz_auto_await_link(s, seq);
         int raw = !s->workers || (s->codec == PZ_CODEC_AUTO && pz_auto_skips(s, seq));
         pz_ring_pass(r, slot, seq, raw);
         if ((size_t)n < s->frame_size) { /* a short frame is always the last one */
@@ -652,7 +656,7 @@ static void *pz_send_reader(void *arg) {
  * the peer or the rest of the machine may need. */
 #define PZ_AUTO_SAMPLE (32u << 10)
 #define PZ_AUTO_GAIN 1.5
-#define PZ_AUTO_RESAMPLE 16
+#define PZ_AUTO_RESAMPLE_BYTES (16u << 20)
 #define PZ_EWMA 0.2
 #define PZ_LINK_WINDOW 8                 /* frames, */
 #define PZ_LINK_WINDOW_BYTES (8u << 20) /* or wire bytes, whichever comes first */
@@ -681,15 +685,57 @@ static double pz_ewma(double old, double sample) {
     return old <= 0 ? sample : old + PZ_EWMA * (sample - old);
 }
 
+/* Whether the socket's peer is a loopback address (v4, v6, or v4 mapped into v6). */
+static int pz_peer_is_loopback(int fd) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return 0;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family != AF_INET6) return 0;
+    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* Codec auto sends every frame raw to a peer on this machine, unless a bandwidth limit makes
+ * the connection a slow link: there is no wire to save, and the compressors would take their
+ * CPU from the receiver on the same cores. Measuring cannot tell this case apart: the "link"
+ * measured is the receiver's speed, which falls as soon as compression competes with it. */
+static int pz_auto_raw_only(pz_sender *s) {
+    return s->peer_local && s->bwlimit <= 0;
+}
+
 /* Whether frame `seq` goes raw without a sample: while the link is unknown, and while even a
- * perfect ratio could not pay (a link faster than the compressors), except one frame in
- * PZ_AUTO_RESAMPLE that keeps the speed current. The reader asks first, so that such frames
- * skip the workers. */
+ * perfect ratio could not pay (a link faster than the compressors), except one frame in every
+ * PZ_AUTO_RESAMPLE_BYTES of stream, which keeps the speed current. That period is counted in
+ * bytes, not frames, so that with large frames a compression speed measured low once (a worker
+ * preempted during its sample) does not keep a slow link on raw frames for long. The reader asks
+ * first, so that such frames skip the workers. */
 static int pz_auto_skips(pz_sender *s, uint64_t seq) {
+    if (pz_auto_raw_only(s)) return 1;
     pthread_mutex_lock(&s->ring.mu);
     int link_known = s->link_rate > 0;
     pthread_mutex_unlock(&s->ring.mu);
-    return !link_known || (!pz_auto_pays(s, 0) && seq % PZ_AUTO_RESAMPLE != 0);
+    uint64_t every = PZ_AUTO_RESAMPLE_BYTES / s->frame_size;
+    if (every == 0) every = 1;
+    return !link_known || (!pz_auto_pays(s, 0) && seq % every != 0);
+}
+
+/* The stream's first frames go raw until the link is measured, and the reader runs a ring
+ * ahead of the writer: deciding them all at once would send a ring of frames raw on a slow link
+ * (eight 4 MiB frames, a fifth of a second at 100 MB/s). So the frames of the second link window
+ * wait, before their decision, until the first window has measured the link, or until the writer
+ * has nothing else to send (a link that is not saturated is never measured, and then the wait
+ * ends as soon as it would cost anything). Later frames never wait. */
+static void pz_auto_await_link(pz_sender *s, uint64_t seq) {
+    if (pz_auto_raw_only(s)) return;
+    uint64_t window = (PZ_LINK_WINDOW_BYTES + s->frame_size - 1) / s->frame_size;
+    if (window > PZ_LINK_WINDOW) window = PZ_LINK_WINDOW;
+    if (seq < window || seq >= 2 * window) return;
+    pz_ring *r = &s->ring;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop && s->link_rate <= 0 && r->written < seq) pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* Compresses a sample of the frame (into its wire buffer, overwritten later) to learn its
@@ -924,6 +970,7 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->start_offset = start_offset;
     s->limit = limit;
     s->raw_bytes = start_offset;
+    s->peer_local = pz_peer_is_loopback(sock_fd);
     size_t keep = (size_t)(start_offset / s->frame_size);
     if (keep < s->nsums) s->nsums = keep;
     s->bucket.rate = s->bwlimit;

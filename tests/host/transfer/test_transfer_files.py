@@ -65,6 +65,20 @@ def test_codec_none_never_compresses(tmp_path: Path, data_file, start_receiver,
     assert sent.frames_zstd == 0 and sent.codec == "none"
 
 
+def test_codec_auto_sends_raw_to_a_peer_on_this_machine(tmp_path: Path, data_file,
+                                                         start_receiver, signing_key) -> None:
+    """Text that zstd shrinks fourfold still goes raw over loopback: no wire to save there,
+    and compressing would take the receiver's cores."""
+    src = data_file("text", 4 << 20)
+    receiver = start_receiver(tmp_path / "out")
+    assert receiver.address[0].startswith("127.")
+    sent = Sender(FileSource(src), receiver.address, key=signing_key, codec="auto",
+                  frame_size=FRAME).send()
+    receiver.result()
+    assert same_bytes(src, tmp_path / "out")
+    assert sent.codec == "auto" and sent.frames_zstd == 0 and sent.frames_raw == (4 << 20) // FRAME
+
+
 def test_progress_reaches_exactly_100_percent_and_never_more(tmp_path: Path, data_file,
                                                              start_receiver,
                                                              signing_key) -> None:
