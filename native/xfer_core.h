@@ -517,7 +517,6 @@ typedef struct {
     int codec;
     int level;
     int workers;
-    int nslots;
     double bwlimit;
     /* the frame checksums of the stream so far, from offset 0: the whole-stream checksum is
      * xxh3-64 over them, and a resume truncates them to the receiver's commit point */
@@ -543,6 +542,8 @@ typedef struct {
     double link_rate;    /* wire bytes per second the socket (and bandwidth limit) take */
     double zstd_speed;   /* raw bytes per second one worker compresses, wall clock */
     int peer_local;      /* per run: the socket's peer is this machine (a loopback address) */
+    int run_workers;     /* per run: compression threads started; none when every frame goes
+                          * raw (codec none, or codec auto to a loopback peer) */
 } pz_sender;
 
 static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int level, int workers,
@@ -555,7 +556,6 @@ static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int leve
     s->codec = codec;
     s->level = level;
     s->workers = codec == PZ_CODEC_NONE ? 0 : workers;
-    s->nslots = s->workers + 4;
     s->bwlimit = bwlimit;
     for (int i = 0; i < s->workers; i++) {
         s->cctx[i] = ZSTD_createCCtx();
@@ -630,7 +630,7 @@ static void *pz_send_reader(void *arg) {
         offset += (uint64_t)n;
         if (remaining != UINT64_MAX) remaining -= (uint64_t)n;
         if (s->codec == PZ_CODEC_AUTO) pz_auto_await_link(s, seq);
-        int raw = !s->workers || (s->codec == PZ_CODEC_AUTO && pz_auto_skips(s, seq));
+        int raw = !s->run_workers || (s->codec == PZ_CODEC_AUTO && pz_auto_skips(s, seq));
         pz_ring_pass(r, slot, seq, raw);
         if ((size_t)n < s->frame_size) { /* a short frame is always the last one */
             pz_ring_mark_end(r, seq + 1);
@@ -702,7 +702,7 @@ static int pz_peer_is_loopback(int fd) {
  * CPU from the receiver on the same cores. Measuring cannot tell this case apart: the "link"
  * measured is the receiver's speed, which falls as soon as compression competes with it. */
 static int pz_auto_raw_only(pz_sender *s) {
-    return s->peer_local && s->bwlimit <= 0;
+    return s->codec == PZ_CODEC_AUTO && s->peer_local && s->bwlimit <= 0;
 }
 
 /* Whether frame `seq` goes raw without a sample: while the link is unknown, and while even a
@@ -971,6 +971,7 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->limit = limit;
     s->raw_bytes = start_offset;
     s->peer_local = pz_peer_is_loopback(sock_fd);
+    s->run_workers = pz_auto_raw_only(s) ? 0 : s->workers;
     size_t keep = (size_t)(start_offset / s->frame_size);
     if (keep < s->nsums) s->nsums = keep;
     s->bucket.rate = s->bwlimit;
@@ -978,8 +979,8 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->bucket.tokens = s->bucket.burst;
     s->bucket.last = pz_now();
     pz_ring *r = &s->ring;
-    size_t wire_size = s->workers ? ZSTD_compressBound(s->frame_size) : 0;
-    if (pz_ring_init(r, s->nslots, s->frame_size, wire_size, pz_is_pipe(src_fd)) != 0) {
+    size_t wire_size = s->run_workers ? ZSTD_compressBound(s->frame_size) : 0;
+    if (pz_ring_init(r, s->run_workers + 4, s->frame_size, wire_size, pz_is_pipe(src_fd)) != 0) {
         pz_ring_free(r);
         snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
         return PZ_E_RESOURCE;
@@ -992,7 +993,7 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     } else {
         have_reader = 1;
     }
-    for (int i = 0; i < s->workers && !r->err; i++) {
+    for (int i = 0; i < s->run_workers && !r->err; i++) {
         wargs[i].owner = s;
         wargs[i].index = i;
         if (pthread_create(&workers[i], NULL, pz_send_worker, &wargs[i]) != 0) {
