@@ -541,7 +541,6 @@ typedef struct {
     /* codec auto's measurements (guarded by ring.mu), kept across runs; 0 means unknown */
     double link_rate;    /* wire bytes per second the socket (and bandwidth limit) take */
     double zstd_speed;   /* raw bytes per second one worker compresses, wall clock */
-    int peer_local;      /* per run: the socket's peer is this machine (a loopback address) */
     int run_workers;     /* per run: compression threads started; none when every frame goes
                           * raw (codec none, or codec auto to a loopback peer) */
 } pz_sender;
@@ -629,7 +628,7 @@ static void *pz_send_reader(void *arg) {
         slot->wire_len = (uint32_t)n;
         offset += (uint64_t)n;
         if (remaining != UINT64_MAX) remaining -= (uint64_t)n;
-        if (s->codec == PZ_CODEC_AUTO) pz_auto_await_link(s, seq);
+        if (s->run_workers && s->codec == PZ_CODEC_AUTO) pz_auto_await_link(s, seq);
         int raw = !s->run_workers || (s->codec == PZ_CODEC_AUTO && pz_auto_skips(s, seq));
         pz_ring_pass(r, slot, seq, raw);
         if ((size_t)n < s->frame_size) { /* a short frame is always the last one */
@@ -701,8 +700,8 @@ static int pz_peer_is_loopback(int fd) {
  * the connection a slow link: there is no wire to save, and the compressors would take their
  * CPU from the receiver on the same cores. Measuring cannot tell this case apart: the "link"
  * measured is the receiver's speed, which falls as soon as compression competes with it. */
-static int pz_auto_raw_only(pz_sender *s) {
-    return s->codec == PZ_CODEC_AUTO && s->peer_local && s->bwlimit <= 0;
+static int pz_auto_raw_only(const pz_sender *s, int sock_fd) {
+    return s->codec == PZ_CODEC_AUTO && s->bwlimit <= 0 && pz_peer_is_loopback(sock_fd);
 }
 
 /* Whether frame `seq` goes raw without a sample: while the link is unknown, and while even a
@@ -712,7 +711,6 @@ static int pz_auto_raw_only(pz_sender *s) {
  * preempted during its sample) does not keep a slow link on raw frames for long. The reader asks
  * first, so that such frames skip the workers. */
 static int pz_auto_skips(pz_sender *s, uint64_t seq) {
-    if (pz_auto_raw_only(s)) return 1;
     pthread_mutex_lock(&s->ring.mu);
     int link_known = s->link_rate > 0;
     pthread_mutex_unlock(&s->ring.mu);
@@ -728,7 +726,6 @@ static int pz_auto_skips(pz_sender *s, uint64_t seq) {
  * has nothing else to send (a link that is not saturated is never measured, and then the wait
  * ends as soon as it would cost anything). Later frames never wait. */
 static void pz_auto_await_link(pz_sender *s, uint64_t seq) {
-    if (pz_auto_raw_only(s)) return;
     uint64_t window = (PZ_LINK_WINDOW_BYTES + s->frame_size - 1) / s->frame_size;
     if (window > PZ_LINK_WINDOW) window = PZ_LINK_WINDOW;
     if (seq < window || seq >= 2 * window) return;
@@ -970,8 +967,7 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->start_offset = start_offset;
     s->limit = limit;
     s->raw_bytes = start_offset;
-    s->peer_local = pz_peer_is_loopback(sock_fd);
-    s->run_workers = pz_auto_raw_only(s) ? 0 : s->workers;
+    s->run_workers = pz_auto_raw_only(s, sock_fd) ? 0 : s->workers;
     size_t keep = (size_t)(start_offset / s->frame_size);
     if (keep < s->nsums) s->nsums = keep;
     s->bucket.rate = s->bwlimit;
