@@ -20,14 +20,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench.datapath import network
 from bench.datapath.contenders import CONTENDERS, Contender, Setup
 from bench.datapath.data import KINDS, make_stream
 from bench.datapath.pipeline import run
-
-T = TypeVar("T")
+from bench.rounds import rotated
 
 MiB = 1 << 20
 LINKS: dict[str, Callable[[], contextlib.AbstractContextManager[network.Link]]] = {
@@ -97,14 +96,6 @@ def warm_up(link: network.Link, src: Path, work: Path) -> None:
         with contextlib.suppress(Exception):  # a contender that fails shows in the real runs
             measure_once(contender, setup)
         setup.dst.unlink(missing_ok=True)
-
-
-def rotated(contenders: tuple[T, ...], by: int) -> tuple[T, ...]:
-    """Each round starts one contender later: whatever a run costs for its position (the first
-    after a change of stream or of snapshot, after iperf3, which writes no sink) falls on each
-    contender in turn rather than on the same one every round."""
-    by %= len(contenders)
-    return contenders[by:] + contenders[:by]
 
 
 def run_link(link: network.Link, sources: dict[str, Path], work: Path,

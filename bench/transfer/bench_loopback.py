@@ -9,9 +9,10 @@ to a file in tmpfs:
 - codec auto against none and zstd, all three behind the engine's 100 MB/s bandwidth limit
   (256 MiB), where compression pays unlike on loopback.
 
-Contenders alternate round by round to spread the machine's noise; the medians are reported as
-ratios (higher throughput ratio is better) with CPU seconds per GB (all processes and threads).
-Prints one JSON object.
+Contenders alternate within a round, and each round starts one contender later, to spread the
+machine's noise and the cost of going first; the medians are reported as ratios (higher
+throughput ratio is better) with CPU seconds per GB (all processes and threads). Prints one
+JSON object.
 
     python -m bench.transfer.bench_loopback  # PLOYZ_BENCH_MIB, _LIMITED_MIB, _ROUNDS
 """
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.rounds import rotated
 from ployz._pump import splice_all
 from ployz._xfer import frame_checksum
 from ployz.transfer import FileSink, FileSource, Receiver, Sender
@@ -171,11 +173,12 @@ def summarize(samples: list[dict[str, float]], size: int) -> dict[str, float]:
 
 def compare(contenders: dict[str, Callable[[Path, Path], int]], src: Path,
             work: Path) -> dict[str, dict[str, float]]:
-    """Medians over ROUNDS rounds, contenders interleaved within each round."""
+    """Medians over ROUNDS rounds, contenders interleaved within each round and rotated from
+    round to round."""
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
-    for _ in range(ROUNDS):
-        for name, contender in contenders.items():
-            samples[name].append(measure(contender, src, work / f"out-{name}"))
+    for round_index in range(ROUNDS):
+        for name in rotated(tuple(contenders), round_index):
+            samples[name].append(measure(contenders[name], src, work / f"out-{name}"))
     size = src.stat().st_size
     return {name: summarize(s, size) for name, s in samples.items()}
 

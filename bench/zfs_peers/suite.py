@@ -30,7 +30,8 @@ from typing import Any
 from bench.datapath import sshd
 from bench.datapath.contenders import engine_startup_cpu, last_json
 from bench.datapath.pipeline import run
-from bench.datapath.suite import env_list, exit_on_sigterm, free_port, rotated
+from bench.datapath.suite import env_list, exit_on_sigterm, free_port
+from bench.rounds import rotated
 from bench.zfs_peers.contenders import CONTENDERS, SSH_PORT, Contender, Run
 from bench.zfs_peers.pools import Job, MiB, destroy, pools, reset_destination
 
