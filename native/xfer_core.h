@@ -556,6 +556,10 @@ static int pz_sender_init(pz_sender *s, uint32_t frame_size, int codec, int leve
     s->level = level;
     s->workers = codec == PZ_CODEC_NONE ? 0 : workers;
     s->bwlimit = bwlimit;
+    /* a bandwidth limit is a link whose rate is known before the first frame: codec auto need
+     * not send raw until it has measured one, and measuring needs a socket that backs up,
+     * which a token bucket in front of a fast link rarely lets happen */
+    s->link_rate = bwlimit > 0 ? bwlimit : 0;
     for (int i = 0; i < s->workers; i++) {
         s->cctx[i] = ZSTD_createCCtx();
         if (!s->cctx[i]) return -1;

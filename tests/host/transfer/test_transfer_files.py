@@ -79,6 +79,19 @@ def test_codec_auto_sends_raw_to_a_peer_on_this_machine(tmp_path: Path, data_fil
     assert sent.codec == "auto" and sent.frames_zstd == 0 and sent.frames_raw == (4 << 20) // FRAME
 
 
+def test_codec_auto_compresses_from_the_first_frame_behind_a_bandwidth_limit(
+        tmp_path: Path, data_file, start_receiver, signing_key) -> None:
+    """A bandwidth limit is a slow link known in advance, on loopback too: text is compressed
+    from its first frame, without waiting for a measurement of the link."""
+    src = data_file("text", 4 << 20)
+    receiver = start_receiver(tmp_path / "out")
+    sent = Sender(FileSource(src), receiver.address, key=signing_key, codec="auto",
+                  frame_size=FRAME, bwlimit=8e6).send()
+    receiver.result()
+    assert same_bytes(src, tmp_path / "out")
+    assert sent.frames_raw == 0 and sent.frames_zstd == (4 << 20) // FRAME
+
+
 def test_progress_reaches_exactly_100_percent_and_never_more(tmp_path: Path, data_file,
                                                              start_receiver,
                                                              signing_key) -> None:
