@@ -9,7 +9,8 @@
  * Each pipeline is three stages over a ring of frame slots:
  *   sender:   reader (read the source, hash)  -> workers (zstd)        -> writer (socket)
  *   receiver: reader (socket, header checks)  -> workers (unzstd, hash) -> writer (sink)
- * With codec none there are no workers: the reader hashes, so a raw stream costs two threads,
+ * With codec none, and on a sender whose codec auto sends every frame raw (to a loopback peer),
+ * there are no workers: the reader hashes, so a raw stream costs two threads,
  * each overlapping its copy with the other's, like mbuffer's reader and writer. With zstd,
  * frames that travel raw (codec auto choosing raw, a raw frame received) skip the workers the
  * same way, whenever no earlier frame is still with a worker. The stages'
