@@ -30,6 +30,11 @@ class ChecksumMismatch(TransferError):
     retryable = True
 
 
+class IntegrityError(ChecksumMismatch):
+    """A frame or message failed its authentication tag: damaged or altered on the way; nothing
+    of it was used."""
+
+
 class ProtocolError(TransferError):
     """The peer sent something the protocol does not allow (bad magic, oversized frame, wrong
     message at this point)."""
@@ -37,6 +42,10 @@ class ProtocolError(TransferError):
 
 class TicketRefused(TransferError):
     """The ticket is missing, not signed by a trusted key, expired, or names another target."""
+
+
+class AuthenticationFailed(TicketRefused):
+    """A peer could not prove the key or secret the transfer requires."""
 
 
 class Refused(TransferError):
