@@ -15,6 +15,7 @@ from sandbox_operator import agent
 from ployz.agent.errors import RemoteError
 from ployz.agent.keys import load_private_key
 from ployz.sandbox.cluster import Cluster
+from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
 
 MiB = 1 << 20
@@ -42,13 +43,14 @@ def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
         src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
         guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
 
-        transfer_id = uuid.uuid4().hex
-        address = dst.call("transfer.receive", {"transfer_id": transfer_id,
-                                                "dataset": target})["address"]
+        transfer_id, secret = uuid.uuid4().hex, new_secret()
+        address = dst.call("transfer.receive", {"transfer_id": transfer_id, "dataset": target,
+                                                "secret": secret})["address"]
         assert address.startswith(b.endpoint.overlay_ip + ":")
         sent = src.call("transfer.send", {
             "transfer_id": transfer_id, "snapshot": f"{source}@s1", "to": address,
-            "ticket": ticket_for(cluster, transfer_id, target, guid)}, timeout_s=600)
+            "ticket": ticket_for(cluster, transfer_id, target, guid), "secret": secret},
+            timeout_s=600)
         # the send's progress stays readable for a while after it ended, at 100 %
         status = src.call("transfer.send_status", {"transfer_id": transfer_id})
         assert status["finished"] and status["bytes"] == status["total"] == sent["bytes"]
@@ -71,13 +73,15 @@ def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
         src.call("zfs.create", {"dataset": source})
         src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
         guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
-        transfer_id = uuid.uuid4().hex
+        transfer_id, secret = uuid.uuid4().hex, new_secret()
         address = dst.call("transfer.receive", {"transfer_id": transfer_id,
-                                                "dataset": f"{b.pool}/{name}"})["address"]
+                                                "dataset": f"{b.pool}/{name}",
+                                                "secret": secret})["address"]
         wrong = ticket_for(cluster, transfer_id, f"{b.pool}/elsewhere", guid)
         with pytest.raises(RemoteError) as info:
             src.call("transfer.send", {"transfer_id": transfer_id, "snapshot": f"{source}@s1",
-                                       "to": address, "ticket": wrong}, timeout_s=120)
+                                       "to": address, "ticket": wrong, "secret": secret},
+                     timeout_s=120)
         assert info.value.code.startswith("transfer.")
         dst.call("transfer.receive_cancel", {"transfer_id": transfer_id})
         state = dst.call("transfer.receive_wait", {"transfer_id": transfer_id, "timeout_s": 5})

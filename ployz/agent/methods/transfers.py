@@ -1,6 +1,10 @@
 """``transfer.*``: the agent hosts receivers that write streams into its pool, and sends its
 snapshots to other agents' receivers. The orchestrator authorises each transfer with a ticket it
-signs; the receiving agent accepts tickets from the keys it trusts for requests.
+signs; the receiving agent accepts tickets from any of the keys it trusts for requests. For each
+transfer the orchestrator also chooses a secret and gives it to both agents over their
+authenticated RPC (never over the data connection): the sender proves it knows the secret and
+the session's keys derive from it, so the two agents authenticate each other without either
+holding the orchestrator's key.
 
 A receive outlives the request that started it (it lasts as long as the stream), so it runs in
 its own thread and is observed with ``transfer.receive_wait``. If the agent restarts mid-stream,
@@ -11,24 +15,37 @@ A send, on the contrary, is the request itself: ``transfer.send`` returns once t
 committed, which for a large volume takes hours. So that an operator still sees it move, the agent
 keeps the latest progress sample of every send it runs, which ``transfer.send_status`` returns
 from another connection.
+
+An agent runs for months: both books, of receives and of sends, forget an entry a grace period
+after it ended, so that they hold only what runs and what ended recently.
 """
 
 from __future__ import annotations
 
+import hmac
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.errors import AgentRefusal
 from ployz.agent.methods.zfs_ops import confine
 from ployz.agent.protocol import parse_address
-from ployz.transfer import Progress, Receiver, ReceiverTimeouts, Sender, Source, TransferError
+from ployz.transfer import (
+    Progress,
+    Receiver,
+    ReceiverTimeouts,
+    Sender,
+    Sink,
+    Source,
+    TransferError,
+)
+from ployz.transfer.session import parse_secret
 from ployz.transfer.zfs_endpoints import ZfsSink, ZfsSource
 
 # How long a receiver waits for its sender's next connection before giving up.
@@ -36,6 +53,12 @@ RECEIVE_IDLE_WAIT_S = 600.0
 # How long the progress of a send that ended stays visible, so that the poll following its end
 # still sees it at 100 %; after that it is forgotten, so that the agent does not accumulate them.
 SEND_STATUS_GRACE_S = 30.0
+# How long the outcome of a receive that ended stays visible. The receiver usually ends just
+# before its sender returns, and the orchestrator asks for the outcome only then, after its own
+# round trips; five minutes leaves room for a slow orchestrator without keeping receives forever.
+RECEIVE_STATE_GRACE_S = 300.0
+# How long ``transfer.receive_cancel`` waits for the receiver to stop (it does within a second).
+CANCEL_WAIT_S = 10.0
 
 
 class UnknownTransfer(AgentRefusal):
@@ -52,13 +75,77 @@ class NoTrustedKey(AgentRefusal):
         super().__init__("this agent trusts no key, so it cannot verify transfer tickets")
 
 
+class BadSecret(AgentRefusal):
+    code = "bad-secret"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"transfer secret refused: {reason}")
+
+
+class SecretMismatch(AgentRefusal):
+    """A second ``transfer.receive`` of a running transfer must be the same orchestrator's retry;
+    another secret means another transfer reusing the id, which must not take over the first
+    one's receiver."""
+
+    code = "secret-mismatch"
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"the receive of transfer {transfer_id!r} runs with another secret")
+
+
+class _Ending(Protocol):
+    ended: float | None
+
+
+_E = TypeVar("_E", bound=_Ending)
+
+
+class TransferBook(Generic[_E]):
+    """Entries by transfer id, each forgotten ``grace`` seconds after it ended.
+
+    Entries are written by the threads running transfers and read by request threads, hence
+    the lock. Ended entries are pruned whenever the book is used, so it holds no more than the
+    transfers running and those ended recently. A new entry for an id replaces the previous
+    one (an orchestrator retrying); the previous one ending leaves the new one alone.
+    """
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self._entries: dict[str, _E] = {}
+        self._lock = threading.Lock()
+
+    def put(self, transfer_id: str, entry: _E) -> None:
+        with self._lock:
+            self._prune()
+            self._entries[transfer_id] = entry
+
+    def get(self, transfer_id: str) -> _E | None:
+        with self._lock:
+            self._prune()
+            return self._entries.get(transfer_id)
+
+    def end(self, entry: _E) -> None:
+        """Starts the entry's grace period."""
+        entry.ended = self.clock()  # one reference assignment: atomic under the GIL
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for transfer_id, entry in list(self._entries.items()):
+            if entry.ended is not None and now - entry.ended > self.grace:
+                del self._entries[transfer_id]
+
+
 @dataclass
 class _Receive:
     address: str
     listener: socket.socket
+    receiver: Receiver
+    secret: bytes | None
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] | None = None
     error: str | None = None
+    ended: float | None = None
 
     def state(self) -> dict[str, Any]:
         if not self.done.is_set():
@@ -66,6 +153,11 @@ class _Receive:
         if self.error is not None:
             return {"state": "failed", "result": None, "error": self.error}
         return {"state": "committed", "result": self.result, "error": None}
+
+    def holds(self, secret: bytes | None) -> bool:
+        if self.secret is None or secret is None:
+            return self.secret is secret
+        return hmac.compare_digest(self.secret, secret)
 
 
 @dataclass
@@ -85,101 +177,116 @@ class _Send:
 
 
 class SendProgress:
-    """The progress of the sends running on this agent, by transfer id.
-
-    The engine's progress callback runs on its watcher thread and the status is asked from
-    request threads, hence the lock. An entry lives as long as its send plus ``grace`` seconds;
-    ended entries are pruned whenever the book is used, so it holds no more than the sends
-    running and those ended recently.
-    """
+    """The progress of the sends running on this agent, by transfer id, each kept ``grace``
+    seconds after it ended. The engine's progress callback runs on its watcher thread and the
+    status is asked from request threads."""
 
     def __init__(self, grace: float = SEND_STATUS_GRACE_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.grace = grace
-        self.clock = clock
-        self._sends: dict[str, _Send] = {}
-        self._lock = threading.Lock()
+        self._sends: TransferBook[_Send] = TransferBook(grace, clock)
 
     @contextmanager
     def track(self, transfer_id: str) -> Iterator[Callable[[Progress], None]]:
         """Records the send of ``transfer_id`` while the block runs; yields the callback to give
-        the :class:`Sender`. A second send of the same id (an orchestrator retrying) replaces
-        the first one's entry, and the first one ending leaves the second one's alone."""
+        the :class:`Sender`."""
         entry = _Send()
 
         def record(progress: Progress) -> None:
             entry.progress = progress  # one reference assignment: atomic under the GIL
 
-        with self._lock:
-            self._prune()
-            self._sends[transfer_id] = entry
+        self._sends.put(transfer_id, entry)
         try:
             yield record
         finally:
-            entry.ended = self.clock()
+            self._sends.end(entry)
 
     def status(self, transfer_id: str) -> dict[str, Any]:
-        with self._lock:
-            self._prune()
-            entry = self._sends.get(transfer_id)
+        entry = self._sends.get(transfer_id)
         if entry is None:
             raise UnknownTransfer(transfer_id, "send")
         return entry.status()
 
-    def _prune(self) -> None:
-        now = self.clock()
-        for transfer_id, entry in list(self._sends.items()):
-            if entry.ended is not None and now - entry.ended > self.grace:
-                del self._sends[transfer_id]
+
+SinkFactory = Callable[[str, str | None, Mapping[str, int | str] | None], Sink]
+"""``(dataset, pool, props)`` -> the sink a receive writes."""
 
 
 def _zfs_source(snapshot: str, base: str | None) -> Source:
     return ZfsSource(snapshot, base=base)
 
 
+def _zfs_sink(dataset: str, pool: str | None, props: Mapping[str, int | str] | None) -> Sink:
+    return ZfsSink(dataset, prefix=pool, props=props)
+
+
+def _secret(text: str | None) -> bytes | None:
+    """The secret's bytes; a malformed one is refused before anything starts. Without a
+    secret the engine falls back to signature proofs, which an agent cannot give as a
+    sender: it holds no ticket-signing key."""
+    if text is None:
+        return None
+    try:
+        return parse_secret(text)
+    except ValueError as exc:
+        raise BadSecret(str(exc)) from None
+
+
 class TransferMethods:
     def __init__(self, context: AgentContext,
-                 source_for: Callable[[str, str | None], Source] = _zfs_source) -> None:
-        """``source_for(snapshot, base)`` opens what ``send`` streams: ZFS on a machine; the
-        host tests give files, to run the same send bookkeeping without a pool."""
+                 source_for: Callable[[str, str | None], Source] = _zfs_source,
+                 sink_for: SinkFactory = _zfs_sink,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``source_for(snapshot, base)`` opens what ``send`` streams and ``sink_for`` what
+        ``receive`` writes: ZFS on a machine; the host tests give files, to run the same
+        bookkeeping without a pool. ``clock`` times the books' grace periods."""
         self._context = context
         self._source_for = source_for
-        self._receives: dict[str, _Receive] = {}
-        self._sends = SendProgress()
-        self._lock = threading.Lock()
+        self._sink_for = sink_for
+        self._receives: TransferBook[_Receive] = TransferBook(RECEIVE_STATE_GRACE_S, clock)
+        self._sends = SendProgress(clock=clock)
+        self._lock = threading.Lock()  # one receive starts at a time: check, then replace
 
     def receive(self, transfer_id: str, dataset: str,
-                props: dict[str, int | str] | None = None) -> dict[str, str]:
+                props: dict[str, int | str] | None = None,
+                secret: str | None = None) -> dict[str, str]:
         """Starts a receiver for one transfer into ``dataset`` and returns its address. Asking
-        again for a transfer still running returns the same receiver. ``props`` are set on the
-        dataset a full stream creates."""
+        again for a transfer still running returns the same receiver if the secret is the
+        same, and is refused otherwise. ``props`` are set on the dataset a full stream
+        creates. ``secret`` (64 hex digits) is the transfer's secret, which the sender must
+        prove it knows."""
         confine(self._context.pool, dataset)
         if not self._context.trusted:
             raise NoTrustedKey()
+        key = _secret(secret)
         with self._lock:
             current = self._receives.get(transfer_id)
             if current is not None and not current.done.is_set():
+                if not current.holds(key):
+                    raise SecretMismatch(transfer_id)
                 return {"address": current.address}
-            host = self._context.address.rsplit(":", 1)[0].strip("[]")
-            listener = socket.create_server((host, 0))
-            port = listener.getsockname()[1]
-            entry = _Receive(f"{host}:{port}", listener)
-            self._receives[transfer_id] = entry
-        receiver = Receiver(listener, ZfsSink(dataset, prefix=self._context.pool, props=props),
-                            self._context.trusted[0],
-                            timeouts=ReceiverTimeouts(wait=RECEIVE_IDLE_WAIT_S))
-        threading.Thread(target=self._serve, args=(entry, receiver),
-                         name=f"receive-{transfer_id}", daemon=True).start()
+            entry = self._new_receive(dataset, props, key)
+            self._receives.put(transfer_id, entry)
+        threading.Thread(target=self._serve, args=(entry,), name=f"receive-{transfer_id}",
+                         daemon=True).start()
         return {"address": entry.address}
 
-    @staticmethod
-    def _serve(entry: _Receive, receiver: Receiver) -> None:
+    def _new_receive(self, dataset: str, props: Mapping[str, int | str] | None,
+                     secret: bytes | None) -> _Receive:
+        sink = self._sink_for(dataset, self._context.pool, props)
+        host = self._context.address.rsplit(":", 1)[0].strip("[]")
+        listener = socket.create_server((host, 0))
+        receiver = Receiver(listener, sink, self._context.trusted,
+                            timeouts=ReceiverTimeouts(wait=RECEIVE_IDLE_WAIT_S), secret=secret)
+        return _Receive(f"{host}:{listener.getsockname()[1]}", listener, receiver, secret)
+
+    def _serve(self, entry: _Receive) -> None:
         try:
-            entry.result = receiver.serve().summary()
+            entry.result = entry.receiver.serve().summary()
         except (TransferError, OSError) as exc:
             entry.error = f"{type(exc).__name__}: {exc}"
         finally:
             entry.listener.close()
+            self._receives.end(entry)
             entry.done.set()
 
     def receive_wait(self, transfer_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -188,32 +295,34 @@ class TransferMethods:
         entry.done.wait(max(0.0, min(timeout_s, 300.0)))
         return entry.state()
 
-    def receive_cancel(self, transfer_id: str) -> None:
-        """Stops the receiver; partial data stays for the caller to resume or abort."""
+    def receive_cancel(self, transfer_id: str) -> dict[str, Any]:
+        """Stops the receiver, whether it still waits for its sender or streams, and returns
+        its state: ``failed`` (cancelled), or ``committed`` if the stream committed first.
+        Partial data stays for the caller to resume or abort."""
         entry = self._entry(transfer_id)
-        if not entry.done.is_set():
-            try:
-                entry.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                entry.listener.close()
-            entry.done.wait(30.0)
+        entry.receiver.cancel()
+        entry.done.wait(CANCEL_WAIT_S)
+        return entry.state()
 
     def _entry(self, transfer_id: str) -> _Receive:
-        with self._lock:
-            entry = self._receives.get(transfer_id)
+        entry = self._receives.get(transfer_id)
         if entry is None:
             raise UnknownTransfer(transfer_id)
         return entry
 
     def send(self, transfer_id: str, snapshot: str, to: str, ticket: str,
-             base: str | None = None, codec: str = "auto", bwlimit: float = 0.0) -> dict[str, Any]:
+             base: str | None = None, codec: str = "auto", bwlimit: float = 0.0,
+             secret: str | None = None, encrypt: bool = False) -> dict[str, Any]:
         """Streams ``snapshot`` (incremental from ``base``) to the receiver at ``to``; returns
-        when the receiver acknowledged what it committed."""
+        when the receiver acknowledged what it committed. ``secret`` is the transfer's secret
+        the receiver was given; ``encrypt`` also encrypts the stream (it is always
+        authenticated)."""
         confine(self._context.pool, snapshot, *([base] if base else []))
+        key = _secret(secret)
         with self._sends.track(transfer_id) as record:
             sender = Sender(self._source_for(snapshot, base), parse_address(to), ticket=ticket,
                             transfer_id=transfer_id, codec=codec, bwlimit=bwlimit,
-                            progress=record)
+                            progress=record, secret=key, encrypt=encrypt)
             return sender.send().summary()
 
     def send_status(self, transfer_id: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The orchestrator never touches the data: it asks the target agent to start a receiver for the
 transfer, signs a ticket with the operator key (which the agents trust) binding the transfer id,
 the target dataset and the snapshot guids, has the source agent send, and reads the receiver's
-acknowledgement, which is the evidence the commit records.
+acknowledgement, which is the evidence the commit records. It also chooses a fresh secret for
+each transfer and gives it to both agents over their authenticated RPC: proving it to each other
+is how the two agents authenticate, since neither holds the operator key.
 
 ``transfer.send`` blocks until the receiver committed, hours for a large volume. When the caller
 wants progress, that call runs on a worker thread while the calling thread asks the source agent
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ployz.agent.client import AgentClient
 from ployz.agent.errors import AgentError, UnknownMethod
 from ployz.deploy.errors import DeployError
+from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
 
 SEND_TIMEOUT_S = 24 * 3600.0
@@ -91,13 +94,14 @@ def send_snapshot(
     send. ``props`` (the volume's quota) are set on the dataset a full send creates."""
     toguid = guid_of(source, snapshot)
     fromguid = guid_of(source, base) if base else None
+    secret = new_secret()
     address = target.call("transfer.receive", {"transfer_id": transfer_id,
                                                "dataset": target_dataset,
-                                               "props": props})["address"]
+                                               "props": props, "secret": secret})["address"]
     ticket = sign(Ticket(transfer_id, Target("zfs", target_dataset), time.time() + SEND_TIMEOUT_S,
                          toguid, fromguid), key)
     params = {"transfer_id": transfer_id, "snapshot": snapshot, "to": address, "ticket": ticket,
-              "base": base}
+              "base": base, "secret": secret}
     try:
         if on_progress is None:
             source.call("transfer.send", params, timeout_s=SEND_TIMEOUT_S)
