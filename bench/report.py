@@ -85,6 +85,43 @@ def failures(links: dict[str, Any]) -> list[str]:
     return (["Contenders that could not run, and why:", "", *lines, ""]) if lines else []
 
 
+# -- the engine in one process over loopback -----------------------------------------------------
+
+def loopback_table(loopback: dict[str, Any]) -> list[str]:
+    """One row per comparison ``bench.transfer.bench_loopback`` defines, so a comparison added
+    there shows here without a change."""
+    if "error" in loopback:
+        return [f"The loopback benchmark could not run: {cell(loopback['error'])}", ""]
+    runs = {**loopback["runs"], **loopback["limited_100MBps"]["runs"]}
+
+    def shown(name: str, named: bool = False) -> str:
+        run = runs[name]
+        low, high = run["GB_per_s_range"]
+        return (f"{cell(run['label']) + ': ' if named else ''}{run['GB_per_s']:.3f} GB/s "
+                f"({low:.3f}-{high:.3f}), {run['cpu_s_per_GB']:.2f} CPU s/GB")
+
+    out = [f"`python -m bench.transfer.bench_loopback`: {loopback['bytes'] / 2**20:.0f} MiB of "
+           f"mixed data (the 100 MB/s rows: {loopback['limited_100MBps']['bytes'] / 2**20:.0f} "
+           f"MiB), tmpfs to tmpfs over 127.0.0.1, sender and receiver in one process; medians "
+           f"of {loopback['rounds']} round(s), contenders interleaved and each round starting "
+           "one contender later, per-round ratios and GB/s ranges in parentheses. CPU s/GB "
+           "counts every process and thread.", "",
+           "| comparison | ratio (range) | engine | baseline |", "|---|---|---|---|"]
+    for entry in loopback["ratios"].values():
+        low, high = entry["range"]
+        baseline = min(entry["baselines"], key=lambda name: runs[name]["seconds"])
+        out.append(f"| {cell(entry['what'])} | {entry['ratio']:.2f}x ({low:.2f}-{high:.2f}) | "
+                   f"{shown(entry['ours'])} | {shown(baseline, len(entry['baselines']) > 1)} |")
+    zstd, zstd_nc = runs["engine_zstd"]["wire_bytes"], runs["zstd_nc"]["wire_bytes"]
+    out.append(f"| codec zstd wire bytes vs zstd -1 | {loopback['zstd_wire_vs_zstd_1']:.3f}x | "
+               f"{zstd / 1e6:.1f} MB | {zstd_nc / 1e6:.1f} MB |")
+    fixed = ", ".join(f"`{name}` {seconds:.3f} s"
+                      for name, seconds in loopback.get("fixed_seconds", {}).items())
+    if fixed:
+        out += ["", f"Seconds per 4 KiB transfer (the fixed cost inside each figure): {fixed}."]
+    return [*out, ""]
+
+
 def targets(results: dict[str, Any]) -> list[str]:
     """The transfer engine's published targets, checked against this run."""
     rows: list[tuple[str, str, str]] = []
@@ -101,7 +138,7 @@ def targets(results: dict[str, Any]) -> list[str]:
         met = value >= target if more_is_better else value <= target
         rows.append((what, f"{value:.3f}x {'(met)' if met else '(missed)'}", required))
 
-    add("codec none vs mbuffer, loopback, mixed",
+    add("authenticated stream (codec none) vs mbuffer, loopback, mixed",
         over(speed("loopback", "mixed", "ployz_none"), speed("loopback", "mixed", "mbuffer")), 1.0)
     add("codec zstd vs zstd -1 -T2 | nc | zstd -d, loopback, mixed",
         over(speed("loopback", "mixed", "ployz_zstd"), speed("loopback", "mixed", "zstd_nc")),
@@ -121,6 +158,12 @@ def targets(results: dict[str, Any]) -> list[str]:
                    for n in ("ployz_none", "ployz_zstd", "ployz_auto"))
         add("best codec vs iperf3 through the same wireguard-go tunnel, mixed",
             over(best, speed("wireguard-go", "mixed", "iperf3")), 0.85)
+    loopback = results.get("loopback", {})
+    if "error" in loopback:  # its targets are defined by the run that failed
+        rows.append(("the loopback benchmark's targets", "n/a: it could not run", "-"))
+    for entry in loopback.get("ratios", {}).values():
+        if entry.get("target") is not None:
+            add(f"{entry['what']}, loopback benchmark", entry["ratio"], entry["target"])
     zfs = results.get("zfs_peers", {})
     if "error" not in zfs and zfs:
         add("ZFS through the engine vs local zfs send | zfs recv (incompressible)",
@@ -254,6 +297,8 @@ def sections(results: dict[str, Any]) -> dict[str, list[str]]:
         parts["Host data path"] = (
             [f"The data-path suite could not run: {dp['error']}", ""] if "error" in dp
             else datapath_tables(dp))
+    if "loopback" in results:
+        parts["Transfer engine on loopback, one process"] = loopback_table(results["loopback"])
     if "zfs_peers" in results:
         parts["Real ZFS, in the VM"] = zfs_tables(results["zfs_peers"])
     if "migration" in results:

@@ -3,13 +3,15 @@
 1. micro-benchmarks of the hot path (pytest-benchmark), on the host;
 2. the host data path (``bench.datapath``): engine vs nc, socat, mbuffer, zstd|nc, ssh and
    iperf3, over loopback and wireguard-go;
-3. real ZFS against its peers (``bench.zfs_peers``), in one boot of the ZFS VM;
-4. the cutover window of ``migrate apply`` against a stop-first migration
+3. the engine in one process over loopback (``bench.transfer.bench_loopback``): the
+   authenticated stream vs mbuffer, the encrypted stream vs ssh, the codecs vs zstd | nc;
+4. real ZFS against its peers (``bench.zfs_peers``), in one boot of the ZFS VM;
+5. the cutover window of ``migrate apply`` against a stop-first migration
    (``bench.migration``), in another boot, in the sandbox cluster.
 
 Writes ``bench/results/results.json`` (every figure and the machine), ``results.md``, the PNG
 charts and the README's performance section. ``PLOYZ_BENCH_SUITES`` picks suites (default
-micro,datapath,zfs,migration); sizes are set by each suite's variables (see their
+micro,datapath,loopback,zfs,migration); sizes are set by each suite's variables (see their
 docstrings). A suite that fails is recorded with its error and the others still run.
 """
 
@@ -36,9 +38,10 @@ REPORTS = ROOT / "reports"
 ZFS_VARS = ("PLOYZ_BENCH_ZFS_MIB", "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_ZFS_CONTENDERS",
             "PLOYZ_BENCH_ZFS_JOBS")
 MIGRATION_VARS = ("PLOYZ_BENCH_MIGRATION_MIB",)
+LOOPBACK_VARS = ("PLOYZ_BENCH_MIB", "PLOYZ_BENCH_LIMITED_MIB", "PLOYZ_BENCH_ROUNDS")
 SIZE_VARS = ("PLOYZ_BENCH_DATAPATH_MIB", "PLOYZ_BENCH_DATAPATH_ROUNDS",
-             "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", *ZFS_VARS,
-             *MIGRATION_VARS, "PLOYZ_BENCH_SUITES", "PLOYZ_BENCH_VM_TIMEOUT")
+             "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", *LOOPBACK_VARS,
+             *ZFS_VARS, *MIGRATION_VARS, "PLOYZ_BENCH_SUITES", "PLOYZ_BENCH_VM_TIMEOUT")
 
 
 def machine() -> dict[str, Any]:
@@ -105,8 +108,15 @@ def migration() -> dict[str, Any]:
                  "PLOYZ_SANDBOX_POOL_SIZE=3G", memory="8G")
 
 
+def loopback() -> dict[str, Any]:
+    """Imported here, so that an engine that does not import fails this suite alone."""
+    from bench.transfer import bench_loopback
+    return bench_loopback.run()
+
+
 SUITES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "micro": ("micro", micro), "datapath": ("datapath", run_suite),
+    "loopback": ("loopback", loopback),
     "zfs": ("zfs_peers", zfs_peers), "migration": ("migration", migration)}
 
 

@@ -13,15 +13,20 @@ from pathlib import Path
 SSHD = "/usr/sbin/sshd"
 
 
+AES_GCM = "aes128-gcm@openssh.com"
+
+
 def fastest_cipher() -> str:
     """AES-GCM where the CPU has AES instructions (it then beats chacha20 severalfold);
     chacha20-poly1305 otherwise."""
     flags = Path("/proc/cpuinfo").read_text()
-    return "aes128-gcm@openssh.com" if " aes " in flags else "chacha20-poly1305@openssh.com"
+    return AES_GCM if " aes " in flags else "chacha20-poly1305@openssh.com"
 
 
-def prepare(work: Path, listen_ip: str, port: int) -> Path:
-    """Writes keys and an sshd config into ``work``; returns the config's path."""
+def prepare(work: Path, listen_ip: str, port: int, cipher: str | None = None) -> Path:
+    """Writes keys and an sshd config into ``work``; returns the config's path. ``cipher``
+    (default: the fastest here) is the only one the server offers, so that a comparison names
+    the cipher it measured rather than whatever the two ends negotiate."""
     work.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "client_key"):
         if not (work / name).exists():
@@ -42,7 +47,7 @@ def prepare(work: Path, listen_ip: str, port: int) -> Path:
         f"SetEnv HOME={home}",
         "PermitRootLogin yes",
         "UsePAM yes",  # without PAM, root's locked password makes sshd call it invalid
-        "StrictModes no", f"Ciphers {fastest_cipher()}", "Compression no", "",
+        "StrictModes no", f"Ciphers {cipher or fastest_cipher()}", "Compression no", "",
     ]))
     return config
 
@@ -53,9 +58,11 @@ def server_command(config: Path) -> str:
     return f"{SSHD} -d -f {config} || true"
 
 
-def client_command(work: Path, host: str, port: int, remote: str) -> str:
+def client_command(work: Path, host: str, port: int, remote: str,
+                   cipher: str | None = None) -> str:
     """``ssh`` running ``remote`` on the private sshd; ``-v`` makes it report its wire bytes."""
-    return (f"ssh -v -F /dev/null -i {work / 'client_key'} -p {port} -c {fastest_cipher()} "
+    return (f"ssh -v -F /dev/null -i {work / 'client_key'} -p {port} "
+            f"-c {cipher or fastest_cipher()} "
             f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes "
             f"-o Compression=no root@{host} '{remote}'")
 

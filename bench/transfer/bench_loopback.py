@@ -3,7 +3,12 @@
 1 GiB of mixed data (4 MiB blocks, alternately random and word text) goes from a file in tmpfs
 to a file in tmpfs:
 
-- codec none against ``mbuffer -m 128M`` to ``mbuffer -m 128M`` over TCP;
+- the authenticated stream (codec none; every frame carries an AES-256-GCM tag over its header
+  and payload, the protocol's default) against ``mbuffer -m 128M`` to ``mbuffer -m 128M`` over
+  TCP, which verifies nothing: what the tags cost against the plain copy users pipe instead;
+- the encrypted stream (codec none, ``encrypt=True``: AES-256-GCM over every payload) against
+  ``ssh -c aes128-gcm@openssh.com -o Compression=no`` to a private sshd running ``cat > FILE``,
+  the encrypted channel syncoid and zfs-autobackup carry a stream over;
 - codec zstd (and auto) against ``zstd -1 -T2 | nc | zstd -d``, whose wire bytes are those of
   ``zstd -1 -T2``;
 - codec auto against none and zstd, all three behind the engine's 100 MB/s bandwidth limit
@@ -11,8 +16,9 @@ to a file in tmpfs:
 
 Contenders alternate within a round, and each round starts one contender later, to spread the
 machine's noise and the cost of going first; the medians are reported as ratios (higher
-throughput ratio is better) with CPU seconds per GB (all processes and threads). Prints one
-JSON object.
+throughput ratio is better) with the range of the per-round ratios, and CPU seconds per GB
+(all processes and threads) of every contender. Prints one JSON object; ``make bench`` runs the
+same measurement (``run``) and ``bench.report`` turns it into a table and targets.
 
     python -m bench.transfer.bench_loopback  # PLOYZ_BENCH_MIB, _LIMITED_MIB, _ROUNDS
 """
@@ -24,6 +30,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -31,10 +38,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.datapath import sshd
 from bench.rounds import rotated
 from ployz._pump import splice_all
 from ployz._xfer import frame_checksum
@@ -89,20 +99,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_pipeline(receive: str, send: str, port: int) -> None:
-    """Starts the receiving shell pipeline, waits for its port, then runs the sending one.
-    mbuffer and nc accept exactly one connection, so readiness is checked with ``ss`` rather
-    than by connecting."""
-    receiver = subprocess.Popen(["bash", "-c", receive])
+def run_pipeline(receive: str, send: str, port: int) -> str:
+    """Starts the receiving shell pipeline, waits for its port, then runs the sending one;
+    returns the sender's stderr (where ssh reports its wire bytes). mbuffer, nc and a debug-mode
+    sshd accept exactly one connection, so readiness is checked with ``ss`` rather than by
+    connecting."""
+    receiver = subprocess.Popen(["bash", "-c", receive], start_new_session=True)
     deadline = time.monotonic() + 10
     while f":{port} " not in subprocess.run(["ss", "-ltnH"], capture_output=True,
                                             text=True).stdout:
         if time.monotonic() > deadline or receiver.poll() is not None:
             raise RuntimeError(f"receiver did not listen: {receive}")
         time.sleep(0.01)
-    subprocess.run(["bash", "-c", send], check=True)
+    sent = subprocess.run(["bash", "-c", send], stderr=subprocess.PIPE, text=True)
+    if sent.returncode != 0:  # the receiver would wait for a connection forever
+        os.killpg(receiver.pid, signal.SIGKILL)
+        receiver.wait()
+        raise RuntimeError(f"sender failed ({sent.returncode}): {send}: {sent.stderr[-400:]}")
     if receiver.wait(timeout=600) != 0:
         raise RuntimeError(f"receiver failed: {receive}")
+    return sent.stderr
 
 
 def mbuffer(src: Path, dst: Path) -> int:
@@ -120,9 +136,28 @@ def zstd_nc(src: Path, dst: Path) -> int:
                               capture_output=True, text=True).stdout)
 
 
+def ssh_aes_gcm(work: Path) -> Callable[[Path, Path], int]:
+    """``ssh -c aes128-gcm@openssh.com`` (compression off) piping the file into ``cat > DST`` on
+    a one-connection sshd of its own (``bench.datapath.sshd``), as a replication tool's ssh
+    transport does. sshd starts for each run, like the other receivers; the keys are made here,
+    outside the measurement."""
+    sshd.prepare(work, "127.0.0.1", free_port(), sshd.AES_GCM)
+
+    def run(src: Path, dst: Path) -> int:
+        port = free_port()
+        config = sshd.prepare(work, "127.0.0.1", port, sshd.AES_GCM)
+        client = sshd.client_command(work, "127.0.0.1", port, f"cat > {dst}", sshd.AES_GCM)
+        # sshd -d logs every step to stderr; the client's exit status says whether it worked
+        server = f"({sshd.server_command(config)}) 2>/dev/null"
+        return sshd.wire_bytes(run_pipeline(server, f"{client} < {src}", port))
+
+    return run
+
+
 def splice_unverified(src: Path, dst: Path) -> int:
     """The design not taken for codec none: splice(2) file -> socket -> file, no framing and no
-    checksums. Its distance from engine_none is the price of verifying every byte."""
+    checksums. Its distance from engine_none is the price of framing and authenticating every
+    byte."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         def receive() -> None:
             conn, _ = listener.accept()
@@ -137,7 +172,9 @@ def splice_unverified(src: Path, dst: Path) -> int:
     return src.stat().st_size
 
 
-def engine(codec: str, bwlimit: float = 0.0) -> Callable[[Path, Path], int]:
+def engine(codec: str, bwlimit: float = 0.0,
+           encrypt: bool = False) -> Callable[[Path, Path], int]:
+    """Sender and receiver in this process, one thread each: their CPU is this process's."""
     key = Ed25519PrivateKey.generate()
 
     def run(src: Path, dst: Path) -> int:
@@ -146,8 +183,10 @@ def engine(codec: str, bwlimit: float = 0.0) -> Callable[[Path, Path], int]:
             thread = threading.Thread(target=receiver.serve)
             thread.start()
             result = Sender(FileSource(src), listener.getsockname(), key=key, codec=codec,
-                            bwlimit=bwlimit).send()
+                            bwlimit=bwlimit, encrypt=encrypt).send()
             thread.join()
+        if result.encrypted != encrypt:  # a figure of the wrong mode would pass unnoticed
+            raise RuntimeError(f"the engine ran with encrypted={result.encrypted}")
         return result.wire_bytes
 
     return run
@@ -163,24 +202,104 @@ def measure(contender: Callable[[Path, Path], int], src: Path, dst: Path) -> dic
     return {"seconds": seconds, "cpu": cpu, "wire": wire}
 
 
-def summarize(samples: list[dict[str, float]], size: int) -> dict[str, float]:
-    seconds = statistics.median(s["seconds"] for s in samples)
-    cpu = statistics.median(s["cpu"] for s in samples)
-    return {"seconds": round(seconds, 3), "GB_per_s": round(size / seconds / 1e9, 3),
-            "cpu_s_per_GB": round(cpu / (size / 1e9), 3),
+def summarize(samples: list[dict[str, float]], size: int, label: str) -> dict[str, Any]:
+    """Medians, with the range over the rounds: one run's noise on this small machine can
+    exceed the difference between contenders, and the range says how far to trust a median."""
+    gb = size / 1e9
+    seconds = [s["seconds"] for s in samples]
+    cpu = [s["cpu"] / gb for s in samples]
+    return {"label": label, "seconds": round(statistics.median(seconds), 3),
+            "GB_per_s": round(gb / statistics.median(seconds), 3),
+            "GB_per_s_range": [round(gb / max(seconds), 3), round(gb / min(seconds), 3)],
+            "cpu_s_per_GB": round(statistics.median(cpu), 3),
+            "cpu_s_per_GB_range": [round(min(cpu), 3), round(max(cpu), 3)],
             "wire_bytes": int(statistics.median(s["wire"] for s in samples))}
 
 
+Samples = dict[str, list[dict[str, float]]]
+
+
 def compare(contenders: dict[str, Callable[[Path, Path], int]], src: Path,
-            work: Path) -> dict[str, dict[str, float]]:
-    """Medians over ROUNDS rounds, contenders interleaved within each round and rotated from
-    round to round."""
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+            work: Path) -> Samples:
+    """ROUNDS rounds, contenders interleaved within each round and rotated from round to round
+    (memory touched first costs more, so no contender always goes first)."""
+    samples: Samples = {name: [] for name in contenders}
     for round_index in range(ROUNDS):
         for name in rotated(tuple(contenders), round_index):
             samples[name].append(measure(contenders[name], src, work / f"out-{name}"))
-    size = src.stat().st_size
-    return {name: summarize(s, size) for name, s in samples.items()}
+    return samples
+
+
+def fixed_seconds(contenders: dict[str, Callable[[Path, Path], int]],
+                  work: Path) -> dict[str, float]:
+    """Median seconds of three 4 KiB transfers: what each transfer pays whatever its size (for
+    ssh a key exchange, a PAM session and a remote shell; for the engine its handshake), which
+    says how much of a ratio at this stream size is set-up rather than throughput."""
+    tiny = work / "tiny.bin"
+    tiny.write_bytes(random.Random(3).randbytes(4096))
+    return {name: round(statistics.median(
+        measure(contender, tiny, work / f"out-{name}")["seconds"] for _ in range(3)), 3)
+        for name, contender in contenders.items()}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Throughput of ``ours`` over that of the faster of ``baselines``, all from one
+    ``compare`` (so round r of each ran moments apart); ``target`` is the ratio the engine must
+    reach, checked by ``bench.report``."""
+    what: str
+    ours: str
+    baselines: tuple[str, ...]
+    target: float | None = None
+
+    def measure(self, samples: Samples) -> dict[str, Any]:
+        """The ratio of the median times and the range of the per-round ratios."""
+        def median(name: str) -> float:
+            return statistics.median(s["seconds"] for s in samples[name])
+
+        per_round = [min(samples[b][r]["seconds"] for b in self.baselines)
+                     / samples[self.ours][r]["seconds"] for r in range(len(samples[self.ours]))]
+        return {**asdict(self),
+                "ratio": round(min(median(b) for b in self.baselines) / median(self.ours), 3),
+                "range": [round(min(per_round), 3), round(max(per_round), 3)]}
+
+
+LABELS = {
+    "mbuffer": "mbuffer -m 128M to mbuffer -m 128M",
+    "engine_none": "engine, codec none: the authenticated stream (AES-256-GCM tag per frame)",
+    "splice_unverified": "splice(2) file -> socket -> file, no framing, checksums or tags",
+    "ssh_aes128_gcm": "ssh -c aes128-gcm@openssh.com -o Compression=no to a local sshd",
+    "engine_none_encrypt": "engine, codec none, encrypted (AES-256-GCM payloads)",
+    "zstd_nc": "zstd -1 -T2 | nc | zstd -d",
+    "engine_zstd": "engine, codec zstd (authenticated)",
+    "engine_auto": "engine, codec auto (authenticated)",
+    **{f"limited_{codec}": f"engine, codec {codec}, behind its own 100 MB/s limit"
+       for codec in ("none", "zstd", "auto")},
+}
+
+COMPARISONS = {
+    "authenticated_vs_mbuffer": Comparison(
+        "authenticated stream (codec none) vs mbuffer -m 128M to mbuffer", "engine_none",
+        ("mbuffer",), 1.0),
+    "encrypted_vs_ssh": Comparison(
+        "encrypted stream (codec none, encrypt) vs ssh -c aes128-gcm@openssh.com, no "
+        "compression", "engine_none_encrypt", ("ssh_aes128_gcm",), 2.0),
+    "encrypted_vs_authenticated": Comparison(
+        "encrypted stream vs the authenticated stream (the price of encrypting)",
+        "engine_none_encrypt", ("engine_none",)),
+    "authenticated_vs_splice_unverified": Comparison(
+        "authenticated stream vs splice(2) without framing, checksums or tags", "engine_none",
+        ("splice_unverified",)),
+    "zstd_vs_zstd_nc": Comparison("codec zstd vs zstd -1 -T2 | nc | zstd -d", "engine_zstd",
+                                  ("zstd_nc",)),
+    "auto_vs_zstd_nc": Comparison("codec auto vs zstd -1 -T2 | nc | zstd -d", "engine_auto",
+                                  ("zstd_nc",)),
+    "auto_vs_best_fixed": Comparison("codec auto vs the better fixed codec, loopback",
+                                     "engine_auto", ("engine_none", "engine_zstd")),
+    "limited_auto_vs_best_fixed": Comparison(
+        "codec auto vs the better fixed codec, 100 MB/s limit", "limited_auto",
+        ("limited_none", "limited_zstd")),
+}
 
 
 def checksum_speed() -> float:
@@ -193,46 +312,48 @@ def checksum_speed() -> float:
     return 512 * MiB / (time.perf_counter() - start) / 1e9
 
 
-def main() -> None:
-    for tool in ("mbuffer", "nc", "zstd", "ss"):
+def run() -> dict[str, Any]:
+    """The whole measurement, as the JSON object ``main`` prints."""
+    for tool in ("mbuffer", "nc", "zstd", "ss", "ssh", sshd.SSHD):
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: run scripts/setup-system.sh")
-    contenders: dict[str, Callable[[Path, Path], int]] = {
-        "mbuffer": mbuffer, "engine_none": engine("none"), "splice_unverified": splice_unverified,
-        "zstd_nc": zstd_nc, "engine_zstd": engine("zstd"), "engine_auto": engine("auto"),
-    }
-    # the same engine behind its own 100 MB/s token bucket: a slow link, where zstd pays
-    limited = {f"limited_{codec}": engine(codec, LIMIT) for codec in ("none", "zstd", "auto")}
+            raise RuntimeError(f"{tool} is missing: run scripts/setup-system.sh")
     work = Path(tempfile.mkdtemp(prefix="ployz-bench-", dir="/dev/shm"))
     try:
+        contenders: dict[str, Callable[[Path, Path], int]] = {
+            "mbuffer": mbuffer, "engine_none": engine("none"),
+            "splice_unverified": splice_unverified,
+            "ssh_aes128_gcm": ssh_aes_gcm(work / "sshd"),
+            "engine_none_encrypt": engine("none", encrypt=True),
+            "zstd_nc": zstd_nc, "engine_zstd": engine("zstd"), "engine_auto": engine("auto"),
+        }
+        # the same engine behind its own 100 MB/s token bucket: a slow link, where zstd pays
+        limited = {f"limited_{codec}": engine(codec, LIMIT) for codec in ("none", "zstd", "auto")}
         src, small = work / "mixed.bin", work / "mixed-small.bin"
         make_mixed(src, SIZE)
         make_mixed(small, LIMITED_SIZE)
-        runs = compare(contenders, src, work)
-        runs_limited = compare(limited, small, work)
+        samples = compare(contenders, src, work)
+        samples_limited = compare(limited, small, work)
+        fixed = fixed_seconds(contenders, work)
     finally:
         shutil.rmtree(work)
-    speed = {name: SIZE / run["seconds"] for name, run in runs.items()}
-    slow = {name: LIMITED_SIZE / run["seconds"] for name, run in runs_limited.items()}
-    print(json.dumps({
+    runs = {name: summarize(s, SIZE, LABELS[name]) for name, s in samples.items()}
+    runs_limited = {name: summarize(s, LIMITED_SIZE, LABELS[name])
+                    for name, s in samples_limited.items()}
+    every = {**samples, **samples_limited}
+    return {
         "bytes": SIZE, "rounds": ROUNDS, "data": "mixed: 4 MiB blocks, random and text",
         "xxh3_GB_per_s": round(checksum_speed(), 2),
         "runs": runs,
+        "fixed_seconds": fixed,
         "limited_100MBps": {"bytes": LIMITED_SIZE, "runs": runs_limited},
-        "ratios": {
-            "limited_auto_vs_best_fixed": round(slow["limited_auto"] / max(
-                slow["limited_none"], slow["limited_zstd"]), 3),
-            "none_vs_mbuffer": round(speed["engine_none"] / speed["mbuffer"], 3),
-            "none_vs_splice_unverified": round(speed["engine_none"]
-                                               / speed["splice_unverified"], 3),
-            "zstd_vs_zstd_nc": round(speed["engine_zstd"] / speed["zstd_nc"], 3),
-            "auto_vs_zstd_nc": round(speed["engine_auto"] / speed["zstd_nc"], 3),
-            "auto_vs_best_fixed": round(speed["engine_auto"] / max(
-                speed["engine_none"], speed["engine_zstd"]), 3),
-            "zstd_wire_vs_zstd_1": round(runs["engine_zstd"]["wire_bytes"]
-                                         / runs["zstd_nc"]["wire_bytes"], 3),
-        },
-    }, indent=1))
+        "ratios": {key: c.measure(every) for key, c in COMPARISONS.items()},
+        "zstd_wire_vs_zstd_1": round(runs["engine_zstd"]["wire_bytes"]
+                                     / runs["zstd_nc"]["wire_bytes"], 3),
+    }
+
+
+def main() -> None:
+    print(json.dumps(run(), indent=1))
 
 
 if __name__ == "__main__":
