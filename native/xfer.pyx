@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-# distutils: libraries = zstd xxhash
+# distutils: libraries = zstd xxhash crypto
 """The transfer engine's data path (``ployz._xfer``): one connection's worth of framed sending or
 receiving, run in C without the GIL (see xfer_core.h).
 
@@ -14,6 +14,11 @@ cdef extern from "xfer_core.h" nogil:
     enum:
         PZ_MAGIC
         PZ_HEADER_SIZE
+        PZ_AAD_SIZE
+        PZ_TAG_SIZE
+        PZ_KEY_SIZE
+        PZ_NONCE_DATA
+        PZ_NONCE_END
         PZ_FLAG_ZSTD
         PZ_FLAG_END
         PZ_FLAG_CONTROL
@@ -23,7 +28,18 @@ cdef extern from "xfer_core.h" nogil:
         PZ_CODEC_NONE
         PZ_CODEC_ZSTD
         PZ_CODEC_AUTO
+        PZ_OK
+        PZ_E_CONNECTION
+        PZ_E_TIMEOUT
+        PZ_E_PROTOCOL
+        PZ_E_CHECKSUM
+        PZ_E_SOURCE
+        PZ_E_SINK
+        PZ_E_CODEC
+        PZ_E_RESOURCE
         PZ_E_STOPPED
+        PZ_E_INTEGRITY
+        PZ_E_FRAMING
 
     ctypedef struct pz_ring:
         char errmsg[256]
@@ -36,6 +52,7 @@ cdef extern from "xfer_core.h" nogil:
         uint64_t frames_raw
         uint64_t frames_spliced
         int stop_request
+        uint64_t *sums
         size_t nsums
         uint32_t frame_size
         pz_ring ring
@@ -57,18 +74,25 @@ cdef extern from "xfer_core.h" nogil:
     void pz_sender_free(pz_sender *s)
     int pz_sender_adopt(pz_sender *s, int fd, uint64_t offset)
     int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_offset,
-                    uint64_t limit)
+                    uint64_t limit, const unsigned char *key, int encrypt)
     int pz_receiver_init(pz_receiver *rc, uint32_t frame_size, int allow_zstd, int workers)
     void pz_receiver_free(pz_receiver *rc)
     int pz_receiver_adopt(pz_receiver *rc, int fd, uint64_t length)
-    int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd)
+    int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd, const unsigned char *key,
+                    int encrypt)
     uint64_t pz_frame_checksum(const void *data, size_t length, uint64_t offset)
+    uint64_t pz_chain(const uint64_t *sums, size_t n)
 
 cdef extern from "<errno.h>":
     int errno
 
 MAGIC = PZ_MAGIC
 HEADER_SIZE = PZ_HEADER_SIZE
+AAD_SIZE = PZ_AAD_SIZE
+TAG_SIZE = PZ_TAG_SIZE
+KEY_SIZE = PZ_KEY_SIZE
+NONCE_DATA = PZ_NONCE_DATA
+NONCE_END = PZ_NONCE_END
 FLAG_ZSTD = PZ_FLAG_ZSTD
 FLAG_END = PZ_FLAG_END
 FLAG_CONTROL = PZ_FLAG_CONTROL
@@ -76,6 +100,13 @@ END_PAYLOAD = PZ_END_PAYLOAD
 MAX_FRAME = PZ_MAX_FRAME
 MAX_WORKERS = PZ_MAX_WORKERS
 STOPPED = PZ_E_STOPPED
+# The error kinds of a run's ``(kind, errno, message)`` result, by name.
+ERROR_KINDS = {
+    "connection": PZ_E_CONNECTION, "timeout": PZ_E_TIMEOUT, "protocol": PZ_E_PROTOCOL,
+    "checksum": PZ_E_CHECKSUM, "source": PZ_E_SOURCE, "sink": PZ_E_SINK, "codec": PZ_E_CODEC,
+    "resource": PZ_E_RESOURCE, "stopped": PZ_E_STOPPED, "integrity": PZ_E_INTEGRITY,
+    "framing": PZ_E_FRAMING,
+}
 CODECS = {"none": PZ_CODEC_NONE, "zstd": PZ_CODEC_ZSTD, "auto": PZ_CODEC_AUTO}
 UNLIMITED = 0xFFFFFFFFFFFFFFFF
 
@@ -88,6 +119,25 @@ def frame_checksum(const unsigned char[::1] data, uint64_t offset) -> int:
     with nogil:
         sum = pz_frame_checksum(p, n, offset)
     return sum
+
+
+def chain_checksum(const unsigned char[::1] sums) -> int:
+    """The whole-stream checksum over frame checksums packed as little-endian u64s, as the end
+    frame carries it."""
+    if sums.shape[0] % 8:
+        raise ValueError("frame checksums are 8 bytes each")
+    cdef size_t n = sums.shape[0] // 8
+    cdef const unsigned char *p = &sums[0] if n else NULL
+    cdef uint64_t value
+    with nogil:
+        value = pz_chain(<const uint64_t *>p, n)
+    return value
+
+
+cdef const unsigned char *_session_key(bytes key) except NULL:
+    if len(key) != PZ_KEY_SIZE:
+        raise ValueError(f"a session key is {PZ_KEY_SIZE} bytes, not {len(key)}")
+    return key
 
 
 cdef class StreamSender:
@@ -110,12 +160,15 @@ cdef class StreamSender:
         if self.ready:
             pz_sender_free(&self.s)
 
-    def run(self, int src_fd, int sock_fd, uint64_t start_offset, uint64_t limit=UNLIMITED):
+    def run(self, int src_fd, int sock_fd, uint64_t start_offset, bytes key, bint encrypt=False,
+            uint64_t limit=UNLIMITED):
         """Sends frames from ``src_fd`` (positioned at ``start_offset``) until EOF or ``limit``
-        bytes, then the end frame. Returns ``(kind, errno, message)``; kind 0 is success."""
+        bytes, then the end frame, each sealed with this connection's sender ``key`` (and
+        encrypted if ``encrypt``). Returns ``(kind, errno, message)``; kind 0 is success."""
         cdef int kind
+        cdef const unsigned char *k = _session_key(key)
         with nogil:
-            kind = pz_send_run(&self.s, src_fd, sock_fd, start_offset, limit)
+            kind = pz_send_run(&self.s, src_fd, sock_fd, start_offset, limit, k, encrypt)
         return kind, self.s.ring.err_errno, self.s.ring.errmsg.decode("utf-8", "replace")
 
     def adopt(self, int fd, uint64_t offset):
@@ -127,6 +180,11 @@ cdef class StreamSender:
             rc = pz_sender_adopt(&self.s, fd, offset)
         if rc != 0:
             raise OSError(errno, "cannot re-read the source prefix")
+
+    @property
+    def chain(self):
+        """The whole-stream checksum of the frames sent so far, as the end frame carries it."""
+        return pz_chain(self.s.sums, self.s.nsums)
 
     @property
     def known_bytes(self):
@@ -195,12 +253,14 @@ cdef class StreamReceiver:
         if rc != 0:
             raise OSError(errno, "cannot re-read the committed prefix")
 
-    def run(self, int sock_fd, int sink_fd):
-        """Receives frames into ``sink_fd`` until the end frame or an error. Returns
+    def run(self, int sock_fd, int sink_fd, bytes key, bint encrypt=False):
+        """Receives frames into ``sink_fd`` until the end frame or an error, each checked with
+        this connection's sender ``key`` before any of it is used. Returns
         ``(kind, errno, message)``; kind 0 with ``ended`` set means the end frame arrived."""
         cdef int kind
+        cdef const unsigned char *k = _session_key(key)
         with nogil:
-            kind = pz_recv_run(&self.rc, sock_fd, sink_fd)
+            kind = pz_recv_run(&self.rc, sock_fd, sink_fd, k, encrypt)
         return kind, self.rc.ring.err_errno, self.rc.ring.errmsg.decode("utf-8", "replace")
 
     def stop(self):

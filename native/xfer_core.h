@@ -51,11 +51,17 @@
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
+#include <openssl/evp.h>
 #include <xxhash.h>
 #include <zstd.h>
 
-#define PZ_MAGIC 0x315a4c50u /* the bytes "PLZ1" read as a little-endian u32 */
-#define PZ_HEADER_SIZE 32
+#define PZ_MAGIC 0x325a4c50u /* the bytes "PLZ2" read as a little-endian u32 */
+#define PZ_HEADER_SIZE 48
+#define PZ_AAD_SIZE 32 /* the header without its tag: what the tag authenticates */
+#define PZ_TAG_SIZE 16
+#define PZ_KEY_SIZE 32
+#define PZ_NONCE_DATA 1u
+#define PZ_NONCE_END 2u
 #define PZ_FLAG_ZSTD 0x1u
 #define PZ_FLAG_END 0x2u
 #define PZ_FLAG_CONTROL 0x4u
@@ -78,6 +84,8 @@ enum pz_error {
     PZ_E_CODEC = 7,      /* zstd failed to compress or decompress */
     PZ_E_RESOURCE = 8,   /* out of memory or threads */
     PZ_E_STOPPED = 9,    /* stopped on request */
+    PZ_E_INTEGRITY = 10, /* a frame failed its authentication tag: damaged or altered */
+    PZ_E_FRAMING = 11,   /* a header that cannot be right (lengths, magic): the stream is lost */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -91,6 +99,7 @@ typedef struct {
     uint32_t raw_len;
     uint64_t offset;
     uint64_t checksum;
+    unsigned char tag[PZ_TAG_SIZE];
 } pz_header;
 
 static inline void pz_put32(unsigned char *p, uint32_t v) {
@@ -120,6 +129,7 @@ static void pz_header_pack(const pz_header *h, unsigned char *out) {
     pz_put32(out + 12, h->raw_len);
     pz_put64(out + 16, h->offset);
     pz_put64(out + 24, h->checksum);
+    memcpy(out + PZ_AAD_SIZE, h->tag, PZ_TAG_SIZE);
 }
 
 static void pz_header_unpack(const unsigned char *in, pz_header *h) {
@@ -130,6 +140,76 @@ static void pz_header_unpack(const unsigned char *in, pz_header *h) {
     h->raw_len = pz_get32(in + 12);
     h->offset = pz_get64(in + 16);
     h->checksum = pz_get64(in + 24);
+    memcpy(h->tag, in + PZ_AAD_SIZE, PZ_TAG_SIZE);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Frame tags: AES-256-GCM under the session key of one direction of one connection            */
+
+/* Every frame after the handshake carries a tag made with the key its direction derived from
+ * the authenticated key exchange, over a nonce that its kind and offset make unique within the
+ * connection (keys are new on every connection). Without encryption the tag is a GMAC over the
+ * header and the payload; with it the payload is encrypted in place and the header is the
+ * associated data. Either way a frame that anyone without the key changed, or moved to another
+ * offset, fails before any of it is decoded or written. */
+typedef struct {
+    EVP_CIPHER_CTX *ctx;
+    int encrypt;
+} pz_sealer;
+
+static int pz_sealer_init(pz_sealer *z, const unsigned char *key, int encrypt, int sealing) {
+    z->encrypt = encrypt;
+    z->ctx = EVP_CIPHER_CTX_new();
+    if (!z->ctx) return -1;
+    int ok = sealing ? EVP_EncryptInit_ex(z->ctx, EVP_aes_256_gcm(), NULL, key, NULL)
+                     : EVP_DecryptInit_ex(z->ctx, EVP_aes_256_gcm(), NULL, key, NULL);
+    return ok == 1 ? 0 : -1;
+}
+
+static void pz_sealer_free(pz_sealer *z) {
+    EVP_CIPHER_CTX_free(z->ctx);
+    z->ctx = NULL;
+}
+
+static void pz_nonce(unsigned char nonce[12], uint32_t kind, uint64_t value) {
+    pz_put32(nonce, kind);
+    pz_put64(nonce + 4, value);
+}
+
+/* Seals a frame: `hdr` holds the packed header (its tag still to be written), `payload` its
+ * `len` wire bytes, encrypted in place when the session encrypts. Returns 0 or -1. */
+static int pz_seal(pz_sealer *z, unsigned char *hdr, unsigned char *payload, size_t len,
+                   uint32_t kind, uint64_t value) {
+    unsigned char nonce[12];
+    int n;
+    pz_nonce(nonce, kind, value);
+    if (EVP_EncryptInit_ex(z->ctx, NULL, NULL, NULL, nonce) != 1 ||
+        EVP_EncryptUpdate(z->ctx, NULL, &n, hdr, PZ_AAD_SIZE) != 1)
+        return -1;
+    if (len && (z->encrypt ? EVP_EncryptUpdate(z->ctx, payload, &n, payload, (int)len)
+                           : EVP_EncryptUpdate(z->ctx, NULL, &n, payload, (int)len)) != 1)
+        return -1;
+    if (EVP_EncryptFinal_ex(z->ctx, payload + len, &n) != 1) return -1;
+    return EVP_CIPHER_CTX_ctrl(z->ctx, EVP_CTRL_GCM_GET_TAG, PZ_TAG_SIZE, hdr + PZ_AAD_SIZE) == 1
+               ? 0 : -1;
+}
+
+/* Checks a received frame's tag (and decrypts its payload in place when the session
+ * encrypts). Returns 1 when the frame is authentic, 0 when it is not, -1 on a library error. */
+static int pz_open(pz_sealer *z, const unsigned char *hdr, unsigned char *payload, size_t len,
+                   uint32_t kind, uint64_t value) {
+    unsigned char nonce[12], tag[PZ_TAG_SIZE];
+    int n;
+    pz_nonce(nonce, kind, value);
+    memcpy(tag, hdr + PZ_AAD_SIZE, PZ_TAG_SIZE);
+    if (EVP_DecryptInit_ex(z->ctx, NULL, NULL, NULL, nonce) != 1 ||
+        EVP_DecryptUpdate(z->ctx, NULL, &n, hdr, PZ_AAD_SIZE) != 1)
+        return -1;
+    if (len && (z->encrypt ? EVP_DecryptUpdate(z->ctx, payload, &n, payload, (int)len)
+                           : EVP_DecryptUpdate(z->ctx, NULL, &n, payload, (int)len)) != 1)
+        return -1;
+    if (EVP_CIPHER_CTX_ctrl(z->ctx, EVP_CTRL_GCM_SET_TAG, PZ_TAG_SIZE, tag) != 1) return -1;
+    return EVP_DecryptFinal_ex(z->ctx, payload + len, &n) == 1 ? 1 : 0;
 }
 
 /* libxxhash's runtime dispatch (xxh_x86dispatch): the widest vector unit the CPU has. Inlined,
@@ -536,6 +616,7 @@ typedef struct {
     int sock_fd;
     uint64_t start_offset;
     uint64_t limit;                  /* stop after this many bytes of the source; UINT64_MAX: EOF */
+    pz_sealer sealer;                /* this connection's sender-to-receiver key */
     pz_ring ring;
     pz_bucket bucket;
     ZSTD_CCtx *cctx[PZ_MAX_WORKERS];
@@ -865,12 +946,18 @@ static void pz_send_writer(pz_sender *s) {
             return;
         }
         if (at_end) break;
+        unsigned char *payload = (slot->flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw;
         pz_header h = {PZ_MAGIC, slot->flags, 0, slot->wire_len, slot->raw_len, slot->offset,
-                       slot->checksum};
+                       s->sealer.encrypt ? 0 : slot->checksum, {0}};
         pz_header_pack(&h, hdr);
-        struct iovec iov[2] = {
-            {hdr, PZ_HEADER_SIZE},
-            {(slot->flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw, slot->wire_len}};
+        /* a frame in its slot pipe has its copy in memory too (the tee read for its checksum),
+         * and the pipe is never used when the session encrypts */
+        if (pz_seal(&s->sealer, hdr, payload, slot->wire_len, PZ_NONCE_DATA, slot->offset) != 0) {
+            pz_ring_fail(r, PZ_E_RESOURCE, 0, "cannot seal the frame at offset %llu",
+                         (unsigned long long)slot->offset);
+            return;
+        }
+        struct iovec iov[2] = {{hdr, PZ_HEADER_SIZE}, {payload, slot->wire_len}};
         if (waited) { /* the writer was idle: the link is not saturated, the window is void */
             window_bytes = 0;
             window_frames = 0;
@@ -924,8 +1011,13 @@ static void pz_send_writer(pz_sender *s) {
     pz_put64(p, s->raw_bytes);
     pz_put64(p + 8, pz_chain(s->sums, s->nsums));
     pz_header h = {PZ_MAGIC, PZ_FLAG_END, 0, PZ_END_PAYLOAD, PZ_END_PAYLOAD, s->raw_bytes,
-                   pz_frame_checksum(p, PZ_END_PAYLOAD, s->raw_bytes)};
+                   s->sealer.encrypt ? 0 : pz_frame_checksum(p, PZ_END_PAYLOAD, s->raw_bytes),
+                   {0}};
     pz_header_pack(&h, hdr);
+    if (pz_seal(&s->sealer, hdr, p, PZ_END_PAYLOAD, PZ_NONCE_END, s->raw_bytes) != 0) {
+        pz_ring_fail(r, PZ_E_RESOURCE, 0, "cannot seal the end frame");
+        return;
+    }
     struct iovec iov[1] = {{hdr, sizeof hdr}};
     if (pz_send_all(s->sock_fd, iov, 1, 0) != 0) {
         int e = errno;
@@ -965,7 +1057,7 @@ static int pz_sender_adopt(pz_sender *s, int fd, uint64_t offset) {
 /* One connection's worth of sending: frames from `start_offset` (a frame boundary the receiver
  * committed) until EOF or `limit` bytes. Returns an error kind; message in s->ring.errmsg. */
 static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_offset,
-                       uint64_t limit) {
+                       uint64_t limit, const unsigned char *key, int encrypt) {
     s->src_fd = src_fd;
     s->sock_fd = sock_fd;
     s->stop_request = 0;
@@ -981,9 +1073,13 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->bucket.last = pz_now();
     pz_ring *r = &s->ring;
     size_t wire_size = s->run_workers ? ZSTD_compressBound(s->frame_size) : 0;
-    if (pz_ring_init(r, s->run_workers + 4, s->frame_size, wire_size, pz_is_pipe(src_fd)) != 0) {
+    /* an encrypted frame is rewritten in memory, so it cannot go out of its slot pipe */
+    int piped = pz_is_pipe(src_fd) && !encrypt;
+    if (pz_ring_init(r, s->run_workers + 4, s->frame_size, wire_size, piped) != 0 ||
+        pz_sealer_init(&s->sealer, key, encrypt, 1) != 0) {
         pz_ring_free(r);
-        snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
+        pz_sealer_free(&s->sealer);
+        snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers or the cipher");
         return PZ_E_RESOURCE;
     }
     pthread_t reader, workers[PZ_MAX_WORKERS];
@@ -1009,6 +1105,7 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
     int err = r->err;
     pz_ring_free(r);
+    pz_sealer_free(&s->sealer);
     return err;
 }
 
@@ -1039,6 +1136,7 @@ typedef struct {
     int sink_fd;
     int wake[2];  /* written to end the reader */
     int idle_ms;  /* the socket's SO_RCVTIMEO; -1 for none */
+    pz_sealer sealer; /* this connection's sender-to-receiver key, used by the reader alone */
     pz_ring ring;
     ZSTD_DCtx *dctx[PZ_MAX_WORKERS];
 } pz_receiver;
@@ -1135,6 +1233,17 @@ static int pz_recv_payload(pz_receiver *rc, pz_slot *slot, const pz_header *h) {
     return n == (ssize_t)h->wire_len ? 0 : -1;
 }
 
+/* Computes a decoded frame's checksum, which the whole-stream checksum is made of, and says
+ * whether it differs from the one the frame carried. An encrypted session carries none (a
+ * keyless hash would tell an observer which frames hold what), and its tag vouched for the
+ * bytes already. */
+static int pz_recv_check(pz_receiver *rc, pz_slot *slot) {
+    uint64_t sum = pz_frame_checksum(slot->raw, slot->raw_len, slot->offset);
+    if (!rc->sealer.encrypt) return sum != slot->checksum;
+    slot->checksum = sum;
+    return 0;
+}
+
 static void *pz_recv_reader(void *arg) {
     pz_receiver *rc = arg;
     pthread_setname_np(pthread_self(), "pz-recv-read");
@@ -1156,25 +1265,27 @@ static void *pz_recv_reader(void *arg) {
         pz_header h;
         pz_header_unpack(hb, &h);
         int is_end = (h.flags & PZ_FLAG_END) != 0;
+        /* what must hold before the payload can even be read: a header that fails these was
+         * damaged (or forged), and the stream cannot be followed past it */
         const char *why = NULL;
         if (h.magic != PZ_MAGIC) why = "bad magic";
         else if (h.reserved != 0) why = "reserved header bits set";
         else if (h.flags & ~(PZ_FLAG_ZSTD | PZ_FLAG_END)) why = "unexpected flags";
-        else if (h.offset != expect) why = "frame is not at the expected offset";
         else if (is_end && (h.flags != PZ_FLAG_END || h.wire_len != PZ_END_PAYLOAD ||
                             h.raw_len != PZ_END_PAYLOAD))
             why = "malformed end frame";
         else if (!is_end && (h.raw_len == 0 || h.raw_len > rc->frame_size))
             why = "frame length out of range";
-        else if (!is_end && short_seen) why = "data after a short frame";
         else if (!is_end && (h.flags & PZ_FLAG_ZSTD) && !rc->allow_zstd)
             why = "compressed frame but zstd was not negotiated";
         else if (!is_end && (h.flags & PZ_FLAG_ZSTD) && (h.wire_len == 0 || h.wire_len > wire_cap))
             why = "compressed frame length out of range";
         else if (!is_end && !(h.flags & PZ_FLAG_ZSTD) && h.wire_len != h.raw_len)
-            why = "raw frame with wire length != raw length";
+            why = "raw frame whose wire length differs from its length";
         if (why) {
-            pz_ring_fail(r, PZ_E_PROTOCOL, 0, "%s (offset %llu, flags 0x%x, length %u)", why,
+            pz_ring_fail(r, PZ_E_FRAMING, 0,
+                         "frame header damaged: %s (expected offset %llu; header says offset "
+                         "%llu, flags 0x%x, length %u)", why, (unsigned long long)expect,
                          (unsigned long long)h.offset, h.flags, h.wire_len);
             return NULL;
         }
@@ -1186,6 +1297,24 @@ static void *pz_recv_reader(void *arg) {
             return NULL;
         }
         __atomic_add_fetch(&rc->wire_bytes, PZ_HEADER_SIZE + h.wire_len, __ATOMIC_RELAXED);
+        unsigned char *payload = (h.flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw;
+        int authentic = pz_open(&rc->sealer, hb, payload, h.wire_len,
+                                is_end ? PZ_NONCE_END : PZ_NONCE_DATA, h.offset);
+        if (authentic != 1) {
+            pz_ring_fail(r, authentic < 0 ? PZ_E_RESOURCE : PZ_E_INTEGRITY, 0,
+                         "the %s at offset %llu failed its authentication tag (damaged or "
+                         "altered on the way); nothing of it was used",
+                         is_end ? "end frame" : "frame", (unsigned long long)h.offset);
+            return NULL;
+        }
+        /* an authentic frame that breaks these rules comes from a sender that is wrong */
+        if (h.offset != expect) why = "frame is not at the expected offset";
+        else if (!is_end && short_seen) why = "data after a short frame";
+        if (why) {
+            pz_ring_fail(r, PZ_E_PROTOCOL, 0, "%s (expected offset %llu, got %llu, flags 0x%x)",
+                         why, (unsigned long long)expect, (unsigned long long)h.offset, h.flags);
+            return NULL;
+        }
         slot->flags = h.flags;
         slot->wire_len = h.wire_len;
         slot->raw_len = h.raw_len;
@@ -1193,7 +1322,8 @@ static void *pz_recv_reader(void *arg) {
         slot->checksum = h.checksum;
         slot->bad = 0;
         if (is_end) {
-            if (pz_frame_checksum(slot->raw, PZ_END_PAYLOAD, h.offset) != h.checksum) {
+            if (!rc->sealer.encrypt &&
+                pz_frame_checksum(slot->raw, PZ_END_PAYLOAD, h.offset) != h.checksum) {
                 pz_ring_fail(r, PZ_E_CHECKSUM, 0, "end frame checksum mismatch");
                 return NULL;
             }
@@ -1206,8 +1336,7 @@ static void *pz_recv_reader(void *arg) {
         if (h.raw_len < rc->frame_size) short_seen = 1;
         /* a raw frame is verified here unless an earlier frame still waits for a worker */
         int direct = !(h.flags & PZ_FLAG_ZSTD) && pz_ring_caught_up(r, seq);
-        if (direct)
-            slot->bad = pz_frame_checksum(slot->raw, h.raw_len, h.offset) != h.checksum;
+        if (direct) slot->bad = pz_recv_check(rc, slot);
         pz_ring_pass(r, slot, seq, direct);
     }
 }
@@ -1227,8 +1356,7 @@ static void *pz_recv_worker(void *arg) {
                                            slot->wire_len);
             slot->bad = ZSTD_isError(n) || n != slot->raw_len;
         }
-        if (!slot->bad)
-            slot->bad = pz_frame_checksum(slot->raw, slot->raw_len, slot->offset) != slot->checksum;
+        if (!slot->bad) slot->bad = pz_recv_check(rc, slot);
         pz_ring_set(r, slot, SLOT_READY);
     }
 }
@@ -1287,7 +1415,8 @@ static void pz_recv_writer(pz_receiver *rc) {
 }
 
 /* One connection's worth of receiving, until the end frame or an error. */
-static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
+static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd, const unsigned char *key,
+                       int encrypt) {
     rc->sock_fd = sock_fd;
     rc->sink_fd = sink_fd;
     rc->stop_request = 0;
@@ -1304,11 +1433,15 @@ static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
     size_t wire_size = rc->workers ? ZSTD_compressBound(rc->frame_size) : 0;
     /* the end frame's payload lands in a raw buffer, which must hold it */
     size_t raw_size = rc->frame_size < PZ_END_PAYLOAD ? PZ_END_PAYLOAD : rc->frame_size;
-    if (pz_ring_init(r, rc->nslots, raw_size, wire_size, pz_is_pipe(sink_fd)) != 0) {
+    /* a frame is decrypted in memory, so an encrypted one cannot pass through a slot pipe */
+    int piped = pz_is_pipe(sink_fd) && !encrypt;
+    if (pz_ring_init(r, rc->nslots, raw_size, wire_size, piped) != 0 ||
+        pz_sealer_init(&rc->sealer, key, encrypt, 0) != 0) {
         pz_ring_free(r);
+        pz_sealer_free(&rc->sealer);
         close(rc->wake[0]);
         close(rc->wake[1]);
-        snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers");
+        snprintf(r->errmsg, sizeof r->errmsg, "out of memory for frame buffers or the cipher");
         return PZ_E_RESOURCE;
     }
     pthread_t reader, workers[PZ_MAX_WORKERS];
@@ -1338,6 +1471,7 @@ static int pz_recv_run(pz_receiver *rc, int sock_fd, int sink_fd) {
     close(rc->wake[1]);
     int err = r->err;
     pz_ring_free(r);
+    pz_sealer_free(&rc->sealer);
     return err;
 }
 

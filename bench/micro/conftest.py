@@ -14,6 +14,7 @@ from ployz._xfer import StreamSender
 MiB = 1 << 20
 STREAM = 16 * MiB  # big enough for the ring of frames to reach its steady state
 FRAME = MiB
+KEY = bytes(range(32))  # a session key: every frame is sealed, as on the wire
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,8 @@ def encode(source: Path, codec: str) -> bytes:
     out = Path("/dev/shm") / f"ployz-micro-wire-{os.getpid()}-{codec}"
     try:
         with open(source, "rb") as src, open(out, "wb") as wire:
-            kind, _errno, message = StreamSender(FRAME, codec).run(src.fileno(), wire.fileno(), 0)
+            kind, _errno, message = StreamSender(FRAME, codec).run(src.fileno(), wire.fileno(), 0,
+                                                                   KEY)
             if kind:
                 raise RuntimeError(f"encoding failed: {message}")
         return out.read_bytes()

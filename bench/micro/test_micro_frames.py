@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.micro.conftest import FRAME, STREAM, MiB
+from bench.micro.conftest import FRAME, KEY, STREAM, MiB
 from ployz._xfer import StreamReceiver, StreamSender, frame_checksum
 
 
@@ -45,7 +45,7 @@ def test_encode_16mib(benchmark, mixed_file: Path, devnull: int, codec: str) -> 
     with open(mixed_file, "rb") as src:
         def run() -> None:
             os.lseek(src.fileno(), 0, os.SEEK_SET)
-            kind, _errno, message = StreamSender(FRAME, codec).run(src.fileno(), devnull, 0)
+            kind, _errno, message = StreamSender(FRAME, codec).run(src.fileno(), devnull, 0, KEY)
             assert kind == 0, message
 
         benchmark.extra_info["bytes"] = STREAM
@@ -59,7 +59,7 @@ def decode(wire: bytes, allow_zstd: bool, devnull: int) -> None:
         feeder = threading.Thread(target=theirs.sendall, args=(wire,))
         feeder.start()
         receiver = StreamReceiver(FRAME, allow_zstd)
-        kind, _errno, message = receiver.run(ours.fileno(), devnull)
+        kind, _errno, message = receiver.run(ours.fileno(), devnull, KEY)
         feeder.join()
     assert kind == 0 and receiver.ended, message
 

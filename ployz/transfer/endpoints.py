@@ -80,8 +80,9 @@ class Sink(Protocol):
     def open_run(self, committed: int) -> int:
         """The fd the data path writes this connection's bytes to."""
 
-    def close_run(self, ended: bool) -> None:
-        """After a connection's data phase; ``ended`` if the end frame arrived intact."""
+    def close_run(self, ended: bool, committed: int) -> None:
+        """After a connection's data phase; ``ended`` if the end frame arrived intact.
+        ``committed``: the verified length, which is all that may stay of a failed run."""
 
     def commit(self, stream_checksum: int, size: int) -> dict[str, Any]:
         """Makes the result visible and durable; returns the evidence of what was committed."""

@@ -6,6 +6,8 @@ sender reconnect and resume; the others end the transfer.
 
 from __future__ import annotations
 
+from ployz._xfer import ERROR_KINDS
+
 
 class TransferError(Exception):
     """Base class of every transfer failure."""
@@ -33,6 +35,21 @@ class ChecksumMismatch(TransferError):
 class IntegrityError(ChecksumMismatch):
     """A frame or message failed its authentication tag: damaged or altered on the way; nothing
     of it was used."""
+
+
+class StreamChecksumMismatch(TransferError):
+    """Every frame passed its checks yet the whole stream does not match what the sender sent:
+    a bug on one side, which resending cannot fix, so the transfer ends at once."""
+
+
+class FramingError(ConnectionLost):
+    """A frame header that cannot be right (damaged on the way): the stream cannot be followed
+    past it, so the connection is dropped and the sender resumes from the commit point."""
+
+
+class TransferAborted(TransferError):
+    """The sender gave the transfer up (its source failed, or it ran out of attempts) and told
+    the receiver so, which then stops waiting for it."""
 
 
 class ProtocolError(TransferError):
@@ -79,17 +96,14 @@ class RetriesExhausted(TransferError):
     failure."""
 
 
-# Error kinds reported by the native data path (ployz._xfer); see native/xfer_core.h.
+# The exception of each error kind the native data path reports (ployz._xfer.ERROR_KINDS).
 _NATIVE_KINDS: dict[int, type[TransferError]] = {
-    1: ConnectionLost,
-    2: IdleTimeout,
-    3: ProtocolError,
-    4: ChecksumMismatch,
-    5: SourceError,
-    6: SinkError,
-    7: CodecError,
-    8: TransferError,
-    9: ConnectionLost,
+    ERROR_KINDS[name]: kind for name, kind in {
+        "connection": ConnectionLost, "timeout": IdleTimeout, "protocol": ProtocolError,
+        "checksum": ChecksumMismatch, "source": SourceError, "sink": SinkError,
+        "codec": CodecError, "resource": TransferError, "stopped": ConnectionLost,
+        "integrity": IntegrityError, "framing": FramingError,
+    }.items()
 }
 
 

@@ -114,8 +114,16 @@ class FileSink:
         os.lseek(fd, committed, os.SEEK_SET)
         return fd
 
-    def close_run(self, ended: bool) -> None:
-        os.fsync(self._fd())
+    def close_run(self, ended: bool, committed: int) -> None:
+        # a write that failed (a full disk) may have left a torn frame past the commit point;
+        # cutting it gives the space back at once instead of at the next connection
+        fd = self._fd()
+        try:
+            os.ftruncate(fd, committed)
+            os.fsync(fd)
+        except OSError as exc:
+            raise SinkError(f"cannot cut {self.partial} back to {committed} bytes: "
+                            f"{exc.strerror}") from exc
 
     def commit(self, stream_checksum: int, size: int) -> dict[str, Any]:
         fd = self._fd()

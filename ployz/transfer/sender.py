@@ -1,6 +1,8 @@
-"""The sending end: connects, presents a ticket, streams from the receiver's resume point, and
-reconnects after a broken connection (bounded attempts, exponential backoff) until the receiver
-acknowledges the commit.
+"""The sending end: connects, presents a ticket and a proof bound to the connection's fresh
+keys, streams from the receiver's resume point, and reconnects after a broken connection
+(bounded attempts, exponential backoff) until the receiver acknowledges the commit. It reports
+success only for a COMMIT that passed its tag and whose evidence matches what it sent; when it
+gives up it tells the receiver (ABORT), so that neither end waits for the other.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ployz._xfer import STOPPED, StreamSender
 from ployz.transfer import protocol as p
+from ployz.transfer import session
 from ployz.transfer.endpoints import ResumePoint, Source
 from ployz.transfer.errors import (
     ConnectionLost,
@@ -68,23 +71,34 @@ class SendResult:
     frames_raw: int
     frames_spliced: int
     notices: tuple[str, ...] = ()
+    resumed_bytes: int = 0
+    encrypted: bool = False
+    receiver_verified: bool = False
+    transfer_id: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {"bytes": self.bytes, "wire_bytes": self.wire_bytes,
                 "seconds": round(self.seconds, 3), "resumes": self.resumes, "codec": self.codec,
                 "frames_zstd": self.frames_zstd, "frames_raw": self.frames_raw,
                 "frames_spliced": self.frames_spliced,
-                "notices": list(self.notices), "committed": self.evidence}
+                "notices": list(self.notices), "committed": self.evidence,
+                "resumed_bytes": self.resumed_bytes, "encrypted": self.encrypted,
+                "receiver_verified": self.receiver_verified, "transfer_id": self.transfer_id}
 
 
 class Sender:
     """Sends one source to the receiver at ``address``. Authorisation is either a ready
-    ``ticket`` (issued by an orchestrator) or a signing ``key``: then the sender issues itself a
-    short-lived ticket for the target the receiver announces, which the receiver accepts only
-    if it trusts that key."""
+    ``ticket`` (issued by an orchestrator) with the transfer's ``secret``, which the orchestrator
+    gave the receiver too, or a signing ``key``: then the sender issues itself a short-lived
+    ticket for the target the receiver announces, which the receiver accepts only if it trusts
+    that key, and proves it holds the key. ``encrypt`` hides the stream from the path as well
+    (for links outside the WireGuard overlay). ``receiver_key``: the receiver must prove it
+    holds that key (with a secret the receiver proves itself by knowing it)."""
 
     def __init__(self, source: Source, address: tuple[str, int], *,
                  key: Ed25519PrivateKey | None = None, ticket: str | None = None,
+                 secret: bytes | None = None, encrypt: bool = False,
+                 receiver_key: Ed25519PublicKey | None = None,
                  transfer_id: str | None = None, codec: str = "auto",
                  frame_size: int = p.DEFAULT_FRAME_SIZE, level: int = 1, workers: int = 2,
                  bwlimit: float = 0.0, retry: RetryPolicy | None = None,
@@ -93,6 +107,8 @@ class Sender:
                  progress_interval: float = 0.25) -> None:
         if (key is None) == (ticket is None):
             raise ValueError("give exactly one of a signing key or a ticket")
+        if ticket is not None and secret is None:
+            raise ValueError("a sender with a ticket needs the transfer's secret to prove itself")
         if codec not in ("auto", *p.CODECS):
             raise ValueError(f"unknown codec {codec!r}; expected auto, zstd or none")
         if not p.MIN_FRAME_SIZE <= frame_size <= p.MAX_FRAME_SIZE:
@@ -102,6 +118,11 @@ class Sender:
         self.address = address
         self.key = key
         self.ticket = ticket
+        self.secret = secret
+        self.encrypt = encrypt
+        self.receiver_key = receiver_key
+        self.receiver_verified = False
+        self.resumed_bytes: int | None = None
         self.transfer_id = transfer_id or str(uuid.uuid4())
         self.codec = codec
         self.frame_size = frame_size
@@ -133,8 +154,10 @@ class Sender:
                 # a link that keeps breaking goes on as long as every connection moves it on
                 failures = 1 if self.committed_mark > mark >= 0 else failures + 1
                 if not exc.retryable:
+                    self._abort(str(exc))
                     raise
                 if failures >= self.retry.attempts:
+                    self._abort(f"gave up after {failures} attempts: {exc}")
                     raise RetriesExhausted(
                         f"gave up after {failures} attempts; last error: {exc}") from exc
                 delay = self.retry.backoff(failures)
@@ -146,7 +169,22 @@ class Sender:
             self.progress(meter.sample(size, stream.wire_bytes, finished=True))
         return SendResult(evidence, size, stream.wire_bytes, time.monotonic() - started,
                           max(self.accepted - 1, 0), self._codec_label(), stream.frames_zstd,
-                          stream.frames_raw, stream.frames_spliced, tuple(self.notices))
+                          stream.frames_raw, stream.frames_spliced, tuple(self.notices),
+                          self.resumed_bytes or 0, self.encrypt, self.receiver_verified,
+                          self.transfer_id)
+
+    def _abort(self, reason: str) -> None:
+        """Tells the receiver, on a connection of its own, that this transfer is given up, so
+        that it stops waiting for a sender that will not come back. Best effort: a receiver out
+        of reach learns it from its own wait running out."""
+        if self.accepted == 0:
+            return  # no receiver ever took this transfer: there is nothing waiting for it
+        try:
+            sock = self._connect()
+        except TransferError:
+            return
+        with sock, contextlib.suppress(TransferError, OSError):
+            self._hello(sock, abort=reason)
 
     def _codec_label(self) -> str:
         return self.negotiated if self.negotiated == "none" else self.codec
@@ -169,8 +207,10 @@ class Sender:
         sock.settimeout(None)  # back to blocking: the data path needs a blocking socket
         return sock
 
-    def _handshake(self, sock: socket.socket) -> ResumePoint:
-        info = p.recv_control(sock, self.timeouts.handshake, (p.INFO,))
+    def _hello(self, sock: socket.socket, abort: str | None = None) -> tuple[p.Channel, bytes]:
+        """The handshake up to the session keys: INFO in, HELLO out. Returns the connection's
+        sealed channel and the session transcript (what the receiver's proof covers)."""
+        info, info_payload = p.recv_raw_control(sock, self.timeouts.handshake, (p.INFO,))
         if info.get("protocol") != p.PROTOCOL_VERSION:
             raise ProtocolError(f"receiver speaks protocol {info.get('protocol')!r}, "
                                 f"this sender {p.PROTOCOL_VERSION}")
@@ -178,14 +218,33 @@ class Sender:
             target = Target.from_dict(info.get("target"))
         except TicketRefused:
             raise ProtocolError("receiver announced a malformed target") from None
+        ephemeral = session.Ephemeral()
+        shared = ephemeral.exchange(info.get("kx"))
         codecs = ["none"] if self.codec == "none" else ["zstd", "none"]
-        p.send_control(sock, {"type": p.HELLO, "protocol": p.PROTOCOL_VERSION,
-                              "ticket": self._ticket_for(target),
-                              "transfer_id": self.transfer_id, "frame_size": self.frame_size,
-                              "codecs": codecs, "stream": self.source.stream_info()})
-        reply = p.recv_control(sock, self.timeouts.handshake, (p.ACCEPT, p.REJECT))
+        hello: dict[str, Any] = {
+            "type": p.HELLO, "protocol": p.PROTOCOL_VERSION, "ticket": self._ticket_for(target),
+            "transfer_id": self.transfer_id, "frame_size": self.frame_size, "codecs": codecs,
+            "stream": self.source.stream_info(), "kx": ephemeral.public_text,
+            "encrypt": self.encrypt, "auth": "secret" if self.secret is not None else "signature"}
+        if abort is not None:
+            hello["abort"] = abort[:1000]
+        proof_of = session.hello_transcript(info_payload, hello)
+        if self.secret is not None:
+            hello["proof"] = session.secret_proof(self.secret, proof_of)
+        else:
+            assert self.key is not None
+            hello["proof"] = session.sign_hello(self.key, proof_of)
+        hello_payload = p.send_control(sock, hello)
+        transcript = session.session_transcript(info_payload, hello_payload)
+        keys = session.derive_keys(shared, self.secret, transcript, self.encrypt)
+        return p.Channel.for_sender(sock, keys), transcript
+
+    def _handshake(self, sock: socket.socket) -> tuple[p.Channel, ResumePoint]:
+        channel, transcript = self._hello(sock)
+        reply = channel.recv_reply(self.timeouts.handshake, (p.ACCEPT, p.REJECT), (p.REJECT,))
         if reply["type"] == p.REJECT:
             raise Refused(str(reply.get("code")), str(reply.get("message"))[:1000])
+        self._check_receiver(reply, transcript)
         codec = p.require(reply, "codec", str)
         resume = p.require(reply, "resume", dict)
         if codec not in p.CODECS or (codec == "zstd" and self.codec == "none"):
@@ -199,7 +258,23 @@ class Sender:
         self.notices += notices
         self._ensure_stream(codec)
         self.accepted += 1
-        return ResumePoint(offset, token, notices, complete=resume.get("complete") is True)
+        if self.resumed_bytes is None:
+            self.resumed_bytes = offset
+        return channel, ResumePoint(offset, token, notices, complete=resume.get("complete") is True)
+
+    def _check_receiver(self, accept: dict[str, Any], transcript: bytes) -> None:
+        """With a secret, the sealed ACCEPT already proves the receiver; with a key, only its
+        signature over this session does."""
+        if self.secret is not None:
+            self.receiver_verified = True
+            return
+        proof = accept.get("proof")
+        expected = self.receiver_key
+        if expected is None and proof is not None and self.key is not None:
+            expected = self.key.public_key()
+        if expected is not None:
+            session.verify_accept_signature(expected, proof, transcript)
+            self.receiver_verified = True
 
     def _ensure_stream(self, codec: str) -> None:
         if self.stream is None:
@@ -213,46 +288,75 @@ class Sender:
     def _attempt(self, meter: ProgressMeter) -> tuple[dict[str, Any], int]:
         sock = self._connect()
         try:
-            resume = self._handshake(sock)
+            channel, resume = self._handshake(sock)
             stream = self.stream
             assert stream is not None
             if resume.complete:  # the target already holds this stream: nothing to send
-                return self._await_commit(sock)
+                return self._await_commit(channel, None)
             with self.source.open(resume, stream.stop) as run:
                 self.committed_mark = run.done_before + run.offset
                 if run.seekable and run.offset > stream.known_bytes:
                     stream.adopt(run.fd, run.offset)
                 elif not run.seekable and run.offset == 0:
                     stream.restart()
+                p.keep_alive(sock)
                 p.set_socket_timeouts(sock, self.timeouts.idle)
                 watcher = _Watcher(sock, stream, run.done_before, meter, self.progress,
                                    self.progress_interval)
                 watcher.start()
                 try:
-                    kind, _errno, message = stream.run(run.fd, sock.fileno(), run.offset)
+                    kind, _errno, message = stream.run(run.fd, sock.fileno(), run.offset,
+                                                       channel.sending_key, self.encrypt)
                 finally:
                     watcher.finish()
                 # raised inside the block, so that the source knows the run failed
                 if kind == STOPPED:
-                    raise self._receiver_reason(sock) or ConnectionLost(
+                    raise self._receiver_reason(channel) or ConnectionLost(
                         "the receiver closed the connection during the data phase")
                 if kind:
-                    raise self._receiver_reason(sock) or native_error(kind, message)
-            evidence, size = self._await_commit(sock)
+                    raise self._receiver_reason(channel) or native_error(kind, message)
+            evidence, size = self._await_commit(channel, stream)
             return evidence, run.done_before + size
         finally:
             sock.close()
 
-    def _await_commit(self, sock: socket.socket) -> tuple[dict[str, Any], int]:
-        reply = p.recv_control(sock, self.timeouts.commit, (p.COMMIT, p.FAILURE))
+    def _await_commit(self, channel: p.Channel,
+                      sent: StreamSender | None) -> tuple[dict[str, Any], int]:
+        """The receiver's outcome, checked against what this connection sent (``sent``; None
+        when the receiver already held the stream), then acknowledged."""
+        reply = channel.recv(self.timeouts.commit, (p.COMMIT, p.FAILURE))
         if reply["type"] == p.FAILURE:
             raise failure_from(reply.get("code"), reply.get("message"))
-        return p.require(reply, "evidence", dict), p.require(reply, "bytes", int)
+        evidence, size = p.require(reply, "evidence", dict), p.require(reply, "bytes", int)
+        self._check_evidence(evidence, size, sent)
+        with contextlib.suppress(TransferError):
+            channel.send({"type": p.ACK})
+        return evidence, size
 
-    def _receiver_reason(self, sock: socket.socket) -> TransferError | None:
+    def _check_evidence(self, evidence: dict[str, Any], size: int,
+                        sent: StreamSender | None) -> None:
+        """A receiver that committed something other than this stream must not pass for
+        success: its size and checksum must be those sent, a ZFS snapshot's guid the one sent."""
+        info = self.source.stream_info()
+        if evidence.get("kind") != info.get("kind"):
+            raise ProtocolError(f"receiver committed a {evidence.get('kind')!r}, "
+                                f"not the {info.get('kind')} sent")
+        if info.get("toguid") is not None and evidence.get("guid") != info["toguid"]:
+            raise ProtocolError(f"receiver committed snapshot guid {evidence.get('guid')!r}, "
+                                f"not the {info['toguid']} sent")
+        if info.get("kind") == "file" and size != info.get("size"):
+            raise ProtocolError(f"receiver committed {size} bytes of a {info.get('size')}-byte "
+                                f"file")
+        if sent is not None and (size != sent.raw_bytes
+                                 or evidence.get("checksum") != f"{sent.chain:016x}"):
+            raise ProtocolError(f"receiver committed {size} bytes with checksum "
+                                f"{evidence.get('checksum')}; sent {sent.raw_bytes} bytes with "
+                                f"{sent.chain:016x}")
+
+    def _receiver_reason(self, channel: p.Channel) -> TransferError | None:
         """After the data phase broke: the receiver's FAILURE message, if it sent one."""
         try:
-            reply = p.recv_control(sock, 1.0, (p.FAILURE,))
+            reply = channel.recv(1.0, (p.FAILURE,))
         except TransferError:
             return None
         return failure_from(reply.get("code"), reply.get("message"))

@@ -16,6 +16,7 @@ import binascii
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,10 @@ PRIVATE_KEY_FILE = "transfer.key"
 PUBLIC_KEY_FILE = "transfer.pub"
 
 TargetKind = Literal["file", "zfs"]
+
+
+class UntrustedSignature(TicketRefused):
+    """The ticket's signature is not that of the key tried (another trusted key may match)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,18 @@ def _optional_guid(body: dict[str, Any], key: str) -> int | None:
     raise TicketRefused(f"ticket field {key} is malformed")
 
 
+def verify_any(token: Any, trusted: Sequence[Ed25519PublicKey],
+               now: float | None = None) -> tuple[Ticket, Ed25519PublicKey]:
+    """Checks the ticket against each trusted key; returns it with the key that signed it, which
+    the sender's proof must then be made with. Raises ``TicketRefused``."""
+    for key in trusted:
+        try:
+            return verify(token, key, now), key
+        except UntrustedSignature:
+            continue
+    raise UntrustedSignature("ticket is not signed by any trusted key")
+
+
 def verify(token: Any, trusted: Ed25519PublicKey, now: float | None = None) -> Ticket:
     """Checks signature and expiry and returns the ticket; raises ``TicketRefused``."""
     if not isinstance(token, str) or not token:
@@ -100,7 +117,7 @@ def verify(token: Any, trusted: Ed25519PublicKey, now: float | None = None) -> T
     try:
         trusted.verify(signature, DOMAIN + payload)
     except InvalidSignature:
-        raise TicketRefused("ticket is not signed by the trusted key") from None
+        raise UntrustedSignature("ticket is not signed by the trusted key") from None
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -203,7 +203,7 @@ class ZfsSink:
         self._worker.start()
         return write_fd
 
-    def close_run(self, ended: bool) -> None:
+    def close_run(self, ended: bool, committed: int) -> None:
         if self._write_fd is not None:
             os.close(self._write_fd)  # end of stream for zfs receive
             self._write_fd = None

@@ -3,17 +3,26 @@ the transfer engine, for tuning and scripting.
 
     ployzctl transfer keygen DIR
     ployzctl transfer receive --listen HOST:PORT (--dataset POOL/DS | --file PATH) --trust PUB
+                              [--key PRIV]
     ployzctl transfer send (--snapshot POOL/DS@SNAP [--base SNAP] | --file PATH) --to HOST:PORT
-                           --key PRIV [--codec auto|zstd|none] [--bwlimit RATE]
+                           --key PRIV [--codec auto|zstd|none] [--bwlimit RATE] [--encrypt]
+                           [--receiver-key PUB] [--transfer-id ID]
     ployzctl transfer tune --to HOST:PORT --key PRIV [--bwlimit RATE] [--sample FILE]
 
 The sender signs itself a short-lived ticket with ``--key`` for the target the receiver
-announces; the receiver accepts it only if ``--trust`` is the matching public key.
+announces, and proves it holds that key on every connection; the receiver accepts it only if
+``--trust`` is the matching public key. Every frame is authenticated; ``--encrypt`` also hides
+the stream. A receiver given ``--key`` proves itself to the sender; ``--receiver-key`` makes
+the sender insist on it. The same send command run again resumes: its transfer id is derived
+from the source and the destination.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -54,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--file", type=Path, metavar="PATH", help="receive into this file")
     receive.add_argument("--trust", required=True, type=Path, metavar="PUBKEY",
                          help="public key (PEM) whose tickets are accepted")
+    receive.add_argument("--key", type=Path, metavar="PRIVKEY",
+                         help="private key (PEM) with which this receiver proves itself")
+    receive.add_argument("--linger", type=float, default=60.0, metavar="SECONDS",
+                         help="after committing without the sender's acknowledgement, answer "
+                              "its reconnection with the outcome for this long")
     receive.add_argument("--handshake-timeout", type=float, default=10.0, metavar="SECONDS")
     receive.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS")
     receive.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
@@ -71,6 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.add_argument("--to", required=True, metavar="HOST:PORT")
     send.add_argument("--key", required=True, type=Path, metavar="PRIVKEY",
                       help="private key (PEM) that signs the ticket")
+    send.add_argument("--encrypt", action="store_true",
+                      help="encrypt the stream (links outside the WireGuard overlay); every "
+                           "frame is authenticated either way")
+    send.add_argument("--receiver-key", type=Path, metavar="PUBKEY",
+                      help="require the receiver to prove it holds this key (its --key)")
+    send.add_argument("--transfer-id", metavar="ID",
+                      help="default: derived from the source and --to, so that the same "
+                           "command run again resumes")
     send.add_argument("--codec", choices=("auto", "zstd", "none"), default="auto")
     send.add_argument("--bwlimit", metavar="RATE", help="bytes per second, e.g. 100M or 1GiB")
     send.add_argument("--frame-size", type=int, default=DEFAULT_FRAME_SIZE, metavar="BYTES")
@@ -118,6 +140,7 @@ def _receive(args: argparse.Namespace) -> int:
     try:
         host, port = parse_address(args.listen)
         trusted = load_public_key(args.trust)
+        key = load_private_key(args.key) if args.key else None
     except (OSError, ValueError) as exc:
         return fail(str(exc), status=2)
     try:
@@ -134,9 +157,9 @@ def _receive(args: argparse.Namespace) -> int:
         bound = listener.getsockname()
         print(f"ployzctl: listening on {bound[0]}:{bound[1]}", file=sys.stderr, flush=True)
         timeouts = ReceiverTimeouts(handshake=args.handshake_timeout, idle=args.idle_timeout,
-                                    wait=args.wait_timeout)
+                                    wait=args.wait_timeout, linger=args.linger)
         try:
-            result = Receiver(listener, sink, trusted, timeouts=timeouts).serve()
+            result = Receiver(listener, sink, trusted, timeouts=timeouts, key=key).serve()
         except TransferError as exc:
             return fail(f"transfer failed: {exc}")
     if args.json:
@@ -151,6 +174,7 @@ def _send(args: argparse.Namespace) -> int:
     try:
         address = parse_address(args.to)
         key = load_private_key(args.key)
+        receiver_key = load_public_key(args.receiver_key) if args.receiver_key else None
         bwlimit = parse_rate(args.bwlimit) if args.bwlimit else 0.0
         if args.retries < 1:
             raise ValueError("--retries must be at least 1")
@@ -166,8 +190,10 @@ def _send(args: argparse.Namespace) -> int:
             source = ZfsSource(args.snapshot, base=args.base, raw=args.raw)
         else:
             source = FileSource(args.file)
+        transfer_id = args.transfer_id or _derived_transfer_id(source, args)
         sender = Sender(source, address, key=key, codec=args.codec, frame_size=args.frame_size,
-                        bwlimit=bwlimit,
+                        bwlimit=bwlimit, encrypt=args.encrypt, receiver_key=receiver_key,
+                        transfer_id=transfer_id,
                         retry=RetryPolicy(args.retries, args.backoff, args.max_backoff),
                         timeouts=SenderTimeouts(idle=args.idle_timeout),
                         progress=bar.update if bar else None)
@@ -212,6 +238,23 @@ def _tune(args: argparse.Namespace) -> int:
               + f", frame size {r['frame_size']}, socket buffer {r['socket_buffer']}; "
               f"expect about {r['expected_MB_per_s']} MB/s")
     return 0
+
+
+def _derived_transfer_id(source: Any, args: argparse.Namespace) -> str:
+    """The same source sent to the same place gets the same id, so that a command killed
+    midway and run again finds its receiver's partial result and resumes it. A file that
+    changed (size, modification time, inode) is another transfer."""
+    if args.file:
+        st = os.stat(args.file)
+        identity: dict[str, Any] = {"file": os.path.abspath(args.file), "dev": st.st_dev,
+                                    "ino": st.st_ino, "size": st.st_size,
+                                    "mtime_ns": st.st_mtime_ns}
+    else:
+        info = source.stream_info()
+        identity = {key: info.get(key) for key in ("toname", "toguid", "fromguid", "raw")}
+    identity["to"] = args.to
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"cli-{digest[:32]}"
 
 
 def _summary(summary: dict[str, Any]) -> dict[str, Any]:

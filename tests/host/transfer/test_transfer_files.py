@@ -52,7 +52,7 @@ def test_zstd_shrinks_text_and_sends_random_raw(tmp_path: Path, data_file, start
     assert results["text"].wire_bytes < (1 << 20) // 2
     assert results["text"].frames_raw == 0
     assert results["random"].frames_zstd == 0
-    assert results["random"].wire_bytes == (1 << 20) + 16 * 32 + 48
+    assert results["random"].wire_bytes == (1 << 20) + 16 * 48 + 48 + 16
 
 
 def test_codec_none_never_compresses(tmp_path: Path, data_file, start_receiver,

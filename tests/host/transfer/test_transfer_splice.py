@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from transfer_data import make_data
 
-from ployz._xfer import StreamReceiver, StreamSender
+from ployz._xfer import ERROR_KINDS, HEADER_SIZE, StreamReceiver, StreamSender
 
 FRAME = 256 * 1024
-CHECKSUM = 4  # PZ_E_CHECKSUM
+KEY = bytes(range(32))  # the session key both ends of a run share
 NOBODY = 65534
 
 
@@ -77,12 +77,12 @@ def run_pipes(data: bytes, codec: str, chunk: int, relay: bool = False,
             thread.start()
 
         def send() -> None:
-            outcome.send = sender.run(src_read, out_sock.fileno(), 0)
+            outcome.send = sender.run(src_read, out_sock.fileno(), 0, KEY)
             out_sock.shutdown(socket.SHUT_WR)
 
         sending = threading.Thread(target=send)
         sending.start()
-        outcome.receive = receiver.run(in_sock.fileno(), sink_write)
+        outcome.receive = receiver.run(in_sock.fileno(), sink_write, KEY)
         os.close(sink_write)
         in_sock.shutdown(socket.SHUT_RDWR)
         sending.join(30)
@@ -182,12 +182,11 @@ def test_frames_that_do_not_fit_a_slot_pipe_go_through_memory() -> None:
 
 def test_a_corrupted_spliced_frame_never_reaches_the_sink() -> None:
     data = make_data("random", 8 * FRAME, seed=3)
-    header = 32
     bad_frame = 5
-    at = bad_frame * (header + FRAME) + header + 1000
+    at = bad_frame * (HEADER_SIZE + FRAME) + HEADER_SIZE + 1000
     outcome, _sender, receiver = run_pipes(data, "none", chunk=1 << 20, relay=True, flip_at=at)
-    assert outcome.receive[0] == CHECKSUM, outcome.receive
-    assert "failed its checksum" in outcome.receive[2]
+    assert outcome.receive[0] == ERROR_KINDS["integrity"], outcome.receive
+    assert "failed its authentication tag" in outcome.receive[2]
     assert bytes(outcome.sink) == data[:bad_frame * FRAME]
     assert receiver.committed == bad_frame * FRAME
     assert not receiver.ended
