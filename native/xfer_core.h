@@ -1065,7 +1065,9 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     s->limit = limit;
     s->raw_bytes = start_offset;
     s->run_workers = pz_auto_raw_only(s, sock_fd) ? 0 : s->workers;
-    size_t keep = (size_t)(start_offset / s->frame_size);
+    /* the frames before the commit point: whole ones, and a short last one when the receiver
+     * committed everything but the end frame (a commit point is always a frame boundary) */
+    size_t keep = (size_t)((start_offset + s->frame_size - 1) / s->frame_size);
     if (keep < s->nsums) s->nsums = keep;
     s->bucket.rate = s->bwlimit;
     s->bucket.burst = s->bwlimit > 0 ? (double)(s->frame_size + PZ_HEADER_SIZE) * 2 : 0;

@@ -71,11 +71,16 @@ class FileSink:
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.meta = self.path.with_name(self.path.name + ".partial.json")
         self.fd: int | None = None
+        self.size: int | None = None  # what the sender announced
 
     def begin(self, transfer_id: str, ticket: Ticket, stream: dict[str, Any],
               frame_size: int) -> int:
         if stream.get("kind") != "file":
             raise Refused("stream", "a file sink takes only file streams")
+        size = stream.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise Refused("stream", "a file stream must announce its size")
+        self.size = size
         state = {"transfer_id": transfer_id, "frame_size": frame_size}
         try:
             earlier = json.loads(self.meta.read_text())
@@ -127,6 +132,9 @@ class FileSink:
 
     def commit(self, stream_checksum: int, size: int) -> dict[str, Any]:
         fd = self._fd()
+        if size != self.size:  # the source changed under the sender: not the file announced
+            raise SinkError(f"the stream ended after {size} bytes of the {self.size} announced; "
+                            f"{self.path} was not written (the partial file stays)")
         try:
             os.fsync(fd)
             os.rename(self.partial, self.path)

@@ -17,8 +17,10 @@ from ployz.agent.context import AgentContext
 from ployz.agent.methods.transfers import TransferMethods, UnknownTransfer
 from ployz.transfer import FileSource, TransferError
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
+from ployz.transfer.session import parse_secret
 from ployz.transfer.tickets import Target, Ticket, sign
 
+SECRET = "5e" * 32  # the transfer's secret, as an orchestrator hands it to both agents
 SIZE = 6 * DEFAULT_FRAME_SIZE
 RATE = SIZE / 3  # bytes per second: the send lasts about 3 s, several polls of moving frames
 
@@ -40,13 +42,14 @@ def test_status_follows_a_running_send_to_the_end(tmp_path: Path, start_receiver
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(make_data("random", SIZE))
     methods = agent_methods(src, signing_key)
-    receiver = start_receiver(dst)
+    receiver = start_receiver(dst, secret=parse_secret(SECRET))
     host, port = receiver.address
     outcome: dict[str, Any] = {}
 
     def send() -> None:
         outcome["summary"] = methods.send("t1", "tank/db@s1", f"{host}:{port}",
-                                          ticket("t1", dst, signing_key), bwlimit=RATE)
+                                          ticket("t1", dst, signing_key), bwlimit=RATE,
+                                          secret=SECRET)
 
     sender = threading.Thread(target=send)
     sender.start()
@@ -79,9 +82,11 @@ def test_a_failed_send_is_reported_unfinished(tmp_path: Path, start_receiver,
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(b"x" * 1000)
     methods = agent_methods(src, signing_key)
-    host, port = start_receiver(dst, trusted=Ed25519PrivateKey.generate()).address
+    host, port = start_receiver(dst, trusted=Ed25519PrivateKey.generate(),
+                                secret=parse_secret(SECRET)).address
     with pytest.raises(TransferError):  # the receiver does not trust the ticket's key
-        methods.send("t2", "tank/db@s1", f"{host}:{port}", ticket("t2", dst, signing_key))
+        methods.send("t2", "tank/db@s1", f"{host}:{port}", ticket("t2", dst, signing_key),
+                     secret=SECRET)
     status = methods.send_status("t2")
     assert status["finished"] is False and status["bytes"] == 0
 
