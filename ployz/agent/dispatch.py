@@ -57,10 +57,17 @@ class Method:
     function: Callable[..., Any]
     params: type[BaseModel]
     mutating: bool
+    secret: frozenset[str] = frozenset()  # parameters never written to the journal
 
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.function)
+
+    def journaled(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as the journal keeps them: a secret stays out of the agent's disk
+        and of ``agent.operations`` answers, which outlive the call it was needed for."""
+        return {key: "(secret)" if key in self.secret and value is not None else value
+                for key, value in params.items()}
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,14 @@ class MethodRegistry:
             _ErrorFamily(AgentRefusal, "agent", lambda exc: exc.details(), lambda exc: exc.code),
         ]
 
-    def register(self, name: str, function: Callable[..., Any], *, mutating: bool) -> None:
-        """Adds a method. ``mutating`` methods change machine state and are journaled."""
+    def register(self, name: str, function: Callable[..., Any], *, mutating: bool,
+                 secret: tuple[str, ...] = ()) -> None:
+        """Adds a method. ``mutating`` methods change machine state and are journaled, all but
+        their ``secret`` parameters."""
         if name in self._methods:
             raise ValueError(f"method {name!r} is already registered")
-        self._methods[name] = Method(name, function, _params_model(name, function), mutating)
+        self._methods[name] = Method(name, function, _params_model(name, function), mutating,
+                                     frozenset(secret))
 
     def register_errors(
         self,

@@ -78,7 +78,8 @@ class AgentServer:
         try:
             call = self._registry.bind(request["method"], request["params"])
             operation = (
-                self._state.begin_operation(call.method.name, request["params"],
+                self._state.begin_operation(call.method.name,
+                                            call.method.journaled(request["params"]),
                                             request["nonce"], now_ms())
                 if call.method.mutating
                 else None

@@ -337,8 +337,8 @@ class TransferMethods:
 def register(registry: MethodRegistry, context: AgentContext) -> None:
     methods = TransferMethods(context)
     registry.register_errors(TransferError, "transfer", lambda exc: {"message": str(exc)})
-    registry.register("transfer.receive", methods.receive, mutating=True)
+    registry.register("transfer.receive", methods.receive, mutating=True, secret=("secret",))
     registry.register("transfer.receive_wait", methods.receive_wait, mutating=False)
     registry.register("transfer.receive_cancel", methods.receive_cancel, mutating=True)
-    registry.register("transfer.send", methods.send, mutating=True)
+    registry.register("transfer.send", methods.send, mutating=True, secret=("secret",))
     registry.register("transfer.send_status", methods.send_status, mutating=False)

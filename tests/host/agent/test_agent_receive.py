@@ -132,8 +132,12 @@ def test_a_malformed_secret_is_refused_before_anything_starts(start_agent) -> No
 
 def test_an_idle_receive_is_cancelled_through_the_agent(start_agent) -> None:
     client = start_agent("--pool", "tank").client()
+    secret = new_secret()
     client.call("transfer.receive", {"transfer_id": "t1", "dataset": "tank/vol",
-                                     "secret": new_secret()})
+                                     "secret": secret})
+    [journaled] = client.call("agent.operations", {"limit": 1})
+    assert journaled["method"] == "transfer.receive"
+    assert secret not in str(journaled) and "(secret)" in str(journaled), journaled
     started = time.monotonic()
     cancelled = client.call("transfer.receive_cancel", {"transfer_id": "t1"})
     assert time.monotonic() - started < PROMPT_S
