@@ -306,10 +306,13 @@ class Receiver:
 
     def _preempt(self, ready: _Session) -> None:
         """A sender opens a new connection only after giving up its old one, which may linger
-        half-open (a crashed process, a lost route): cut it, so that the new one is served."""
+        half-open (a crashed process, a lost route): cut it, so that the new one (or the
+        sender's ABORT) is served."""
+        transfer = self.transfer
         with self._lock:
             current = self._current
-        if current is not None and ready.abort is None:
+        if current is not None and (transfer is None
+                                    or ready.hello.get("transfer_id") == transfer.transfer_id):
             _cut(current)
 
     def _handshake(self, conn: socket.socket) -> _Session:

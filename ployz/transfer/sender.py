@@ -258,8 +258,6 @@ class Sender:
         self.notices += notices
         self._ensure_stream(codec)
         self.accepted += 1
-        if self.resumed_bytes is None:
-            self.resumed_bytes = offset
         return channel, ResumePoint(offset, token, notices, complete=resume.get("complete") is True)
 
     def _check_receiver(self, accept: dict[str, Any], transcript: bytes) -> None:
@@ -292,9 +290,14 @@ class Sender:
             stream = self.stream
             assert stream is not None
             if resume.complete:  # the target already holds this stream: nothing to send
-                return self._await_commit(channel, None)
+                evidence, size = self._await_commit(channel, None)
+                if self.resumed_bytes is None:
+                    self.resumed_bytes = size
+                return evidence, size
             with self.source.open(resume, stream.stop) as run:
                 self.committed_mark = run.done_before + run.offset
+                if self.resumed_bytes is None:  # what the receiver held before this sender
+                    self.resumed_bytes = self.committed_mark
                 if run.seekable and run.offset > stream.known_bytes:
                     stream.adopt(run.fd, run.offset)
                 elif not run.seekable and run.offset == 0:
