@@ -23,9 +23,9 @@ from ployz.transfer import (
     Sender,
     Target,
     Ticket,
+    session,
 )
 from ployz.transfer import protocol as p
-from ployz.transfer import session
 from ployz.transfer.tickets import sign
 
 FRAME = 64 * 1024
