@@ -1,10 +1,12 @@
-"""Fixtures for the transfer engine's host tests: a trusted key pair, a receiver running in a
-thread on a real loopback socket, and data files of several kinds."""
+"""Fixtures for the transfer engine's host tests: a trusted key pair (in memory and in PEM files),
+a receiver running in a thread on a real loopback socket, ``ployzctl transfer`` processes, a
+misbehaving relay, tmpfs mounts of a chosen size, and data files of several kinds."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,9 +14,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from relay import Plan, Relay
+from transfer_cli import Cli, KeyFiles
 from transfer_data import make_data
 
 from ployz.transfer import FileSink, Receiver, ReceiveResult, ReceiverTimeouts
+from ployz.transfer.tickets import generate_keypair
 
 
 @dataclass
@@ -91,3 +96,52 @@ def data_file(tmp_path: Path) -> Callable[..., Path]:
         path.write_bytes(make_data(kind, size, seed))
         return path
     return make
+
+
+@pytest.fixture
+def key_files(tmp_path: Path) -> KeyFiles:
+    private, public = generate_keypair(tmp_path / "keys")
+    return KeyFiles(private, public)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, key_files: KeyFiles) -> Iterator[Cli]:
+    """Runs ``ployzctl transfer`` processes; none outlives its test."""
+    runner = Cli(tmp_path / "logs", key_files)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture
+def start_relay() -> Iterator[Callable[..., Relay]]:
+    """Starts relays (see ``relay.Relay`` for the arguments) that stop with the test."""
+    relays: list[Relay] = []
+
+    def start(upstream: tuple[str, int], plan: list[Plan] | None = None,
+              repeat: Plan | None = None, keep_bytes: bool = False) -> Relay:
+        relay = Relay(upstream, plan or [], repeat, keep_bytes).__enter__()
+        relays.append(relay)
+        return relay
+
+    yield start
+    for relay in relays:
+        relay.__exit__(None, None, None)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Mounts tmpfs file systems of a given size in bytes (the host tests run as root): memory
+    fast enough that the disk never sets the pace, or small enough to run out of space."""
+    mounts: list[Path] = []
+
+    def mount(size: int) -> Path:
+        where = tmp_path / f"tmpfs-{len(mounts)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                        str(where)], check=True)
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounts):
+        subprocess.run(["umount", "--lazy", str(where)], check=False)

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from transfer_cli import Receive, ployzctl
 from transfer_data import same_bytes
 
-PLOYZCTL = [sys.executable, "-m", "ployzctl"]
 
-
-def ployzctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*PLOYZCTL, *map(str, args)], capture_output=True, text=True,
-                          timeout=60)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
-
-
-def start_receive(*args: object) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([*PLOYZCTL, "transfer", "receive", "--listen", "127.0.0.1:0",
-                                *map(str, args)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    match = re.search(r"listening on (\S+)", line)
-    assert match, line
-    return process, match.group(1)
+def start_receive(logs: Path, *args: object) -> tuple[Receive, str]:
+    process = Receive(["transfer", "receive", "--listen", "127.0.0.1:0", *map(str, args)],
+                      logs)
+    return process, process.address
 
 
 def test_keygen_writes_pkcs8_and_spki_pem(tmp_path: Path) -> None:
@@ -53,11 +36,12 @@ def test_keygen_writes_pkcs8_and_spki_pem(tmp_path: Path) -> None:
 def test_send_and_receive_print_json_summaries(tmp_path: Path, data_file) -> None:
     paths = json.loads(ployzctl("transfer", "keygen", tmp_path / "keys", "--json").stdout)
     src, dst = data_file("mixed", 3_000_000), tmp_path / "out.bin"
-    receiver, address = start_receive("--file", dst, "--trust", paths["public_key"], "--json")
+    receiver, address = start_receive(tmp_path / "receive", "--file", dst, "--trust",
+                                      paths["public_key"], "--json")
     sent = ployzctl("transfer", "send", "--file", src, "--to", address, "--key",
                     paths["private_key"], "--codec", "zstd", "--bwlimit", "500M", "--json")
-    out, err = receiver.communicate(timeout=60)
-    assert receiver.returncode == 0, err
+    assert receiver.wait(60) == 0, receiver.stderr
+    out = receiver.stdout
     assert same_bytes(src, dst)
     sender_summary = json.loads(sent.stdout)
     receiver_summary = json.loads(out)
@@ -77,7 +61,8 @@ def test_untrusted_key_fails_the_send_and_the_receiver_keeps_waiting(tmp_path: P
     ours = json.loads(ployzctl("transfer", "keygen", tmp_path / "ours", "--json").stdout)
     theirs = json.loads(ployzctl("transfer", "keygen", tmp_path / "theirs", "--json").stdout)
     src, dst = data_file("text", 100_000), tmp_path / "out.bin"
-    receiver, address = start_receive("--file", dst, "--trust", ours["public_key"])
+    receiver, address = start_receive(tmp_path / "receive", "--file", dst, "--trust",
+                                      ours["public_key"])
     try:
         refused = ployzctl("transfer", "send", "--file", src, "--to", address, "--key",
                            theirs["private_key"], check=False)
@@ -86,11 +71,10 @@ def test_untrusted_key_fails_the_send_and_the_receiver_keeps_waiting(tmp_path: P
         assert receiver.poll() is None
         ployzctl("transfer", "send", "--file", src, "--to", address, "--key",
                  ours["private_key"], "--codec", "none")
-        assert receiver.wait(timeout=60) == 0
+        assert receiver.wait(60) == 0
         assert same_bytes(src, dst)
     finally:
         receiver.kill()
-        receiver.wait()
 
 
 def test_bad_arguments_exit_2(tmp_path: Path, data_file) -> None:

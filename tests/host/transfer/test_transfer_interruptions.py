@@ -1,4 +1,4 @@
-"""Interrupted and corrupted streams: a proxy cuts connections at random offsets or flips a
+"""Interrupted and corrupted streams: a relay cuts connections at random offsets or flips a
 byte; the transfer still arrives byte-identical (with the resumes counted), or fails cleanly
 without the corrupted bytes ever reaching the file."""
 
@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from faulty_proxy import Fault, FaultyProxy
+from relay import Relay, cut_at_byte, flip_at_byte
 from transfer_data import same_bytes, whole_stream_checksum
 
 from ployz.transfer import (
@@ -35,13 +35,13 @@ def test_cut_connections_resume_to_identical_bytes(tmp_path: Path, data_file, st
     # Offsets count each connection's client-to-server bytes (handshake, headers, payloads).
     # Each stays under size/16, so that even the 8th connection, which resumes and sends less,
     # still reaches its cut.
-    cuts = [Fault(rng.randrange(0, size // 16), "cut") for _ in range(rng.randint(3, 8))]
-    with FaultyProxy(receiver.address, cuts) as proxy:
-        sent = Sender(FileSource(src), proxy.address, key=signing_key, codec=codec,
+    cuts = [cut_at_byte(rng.randrange(0, size // 16)) for _ in range(rng.randint(3, 8))]
+    with Relay(receiver.address, cuts) as relay:
+        sent = Sender(FileSource(src), relay.address, key=signing_key, codec=codec,
                       frame_size=FRAME, retry=FAST_RETRY).send()
     received = receiver.result()
     assert same_bytes(src, dst)
-    assert proxy.faults_done == len(cuts)
+    assert relay.faults_done == len(cuts)
     assert sent.evidence == received.evidence
     assert 1 <= sent.resumes <= len(cuts)
     assert received.resumes == sent.resumes
@@ -54,15 +54,15 @@ def test_cut_in_every_part_of_the_first_frames(tmp_path: Path, data_file, start_
     src = data_file("text", 5 * FRAME + 3)
     dst = tmp_path / "received"
     receiver = start_receiver(dst)
-    cuts = [Fault(at, "cut") for at in range(0, 700, 37)]
-    with FaultyProxy(receiver.address, cuts) as proxy:
-        Sender(FileSource(src), proxy.address, key=signing_key, codec="zstd",
+    cuts = [cut_at_byte(at) for at in range(0, 700, 37)]
+    with Relay(receiver.address, cuts) as relay:
+        Sender(FileSource(src), relay.address, key=signing_key, codec="zstd",
                frame_size=FRAME, retry=RetryPolicy(attempts=len(cuts) + 2,
                                                    initial_backoff=0.01,
                                                    max_backoff=0.05)).send()
     receiver.result()
     assert same_bytes(src, dst)
-    assert proxy.faults_done == len(cuts)
+    assert relay.faults_done == len(cuts)
 
 
 def test_flipped_byte_is_detected_and_the_frame_resent(tmp_path: Path, data_file,
@@ -71,11 +71,11 @@ def test_flipped_byte_is_detected_and_the_frame_resent(tmp_path: Path, data_file
     dst = tmp_path / "received"
     receiver = start_receiver(dst)
     # past the handshake (well under 2 KiB), inside the payload of the third frame
-    with FaultyProxy(receiver.address, [Fault(2 * FRAME + 5000, "flip")]) as proxy:
-        sent = Sender(FileSource(src), proxy.address, key=signing_key, codec="none",
+    with Relay(receiver.address, [flip_at_byte(2 * FRAME + 5000)]) as relay:
+        sent = Sender(FileSource(src), relay.address, key=signing_key, codec="none",
                       frame_size=FRAME, retry=FAST_RETRY).send()
     receiver.result()
-    assert proxy.faults_done == 1
+    assert relay.faults_done == 1
     assert same_bytes(src, dst)
     assert sent.resumes == 1
 
@@ -86,9 +86,9 @@ def test_persistent_corruption_fails_cleanly_and_never_reaches_the_file(
     src = data_file("text", 1 << 20)
     dst = tmp_path / "received"
     receiver = start_receiver(dst)
-    with (FaultyProxy(receiver.address, repeat=Fault(3000, "flip")) as proxy,
+    with (Relay(receiver.address, repeat=flip_at_byte(3000)) as relay,
           pytest.raises(RetriesExhausted) as failure):
-        Sender(FileSource(src), proxy.address, key=signing_key, codec=codec, frame_size=FRAME,
+        Sender(FileSource(src), relay.address, key=signing_key, codec=codec, frame_size=FRAME,
                retry=RetryPolicy(attempts=3, initial_backoff=0.01)).send()
     assert isinstance(failure.value.__cause__, ChecksumMismatch)
     assert not dst.exists()
@@ -103,9 +103,9 @@ def test_a_restarted_receiver_resumes_from_the_durable_partial_file(
     src = data_file("mixed", size)
     dst = tmp_path / "received"
     first = start_receiver(dst)
-    with (FaultyProxy(first.address, [Fault(size // 2, "cut")]) as proxy,
+    with (Relay(first.address, [cut_at_byte(size // 2)]) as relay,
           pytest.raises(RetriesExhausted)):
-        Sender(FileSource(src), proxy.address, key=signing_key, codec="none",
+        Sender(FileSource(src), relay.address, key=signing_key, codec="none",
                frame_size=FRAME, transfer_id="t-1", retry=RetryPolicy(attempts=1)).send()
     first.stop()
     partial = dst.with_name("received.partial").stat().st_size
@@ -128,9 +128,9 @@ def test_a_link_that_keeps_breaking_completes_while_each_connection_moves_on(
     src = data_file("random", 2 * 1024 * 1024)
     dst = tmp_path / "received"
     receiver = start_receiver(dst)
-    with FaultyProxy(receiver.address, repeat=Fault(300_000, "cut")) as proxy:
-        sent = Sender(FileSource(src), proxy.address, key=signing_key, codec="none",
+    with Relay(receiver.address, repeat=cut_at_byte(300_000)) as relay:
+        sent = Sender(FileSource(src), relay.address, key=signing_key, codec="none",
                       frame_size=FRAME, retry=RetryPolicy(attempts=2, initial_backoff=0.01)).send()
     receiver.result()
     assert same_bytes(src, dst)
-    assert sent.resumes == proxy.faults_done >= 6
+    assert sent.resumes == relay.faults_done >= 6

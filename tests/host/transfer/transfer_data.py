@@ -6,6 +6,8 @@ import os
 import random
 from pathlib import Path
 
+from relay import chain_checksum
+
 from ployz._xfer import frame_checksum
 
 WORDS = (
@@ -36,13 +38,31 @@ def make_data(kind: str, size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
+def write_data(path: Path, kind: str, size: int, seed: int = 0, block: int = 16 << 20) -> Path:
+    """A large file of ``make_data`` blocks, each of its own seed, written without holding the
+    whole file in memory."""
+    with path.open("wb") as out:
+        for n, at in enumerate(range(0, size, block)):
+            out.write(make_data(kind, min(block, size - at), seed * 1_000_003 + n))
+    return path
+
+
 def same_bytes(a: Path, b: Path) -> bool:
     return os.path.getsize(a) == os.path.getsize(b) and a.read_bytes() == b.read_bytes()
 
 
 def whole_stream_checksum(data: bytes, frame: int) -> str:
     """The checksum the receiver reports: xxh3 over the frames' seeded checksums."""
-    sums = b"".join(
-        frame_checksum(data[at:at + frame], at).to_bytes(8, "little")
-        for at in range(0, len(data), frame))
-    return f"{frame_checksum(sums, 0):016x}"
+    sums = (frame_checksum(data[at:at + frame], at) for at in range(0, len(data), frame))
+    return f"{chain_checksum(sums):016x}"
+
+
+def assert_only_source_bytes(src: Path, dst: Path) -> None:
+    """What a receiver holds of ``src`` at ``dst`` is the source's bytes and nothing else: the
+    committed file is absent or identical, and the partial file is a prefix of the source."""
+    data = src.read_bytes()
+    if dst.exists():
+        assert dst.read_bytes() == data, "the committed file differs from the source"
+    partial = dst.with_name(dst.name + ".partial")
+    if partial.exists():
+        assert data.startswith(partial.read_bytes()), "the partial file is not the source's"

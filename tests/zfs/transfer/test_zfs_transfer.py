@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from host.transfer.faulty_proxy import Fault, FaultyProxy
+from host.transfer.relay import Relay, cut_at_byte
 from zfshelpers import send_receive, sh, write_file
 
 from ployz import zfs
@@ -121,9 +121,9 @@ def test_raw_encrypted_stream(pools, listener, tmp_path: Path) -> None:
 
 def test_connection_cut_mid_stream_resumes_from_the_token(pools, source, listener) -> None:
     target = f"{pools[1]}/dst"
-    with FaultyProxy(listener.getsockname(), [Fault(3 * MiB, "cut")]) as proxy:
-        sent = run_transfer(listener, target, f"{source}@s1", via=proxy.address, codec="none")
-    assert proxy.faults_done == 1
+    with Relay(listener.getsockname(), [cut_at_byte(3 * MiB)]) as relay:
+        sent = run_transfer(listener, target, f"{source}@s1", via=relay.address, codec="none")
+    assert relay.faults_done == 1
     assert sent.resumes == 1
     assert guid(f"{target}@s1") == guid(f"{source}@s1")
     assert zfs.resume_token(target) is None
