@@ -8,6 +8,7 @@ PYTEST := $(PY) -m pytest
 STAMP := $(VENV)/.ployz-installed
 
 .PHONY: setup system build compile debug lint test test-unit test-host test-zfs test-e2e \
+        test-fuzz fuzz \
         bench bench-zfs bench-micro bench-migration demo clean
 
 setup: system $(STAMP)
@@ -33,13 +34,25 @@ debug: setup
 lint: setup
 	$(VENV)/bin/ruff check ployz cli tests bench native
 
-test: setup lint test-unit test-host test-zfs
+test: setup lint test-unit test-host test-zfs test-fuzz
 
 test-unit: setup
 	$(PYTEST) tests/unit
 
 test-host: setup
 	$(PYTEST) tests/host
+
+# Each fuzz harness of the wire parsers (tests/fuzz) for ~20 s from its seeds; a finding fails.
+test-fuzz: setup
+	$(PYTEST) tests/fuzz
+
+# Each fuzz harness for FUZZ_SECONDS, the corpus kept in build/fuzz from run to run; findings go
+# to build/fuzz/artifacts. Runs every harness, then fails if any found something.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	@status=0; for harness in frames handshake; do \
+		$(PY) tests/fuzz/run.py $$harness --seconds $(FUZZ_SECONDS) --asan || status=1; \
+	done; exit $$status
 
 # One VM boot runs the whole real-ZFS suite and the sandbox end-to-end tests.
 test-zfs: setup
