@@ -227,12 +227,16 @@ static inline uint64_t pz_frame_checksum(const void *data, size_t len, uint64_t 
 /* ------------------------------------------------------------------------------------------ */
 /* Shared pipeline machinery                                                                  */
 
+/* What is wrong with a received frame; the writer, reaching it in order after the frames before
+ * it are written, ends the run with it. */
+enum pz_bad { PZ_BAD_NONE = 0, PZ_BAD_CHECKSUM = 1, PZ_BAD_TAG = 2 };
+
 /* FREE -> FILLED (read) -> WORKING (claimed by a worker) -> READY (to write) -> FREE */
 enum pz_slot_state { SLOT_FREE = 0, SLOT_FILLED = 1, SLOT_WORKING = 2, SLOT_READY = 3 };
 
 typedef struct {
     int state;
-    int bad;              /* receiver: checksum mismatch or decode failure detected */
+    int bad;              /* receiver: a PZ_BAD_* fault found in the frame */
     uint16_t flags;
     uint32_t raw_len;
     uint32_t wire_len;
@@ -1302,19 +1306,32 @@ static void *pz_recv_reader(void *arg) {
         unsigned char *payload = (h.flags & PZ_FLAG_ZSTD) ? slot->wire : slot->raw;
         int authentic = pz_open(&rc->sealer, hb, payload, h.wire_len,
                                 is_end ? PZ_NONCE_END : PZ_NONCE_DATA, h.offset);
-        if (authentic != 1) {
-            pz_ring_fail(r, authentic < 0 ? PZ_E_RESOURCE : PZ_E_INTEGRITY, 0,
-                         "the %s at offset %llu failed its authentication tag (damaged or "
-                         "altered on the way); nothing of it was used",
-                         is_end ? "end frame" : "frame", (unsigned long long)h.offset);
+        if (authentic < 0) {
+            pz_ring_fail(r, PZ_E_RESOURCE, 0, "cannot check the tag of the frame at offset %llu",
+                         (unsigned long long)h.offset);
             return NULL;
         }
-        /* an authentic frame that breaks these rules comes from a sender that is wrong */
-        if (h.offset != expect) why = "frame is not at the expected offset";
-        else if (!is_end && short_seen) why = "data after a short frame";
-        if (why) {
-            pz_ring_fail(r, PZ_E_PROTOCOL, 0, "%s (expected offset %llu, got %llu, flags 0x%x)",
-                         why, (unsigned long long)expect, (unsigned long long)h.offset, h.flags);
+        if (!authentic) { /* the frames before it are good: they are written, then the run ends */
+            slot->flags = h.flags;
+            slot->raw_len = h.raw_len;
+            slot->offset = h.offset;
+            slot->bad = PZ_BAD_TAG;
+            pz_ring_pass(r, slot, seq, 1);
+            pz_ring_mark_end(r, seq + 1);
+            return NULL;
+        }
+        /* an authentic frame elsewhere than expected was replayed, dropped or reordered on the
+         * way (or sent wrong): like a damaged one, it ends the connection, not the transfer */
+        if (h.offset != expect) {
+            pz_ring_fail(r, PZ_E_FRAMING, 0, "frame is not at the expected offset (expected "
+                         "%llu, got %llu, flags 0x%x): replayed, dropped or reordered",
+                         (unsigned long long)expect, (unsigned long long)h.offset, h.flags);
+            return NULL;
+        }
+        /* an authentic frame that breaks this rule comes from a sender that is wrong */
+        if (!is_end && short_seen) {
+            pz_ring_fail(r, PZ_E_PROTOCOL, 0, "data after a short frame (offset %llu)",
+                         (unsigned long long)h.offset);
             return NULL;
         }
         slot->flags = h.flags;
@@ -1353,10 +1370,10 @@ static void *pz_recv_worker(void *arg) {
         uint64_t seq = pz_ring_claim(r);
         if (seq == UINT64_MAX) return NULL;
         pz_slot *slot = &r->slots[seq % (uint64_t)r->nslots];
-        if (slot->flags & PZ_FLAG_ZSTD) {
+        if (!slot->bad && (slot->flags & PZ_FLAG_ZSTD)) {
             size_t n = ZSTD_decompressDCtx(dctx, slot->raw, rc->frame_size, slot->wire,
                                            slot->wire_len);
-            slot->bad = ZSTD_isError(n) || n != slot->raw_len;
+            if (ZSTD_isError(n) || n != slot->raw_len) slot->bad = PZ_BAD_CHECKSUM;
         }
         if (!slot->bad) slot->bad = pz_recv_check(rc, slot);
         pz_ring_set(r, slot, SLOT_READY);
@@ -1385,17 +1402,25 @@ static void pz_recv_writer(pz_receiver *rc) {
             pz_ring_fail(r, PZ_E_STOPPED, 0, "stopped on request");
             return;
         }
-        if (slot->flags & PZ_FLAG_END) {
-            rc->end_total = pz_get64(slot->raw);
-            rc->end_chain = pz_get64(slot->raw + 8);
-            rc->chain_value = XXH3_64bits_digest(rc->chain);
-            rc->ended = 1;
+        if (slot->bad == PZ_BAD_TAG) {
+            pz_ring_fail(r, PZ_E_INTEGRITY, 0,
+                         "the %s at offset %llu failed its authentication tag (damaged or "
+                         "altered on the way); nothing of it was used",
+                         (slot->flags & PZ_FLAG_END) ? "end frame" : "frame",
+                         (unsigned long long)slot->offset);
             return;
         }
         if (slot->bad) {
             pz_ring_fail(r, PZ_E_CHECKSUM, 0,
                          "frame at offset %llu (%u bytes) failed its checksum; nothing of it "
                          "was written", (unsigned long long)slot->offset, slot->raw_len);
+            return;
+        }
+        if (slot->flags & PZ_FLAG_END) {
+            rc->end_total = pz_get64(slot->raw);
+            rc->end_chain = pz_get64(slot->raw + 8);
+            rc->chain_value = XXH3_64bits_digest(rc->chain);
+            rc->ended = 1;
             return;
         }
         int failed = slot->in_pipe

@@ -13,7 +13,10 @@ Conversation (the receiver speaks first)::
     receiver -> ACCEPT   codec, resume point          (or REJECT: code, message; then close)
     sender   -> data frames ..., END (total bytes, whole-stream checksum)
     receiver -> COMMIT   what it committed            (or FAILURE: code, message)
-    sender   -> ACK      it verified the COMMIT       (or ABORT: it gave up)
+    sender   -> ACK      it verified the COMMIT
+
+A sender that gives a transfer up says so in a HELLO of a connection of its own that carries
+``abort``; it gets no answer.
 
 Every message is a frame: a 48-byte header then a payload. Control frames carry a JSON object.
 From ACCEPT on every frame is sealed with the session keys (``ployz.transfer.session``): a
@@ -61,7 +64,6 @@ REJECT = "reject"
 COMMIT = "commit"
 FAILURE = "failure"
 ACK = "ack"
-ABORT = "abort"
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class _Transfer:
     frame_size: int
     codec: str
     encrypt: bool
+    stream_info: dict[str, Any]
     stream: StreamReceiver | None = None
     resumed_bytes: int = 0
     committed: tuple[dict[str, Any], int] | None = None  # evidence and bytes, once committed
@@ -335,6 +336,7 @@ class Receiver:
         abort = hello.get("abort")
         if abort is not None:
             ready.abort = str(abort)[:1000]
+            self._check_ticket(ready)
             return ready
         self._check_transfer(ready)
         return ready
@@ -354,17 +356,24 @@ class Receiver:
         else:
             session.verify_hello_signature((signer,), hello.get("proof"), transcript)
 
-    def _check_transfer(self, ready: _Session) -> None:
-        hello, ticket = ready.hello, ready.ticket
-        transfer_id = p.require(hello, "transfer_id", str)
-        frame_size = p.require(hello, "frame_size", int)
-        p.require(hello, "codecs", list)
+    def _check_ticket(self, ready: _Session) -> str:
+        """The ticket must be for the transfer the HELLO names, into this receiver's target;
+        returns the transfer id."""
+        transfer_id = p.require(ready.hello, "transfer_id", str)
+        ticket = ready.ticket
         if ticket.transfer_id != transfer_id:
             raise TicketRefused(f"ticket is for transfer {ticket.transfer_id}, "
                                 f"not {transfer_id}")
         if ticket.target != self.sink.target:
             raise TicketRefused(f"ticket names {ticket.target.kind} {ticket.target.name!r}; "
                                 f"this receiver serves only {self.sink.target.name!r}")
+        return transfer_id
+
+    def _check_transfer(self, ready: _Session) -> None:
+        hello = ready.hello
+        transfer_id = self._check_ticket(ready)
+        frame_size = p.require(hello, "frame_size", int)
+        p.require(hello, "codecs", list)
         if not p.MIN_FRAME_SIZE <= frame_size <= p.MAX_FRAME_SIZE:
             raise Refused("frame_size", f"frame size {frame_size} outside "
                                         f"[{p.MIN_FRAME_SIZE}, {p.MAX_FRAME_SIZE}]")
@@ -389,6 +398,8 @@ class Receiver:
         channel = ready.channel
         try:
             transfer = self._transfer_for(ready)
+            resume = (ResumePoint(complete=True) if transfer.committed is not None
+                      else self.sink.resume_point(self._stream(transfer).committed))
         except (Refused, TicketRefused) as exc:  # the sink found the stream unfit for it
             self.refused += 1
             code = exc.code if isinstance(exc, Refused) else "ticket"
@@ -398,17 +409,14 @@ class Receiver:
             log.warning("connection refused: %s", exc)
             return False
         accept: dict[str, Any] = {"type": p.ACCEPT, "codec": transfer.codec,
+                                  "resume": resume.as_dict(),
                                   "proof": session.sign_accept(self.key, ready.transcript)
                                   if self.key is not None else None}
         if transfer.committed is not None:  # a sender whose COMMIT was lost, back for it
-            accept["resume"] = ResumePoint(complete=True).as_dict()
             channel.send(accept)
             self.accepted += 1
             return self._send_commit(channel, *transfer.committed)
-        stream = transfer.stream
-        assert stream is not None
-        resume = self.sink.resume_point(stream.committed)
-        accept["resume"] = resume.as_dict()
+        stream = self._stream(transfer)
         channel.send(accept)
         self.accepted += 1
         if resume.complete:
@@ -417,8 +425,9 @@ class Receiver:
         p.set_socket_timeouts(ready.conn, self.timeouts.idle)
         sink_fd = self.sink.open_run(stream.committed)
         wire_before = stream.wire_bytes
+        transfer.encrypt = channel.encrypt  # each connection chooses; the last one is reported
         kind, err, message = stream.run(ready.conn.fileno(), sink_fd, channel.receiving_key,
-                                        transfer.encrypt)
+                                        channel.encrypt)
         self.wire_bytes += stream.wire_bytes - wire_before
         ended = kind == 0 and stream.ended
         try:
@@ -461,7 +470,7 @@ class Receiver:
             hello = ready.hello
             codec = "zstd" if "zstd" in hello["codecs"] else "none"
             transfer = _Transfer(hello["transfer_id"], ready.ticket, hello["frame_size"], codec,
-                                 bool(hello["encrypt"]))
+                                 bool(hello["encrypt"]), ready.stream)
             adopted = self.sink.begin(transfer.transfer_id, transfer.ticket, ready.stream,
                                       transfer.frame_size)
             transfer.stream = self._new_stream(transfer)
@@ -471,6 +480,11 @@ class Receiver:
             with self._lock:
                 self.transfer = transfer
             self.started = time.monotonic()
+        elif not self.sink.restarts_stream and ready.stream != transfer.stream_info:
+            # the one stream continues at the commit point: it must be the one begun
+            raise Refused("stream", f"transfer {transfer.transfer_id} began as "
+                                    f"{transfer.stream_info}; this connection sends "
+                                    f"{ready.stream}")
         elif transfer.committed is None and self.sink.restarts_stream:
             transfer.stream = self._new_stream(transfer)
         return transfer
@@ -508,6 +522,11 @@ class Receiver:
                 if isinstance(size, int) and size > committed else "more free space is needed")
         return SinkError(f"{message}; the partial result was cut back to its {committed} "
                          f"verified bytes; {more}")
+
+    @staticmethod
+    def _stream(transfer: _Transfer) -> StreamReceiver:
+        assert transfer.stream is not None, "a transfer not committed has its stream"
+        return transfer.stream
 
     def _new_stream(self, transfer: _Transfer) -> StreamReceiver:
         return StreamReceiver(transfer.frame_size, transfer.codec == "zstd", self.workers)

@@ -25,6 +25,7 @@ from ployz.transfer import protocol as p
 from ployz.transfer import session
 from ployz.transfer.endpoints import ResumePoint, Source
 from ployz.transfer.errors import (
+    AuthenticationFailed,
     ConnectionLost,
     ProtocolError,
     Refused,
@@ -267,12 +268,15 @@ class Sender:
             self.receiver_verified = True
             return
         proof = accept.get("proof")
-        expected = self.receiver_key
-        if expected is None and proof is not None and self.key is not None:
-            expected = self.key.public_key()
-        if expected is not None:
-            session.verify_accept_signature(expected, proof, transcript)
+        if self.receiver_key is not None:
+            session.verify_accept_signature(self.receiver_key, proof, transcript)
             self.receiver_verified = True
+        elif proof is not None and self.key is not None:
+            # a receiver proving, unasked, the key this sender holds is verified; one proving
+            # another key is merely not verified, since no key was asked of it
+            with contextlib.suppress(AuthenticationFailed):
+                session.verify_accept_signature(self.key.public_key(), proof, transcript)
+                self.receiver_verified = True
 
     def _ensure_stream(self, codec: str) -> None:
         if self.stream is None:

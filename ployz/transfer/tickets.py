@@ -1,8 +1,9 @@
 """Transfer tickets: Ed25519-signed permissions to write one stream into one target.
 
 A ticket names the transfer id, the target (a file path or a ZFS dataset), for ZFS the guids of
-the snapshot being sent and of its incremental base, and an expiry. The receiver trusts one
-public key and accepts a stream only with a valid ticket for exactly the target it serves.
+the snapshot being sent and of its incremental base, and an expiry. The receiver trusts a set of
+public keys and accepts a stream only with a valid ticket, signed by one of them, for exactly the
+target it serves.
 
 Encoding: ``base64url(payload) "." base64url(signature)``, where payload is canonical JSON
 (sorted keys, no spaces) and the signature covers ``b"ployz-ticket-v1\\0" + payload`` so that a

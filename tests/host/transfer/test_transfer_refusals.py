@@ -75,12 +75,27 @@ def test_bad_tickets_are_refused_and_the_receiver_keeps_serving(
     assert result.refused == len(bad) + 1
 
 
+def test_a_connection_announcing_another_stream_is_refused(tmp_path: Path, data_file,
+                                                           start_receiver,
+                                                           signing_key) -> None:
+    """A file transfer continues one stream at its commit point: a connection of the same
+    transfer that announces another stream (the file changed) must not add to it."""
+    src = data_file("text", 300_000)
+    dst = tmp_path / "received"
+    receiver = start_receiver(dst, secret=SECRET)
+    first = _handshake(receiver.address, ticket_for(signing_key, dst), "t-1", size=10)
+    assert first[2]["type"] == p.ACCEPT
+    first[0].close()
+    assert refused_code(src, receiver.address, ticket_for(signing_key, dst)) == "stream"
+
+
 def test_a_second_transfer_is_refused_while_one_is_in_progress(
         tmp_path: Path, data_file, start_receiver, signing_key) -> None:
     src = data_file("text", 300_000)
     dst = tmp_path / "received"
     receiver = start_receiver(dst, secret=SECRET)
-    first = _handshake(receiver.address, ticket_for(signing_key, dst), "t-1")
+    first = _handshake(receiver.address, ticket_for(signing_key, dst), "t-1",
+                       size=src.stat().st_size)
     assert first[2]["type"] == p.ACCEPT
     first[0].close()
     other = ticket_for(signing_key, dst, transfer_id="t-9")
@@ -91,8 +106,8 @@ def test_a_second_transfer_is_refused_while_one_is_in_progress(
     assert same_bytes(src, dst)
 
 
-def _handshake(address: tuple[str, int], ticket: str,
-               transfer_id: str) -> tuple[socket.socket, p.Channel, dict]:
+def _handshake(address: tuple[str, int], ticket: str, transfer_id: str,
+               size: int = 1) -> tuple[socket.socket, p.Channel, dict]:
     """A hand-made sender's handshake, so that a test can then misbehave on a session the
     receiver authenticated."""
     sock = socket.create_connection(address)
@@ -100,7 +115,7 @@ def _handshake(address: tuple[str, int], ticket: str,
     ephemeral = session.Ephemeral()
     hello = {"type": p.HELLO, "protocol": p.PROTOCOL_VERSION, "ticket": ticket,
              "transfer_id": transfer_id, "frame_size": FRAME, "codecs": ["zstd"],
-             "stream": {"kind": "file", "size": 1}, "kx": ephemeral.public_text,
+             "stream": {"kind": "file", "size": size}, "kx": ephemeral.public_text,
              "encrypt": False, "auth": "secret"}
     hello["proof"] = session.secret_proof(SECRET, session.hello_transcript(info_payload, hello))
     hello_payload = p.send_control(sock, hello)
@@ -203,13 +218,14 @@ def test_a_stalled_sender_times_out_and_the_receiver_keeps_serving(tmp_path: Pat
     dst = tmp_path / "received"
     receiver = start_receiver(dst, timeouts=ReceiverTimeouts(handshake=0.5, idle=0.5, wait=30,
                                                              drain=0.2), secret=SECRET)
-    sock, channel, reply = _handshake(receiver.address, ticket_for(signing_key, dst), "t-1")
+    src = data_file("text", 200_000)
+    sock, channel, reply = _handshake(receiver.address, ticket_for(signing_key, dst), "t-1",
+                                      size=200_000)
     with sock:
         assert reply["type"] == p.ACCEPT
         sock.sendall(p.Header(0, FRAME, FRAME, 0, 0).pack() + b"x" * 100)  # then nothing
         failure = channel.recv(10, (p.FAILURE,))
     assert failure["code"] == "timeout"
-    src = data_file("text", 200_000)
     Sender(FileSource(src), receiver.address, ticket=ticket_for(signing_key, dst),
            secret=SECRET, transfer_id="t-1", frame_size=FRAME).send()
     receiver.result()
