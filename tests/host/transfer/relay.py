@@ -248,9 +248,11 @@ class Forger:
                              checksum=frame_checksum(raw, frame.offset))
 
     def fix_end(self, frame: Frame) -> Frame:
-        if len(frame.payload) != END.size:
-            return frame
+        if len(frame.payload) != END.size or not frame.checksum:
+            return frame  # an encrypted END: nothing to read, nothing to fix
         total, _ = END.unpack(frame.payload)
+        if total != frame.offset:
+            return frame
         offsets = sorted(self.sums)
         step = offsets[1] - offsets[0] if len(offsets) > 1 else total
         if not offsets or offsets != list(range(0, total, step or 1)):
