@@ -59,13 +59,14 @@ def start_receiver(signing_key: Ed25519PrivateKey) -> Iterator[
     running: list[RunningReceiver] = []
 
     def start(dst: Path, *, trusted: Ed25519PrivateKey | None = None,
-              timeouts: ReceiverTimeouts | None = None) -> RunningReceiver:
+              timeouts: ReceiverTimeouts | None = None,
+              secret: bytes | None = None) -> RunningReceiver:
         listener = socket.create_server(("127.0.0.1", 0))
         listeners.append(listener)
         key = (trusted or signing_key).public_key()
-        receiver = Receiver(listener, FileSink(dst), key,
+        receiver = Receiver(listener, FileSink(dst), key, secret=secret,
                             timeouts=timeouts or ReceiverTimeouts(handshake=2, idle=5, wait=30,
-                                                                  drain=1))
+                                                                  drain=1, linger=3))
         handle = RunningReceiver(receiver, listener.getsockname(), threading.Thread())
 
         def serve() -> None:
