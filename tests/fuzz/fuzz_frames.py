@@ -312,6 +312,11 @@ def check(config: Config, verdict: Verdict, outcome: Outcome, receiver: object,
     if kind == OK or receiver.ended:
         raise Finding(f"a bad stream was accepted ({verdict.reason}): kind {kind}, "
                       f"ended {receiver.ended}")
+    if verdict.stop == wire.INTEGRITY and limit == len(verdict.frames) and (
+            kind != wire.INTEGRITY or frames != limit):
+        # the writer reaches a forged frame in order: every good frame before it is written
+        raise Finding(f"a forged frame after {limit} good ones ended the run with kind {kind} "
+                      f"({message!r}) after writing {frames}")
     allowed = {verdict.stop} if verdict.stop is not None else set()
     if limit < len(verdict.frames):
         allowed.add(CHECKSUM)

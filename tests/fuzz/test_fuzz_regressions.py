@@ -8,6 +8,7 @@ found are kept under ``regressions/`` and replayed by every fuzz run.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -43,10 +44,11 @@ def _in_thread(target: Callable[[], None]) -> threading.Thread:
 
 
 @pytest.mark.xfail(strict=True, reason="open: the sender's ACCEPT parsing raises TypeError")
-def test_sender_refuses_an_accept_whose_notices_are_not_a_list(
+def test_sender_takes_or_refuses_an_accept_whose_notices_are_not_a_list(
         listener: socket.socket, tmp_path: Path) -> None:
     """A receiver (authenticated, so buggy rather than hostile) whose ACCEPT says
-    ``"notices": 5`` must get a typed error out of the sender, not a TypeError."""
+    ``"notices": 5``: the sender may take the ACCEPT or refuse it with a typed error, not
+    fail with a TypeError."""
     key = Ed25519PrivateKey.generate()
     source_path = tmp_path / "source"
     source_path.write_bytes(b"x" * 100)
@@ -73,7 +75,7 @@ def test_sender_refuses_an_accept_whose_notices_are_not_a_list(
                     timeouts=SenderTimeouts(handshake=TIMEOUT))
     sock = socket.create_connection(listener.getsockname())
     try:
-        with pytest.raises(TransferError):
+        with contextlib.suppress(TransferError):
             sender._handshake(sock)
     finally:
         sock.close()
