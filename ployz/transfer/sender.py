@@ -253,7 +253,10 @@ class Sender:
         offset, token = resume.get("offset"), resume.get("token")
         if not isinstance(offset, int) or offset < 0 or not isinstance(token, str | None):
             raise ProtocolError("receiver sent a malformed resume point")
-        notices = tuple(str(n) for n in resume.get("notices") or ())
+        listed = resume.get("notices") or []
+        if not isinstance(listed, list):
+            raise ProtocolError("receiver sent a malformed resume point (notices)")
+        notices = tuple(str(n) for n in listed)
         for notice in notices:
             log.warning("receiver: %s", notice)
         self.notices += notices
@@ -372,7 +375,8 @@ class Sender:
 class _Watcher(threading.Thread):
     """Runs beside the data path: reports progress, and stops the stream as soon as the
     receiver says anything (during the data phase that can only be a FAILURE or a close), so
-    that the sender does not keep pushing frames into a dead stream."""
+    that the sender does not keep pushing frames into a dead stream. It leaves the socket open:
+    what it heard may be the COMMIT of a run that has just ended, which the ACK must follow."""
 
     def __init__(self, sock: socket.socket, stream: StreamSender, done_before: int,
                  meter: ProgressMeter, progress: ProgressCallback | None,
@@ -391,8 +395,6 @@ class _Watcher(threading.Thread):
         while not self.done.is_set():
             if poller.poll(self.interval * 1000) and not self.done.is_set():
                 self.stream.stop()
-                with contextlib.suppress(OSError):
-                    self.sock.shutdown(socket.SHUT_WR)
                 return
             if self.progress:
                 done = self.done_before + self.stream.raw_bytes

@@ -29,12 +29,7 @@ class Known:
                 and self.message in str(exc))
 
 
-KNOWN: tuple[Known, ...] = (
-    # a sealed ACCEPT whose resume point has notices that are not a list (a number, say): the
-    # sender fails with a TypeError instead of a ProtocolError
-    Known("accept-notices-not-a-list", TypeError, "ployz/transfer/sender.py", "_handshake",
-          "object is not iterable"),
-)
+KNOWN: tuple[Known, ...] = ()
 
 
 def known(exc: BaseException) -> Known | None:

@@ -43,7 +43,6 @@ def _in_thread(target: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-@pytest.mark.xfail(strict=True, reason="open: the sender's ACCEPT parsing raises TypeError")
 def test_sender_takes_or_refuses_an_accept_whose_notices_are_not_a_list(
         listener: socket.socket, tmp_path: Path) -> None:
     """A receiver (authenticated, so buggy rather than hostile) whose ACCEPT says
