@@ -41,6 +41,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 
 def _checked_length(header: bytes) -> int:
+    length: int
     (length,) = _HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
         raise ProtocolViolation(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")

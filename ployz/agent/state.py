@@ -80,12 +80,13 @@ class AgentState:
                 "VALUES (?, ?, ?, ?, 'running')",
                 (method, json.dumps(params, sort_keys=True), nonce, now_ms),
             )
+            operation_id = cursor.lastrowid
+            assert operation_id is not None  # set by a successful INSERT
             self._db.execute(
                 "DELETE FROM operations WHERE id <= ? AND status != 'running'",
-                (cursor.lastrowid - JOURNAL_KEEP,),
+                (operation_id - JOURNAL_KEEP,),
             )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return operation_id
 
     def finish_operation(self, operation_id: int, error_code: str | None, now_ms: int) -> None:
         with self._db:

@@ -23,12 +23,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from ployz.control.errors import ControlPlaneUnavailable, InvalidArgument
@@ -59,6 +60,12 @@ def _is_transient(error: Exception) -> bool:
     return isinstance(error, _TRANSIENT)
 
 
+def _versioned(entry: KeyValue.Entry) -> Versioned:
+    # JetStream stamps every entry it returns with its stream sequence, the revision.
+    assert entry.revision is not None
+    return Versioned(entry.value or b"", entry.revision)
+
+
 _RETRY_PAUSE_S = 0.2
 _BUCKET_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUEST_TIMEOUT_S = 2.0
@@ -87,7 +94,7 @@ class NatsStore:
             target=self._loop.run_forever, name="ployz-control-nats", daemon=True
         )
         self._thread.start()
-        self._nc: nats.NATS | None = None
+        self._nc: Client | None = None
         self._buckets: dict[str, KeyValue] = {}
         try:
             self._call(self._open)
@@ -103,7 +110,7 @@ class NatsStore:
                 entry = await self._buckets[kind].get(key)
             except nats.js.errors.KeyNotFoundError:
                 return None
-            return Versioned(entry.value or b"", entry.revision)
+            return _versioned(entry)
 
         return self._call(get)
 
@@ -123,9 +130,9 @@ class NatsStore:
                 async for entry in watcher:
                     if entry is None:  # the watcher has delivered every current value
                         break
-                    found.append((entry.key, Versioned(entry.value or b"", entry.revision)))
+                    found.append((entry.key, _versioned(entry)))
             finally:
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py
             return sorted(found)
 
         return self._call(scan)
@@ -142,7 +149,7 @@ class NatsStore:
 
     async def _open(self) -> None:
         if self._nc is None:
-            nc = nats.NATS()
+            nc = Client()  # what nats.NATS names
             try:
                 # Reconnects are unlimited once connected (a cluster loses nodes); the first
                 # connection is bounded so a wrong URL fails instead of hanging.
@@ -150,7 +157,8 @@ class NatsStore:
                     nc.connect(
                         servers=self._servers,
                         connect_timeout=2,
-                        reconnect_time_wait=0.2,
+                        # nats-py annotates it int; it is seconds, slept on as given
+                        reconnect_time_wait=0.2,  # type: ignore[arg-type]
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
                         error_cb=self._on_connection_error,
@@ -204,11 +212,11 @@ class NatsStore:
 
         return self._call(attempt)
 
-    def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    def _call(self, operation: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``operation`` on the store's loop, retrying transient cluster errors."""
         deadline = time.monotonic() + self._timeout
         while True:
-            future = asyncio.run_coroutine_threadsafe(operation(), self._loop)  # type: ignore[arg-type]
+            future = asyncio.run_coroutine_threadsafe(operation(), self._loop)
             try:
                 return future.result(max(deadline - time.monotonic(), 0.1) + 5)
             except Exception as exc:

@@ -31,11 +31,13 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ployz._xfer import frame_checksum
 from ployz.transfer.errors import ChecksumMismatch, ConnectionLost, IdleTimeout, ProtocolError
 from ployz.transfer.session import KIND_CONTROL, TAG_SIZE, Sealer, SessionKeys
+
+_T = TypeVar("_T")
 
 PROTOCOL_VERSION = 2
 MAGIC = 0x325A4C50  # b"PLZ2" as a little-endian u32
@@ -278,7 +280,7 @@ class Channel:
         return message
 
 
-def require(message: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+def require(message: dict[str, Any], key: str, kind: type[_T]) -> _T:
     """A field of a peer's message, type-checked: peers are untrusted input."""
     value = message.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

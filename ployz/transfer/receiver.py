@@ -436,20 +436,20 @@ class Receiver:
             self._fail(channel, exc)
             raise
         if not ended:
-            exc = (self._sink_error(message, err, ready.stream, stream.committed)
-                   if kind == ERROR_KINDS["sink"] else
-                   native_error(kind, message) if kind else ProtocolError("stream ended early"))
-            self._fail(channel, exc)
-            if exc.retryable or isinstance(exc, ProtocolError):
-                raise ConnectionLost(str(exc)) from exc
-            raise exc
+            error = (self._sink_error(message, err, ready.stream, stream.committed)
+                     if kind == ERROR_KINDS["sink"] else
+                     native_error(kind, message) if kind else ProtocolError("stream ended early"))
+            self._fail(channel, error)
+            if error.retryable or isinstance(error, ProtocolError):
+                raise ConnectionLost(str(error)) from error
+            raise error
         if stream.end_total != stream.committed or stream.end_chain != stream.chain_value:
-            exc = StreamChecksumMismatch(
+            mismatch = StreamChecksumMismatch(
                 f"whole-stream check failed: sender sent {stream.end_total} bytes with checksum "
                 f"{stream.end_chain:016x}, receiver committed {stream.committed} bytes with "
                 f"{stream.chain_value:016x}")
-            self._fail(channel, exc)
-            raise exc
+            self._fail(channel, mismatch)
+            raise mismatch
         return self._commit(channel, transfer, stream)
 
     def _aborted(self, ready: _Session) -> bool:

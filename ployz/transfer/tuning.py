@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -151,7 +152,7 @@ def recommend(m: Measurements, level: int | None = None) -> Recommendation:
 
 
 def tune(address: tuple[str, int], key: Ed25519PrivateKey, *, sample: bytes | None = None,
-         bwlimit: float = 0.0, level: int | None = None) -> dict:
+         bwlimit: float = 0.0, level: int | None = None) -> dict[str, dict[str, Any]]:
     """Runs the probes and returns the measurements and the recommendation."""
     framing, probes = probe_cpu(sample or synthetic_sample(),
                                 (level,) if level is not None else LEVELS)

@@ -16,7 +16,7 @@ def parse_rate(text: str) -> float:
     number, prefix, binary = match.groups()
     if binary and not prefix:
         raise ValueError(f"invalid rate {text!r}")
-    value = float(number) * (1024 if binary else 1000) ** _POWERS[prefix.lower()]
+    value: float = float(number) * (1024 if binary else 1000) ** _POWERS[prefix.lower()]
     if value <= 0:
         raise ValueError(f"rate must be positive, got {text!r}")
     return value

@@ -146,4 +146,5 @@ def rollback(dataset: str, snapshot: str | None = None) -> str:
         return snapshot
     buf = ffi.new("char[]", 512)
     check(lib.lzc_rollback(enc(dataset), buf, 512), dataset, action="rollback")
-    return ffi.string(buf).decode()
+    name: bytes = ffi.string(buf)
+    return name.decode()
