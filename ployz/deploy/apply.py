@@ -22,6 +22,7 @@ import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ployz.agent.client import AgentClient
@@ -239,7 +240,7 @@ class _DeployRun:
                 client.call("zfs.create", {"dataset": dataset, "quota": action.quota,
                                            "mountpoint": mountpoint})
                 self.rollback.add(f"destroyed dataset {dataset} on {machine}",
-                                  lambda c=client, d=dataset: c.call("zfs.destroy", {"dataset": d}))
+                                  partial(client.call, "zfs.destroy", {"dataset": dataset}))
                 self.progress(f"created volume {action.name} as {dataset} on {machine}")
                 created[action.name] = dataset
         return created
@@ -284,7 +285,7 @@ class _DeployRun:
                         timeout_s=STOP_TIMEOUT_S + 30)
             self.rollback.add(
                 f"restarted container {old['name']} on {action.previous_machine}",
-                lambda c=client, n=old["name"]: c.call("container.start", {"name": n}),
+                partial(client.call, "container.start", {"name": old["name"]}),
             )
             self.progress(f"stopped {old['name']} on {action.previous_machine}")
 

@@ -74,9 +74,14 @@ def drain(cp: ControlPlane, agents: AgentDirectory, machine_id: str, *,
             target = choose_target(cp, agents, machine_id, service)
             emit({"event": "drain", "service": str(service), "target": target})
             result = migrate(cp, agents, service, target, keep_source=keep_source,
-                             emit=lambda event, s=str(service): emit({**event, "service": s}))
+                             emit=_tagged(emit, str(service)))
             outcomes.append(DrainOutcome(str(service), target, "moved",
                                          cutover=result.cutover))
         except (DeployError, ControlPlaneError, AgentError) as exc:
             outcomes.append(DrainOutcome(str(service), target, "failed", str(exc)))
     return outcomes
+
+
+def _tagged(emit: Emit, service: str) -> Emit:
+    """``emit`` with every event naming ``service``."""
+    return lambda event: emit({**event, "service": service})

@@ -78,7 +78,8 @@ class DeployPlan:
 
     @property
     def changes_anything(self) -> bool:
-        return any(a.kind != "keep" for a in (*self.volumes, *self.services))
+        actions: tuple[VolumeAction | ServiceAction, ...] = (*self.volumes, *self.services)
+        return any(a.kind != "keep" for a in actions)
 
     @property
     def moves(self) -> tuple[VolumeAction, ...]:

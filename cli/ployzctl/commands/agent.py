@@ -17,7 +17,7 @@ from ployzctl.output import fail, print_json
 KEY_ENV = "PLOYZ_KEY"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("agent", help=SUMMARIES["agent"])
     commands = parser.add_subparsers(dest="agent_command", required=True, metavar="SUBCOMMAND")
 

@@ -14,7 +14,7 @@ import sys
 
 from ployz.deploy.apply import deploy
 from ployz.deploy.manifest import load_manifest
-from ployz.deploy.plan import DeployPlan, make_plan
+from ployz.deploy.plan import DeployPlan, ServiceAction, VolumeAction, make_plan
 from ployz.deploy.sizes import format_size
 from ployzctl.commands import SUMMARIES
 from ployzctl.config import (
@@ -28,7 +28,7 @@ from ployzctl.config import (
 from ployzctl.output import print_json, print_table
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("deploy", help=SUMMARIES["deploy"])
     _add_common(parser)
     add_agent_arguments(parser)
@@ -49,7 +49,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _manifest_path(args: argparse.Namespace) -> str:
     if args.file is None:
         raise ConfigError("deploy: -f FILE is required")
-    return args.file
+    path: str = args.file
+    return path
 
 
 @reported
@@ -82,7 +83,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def print_plan(plan: DeployPlan) -> None:
     print(f"deploy preview of namespace {plan.namespace} (manifest {plan.digest})")
-    rows = [
+    rows: list[tuple[str, str, str, str, str]] = [
         ("volume", a.kind, a.name, _where(a.source, a.machine),
          f"quota {format_size(a.quota)}" + (f", dataset {a.dataset}" if a.dataset else ""))
         for a in plan.volumes
@@ -101,7 +102,8 @@ def print_plan(plan: DeployPlan) -> None:
               f"{', '.join(plan.retained_volumes)}")
     if plan.moves:
         print("moves volume data: run `ployzctl migrate apply` to execute this plan")
-    count = sum(a.kind != "keep" for a in (*plan.volumes, *plan.services))
+    actions: tuple[VolumeAction | ServiceAction, ...] = (*plan.volumes, *plan.services)
+    count = sum(a.kind != "keep" for a in actions)
     print(f"{count} change(s)" if count else "nothing to change")
 
 

@@ -24,7 +24,7 @@ _COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "POOL FREE", "POOL USED
             "LAST HEARTBEAT")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("machine", help=SUMMARIES["machine"])
     commands = parser.add_subparsers(dest="machine_command", required=True, metavar="SUBCOMMAND")
     ls = commands.add_parser("ls", help="list machines: lifecycle, address, pool, heartbeat")

@@ -40,7 +40,7 @@ from ployzctl.output import fail, print_json, print_table
 from ployzctl.progress_bar import ProgressBar
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("migrate", help=SUMMARIES["migrate"])
     commands = parser.add_subparsers(dest="migrate_command", required=True, metavar="SUBCOMMAND")
     for name, func, help_text in (

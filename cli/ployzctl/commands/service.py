@@ -12,7 +12,7 @@ from ployzctl.output import print_json, print_table
 _COLUMNS = ("NAMESPACE", "SERVICE", "MACHINE", "IMAGE", "VOLUMES", "COMMIT")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("service", help=SUMMARIES["service"])
     commands = parser.add_subparsers(dest="service_command", required=True, metavar="SUBCOMMAND")
     ls = commands.add_parser("ls", help="list services with their machine and volumes")

@@ -46,7 +46,7 @@ from ployzctl.output import fail, print_json
 from ployzctl.progress_bar import ProgressBar
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("transfer", help=SUMMARIES["transfer"])
     commands = parser.add_subparsers(dest="transfer_command", required=True,
                                      metavar="SUBCOMMAND")

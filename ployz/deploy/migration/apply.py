@@ -35,7 +35,7 @@ import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ployz.agent.client import AgentClient
 from ployz.control.errors import ControlPlaneError, StaleFencingToken
@@ -45,6 +45,7 @@ from ployz.control.models import (
     Change,
     Deploy,
     DeployPhase,
+    DeployStatus,
     PutService,
     PutVolume,
     RecordTransfer,
@@ -190,7 +191,7 @@ def _machines(cp: ControlPlane, agents: AgentDirectory, record: MigrationRecord)
 def _record_rollback(cp: ControlPlane, record: MigrationRecord, deploy: Deploy,
                      outcome: Outcome, reason: str) -> None:
     record.rolled_back = not outcome.left
-    status = "failed" if deploy.status == "applying" else None
+    status: DeployStatus | None = "failed" if deploy.status == "applying" else None
     with contextlib.suppress(ControlPlaneError):
         cp.update_deploy(record.deploy_id, status=status, reason=reason, detail=record.detail())
 
@@ -207,7 +208,8 @@ def _finish(cp: ControlPlane, record: MigrationRecord, machines: Machines, seq: 
         cp.update_deploy(record.deploy_id, status="failed-after-commit",
                          reason="; ".join(outcome.left))
         raise MigrationFailedAfterCommit(record.deploy_id, seq, outcome.left)
-    status = "committed" if cp.get_deploy(record.deploy_id).status != "committed" else None
+    status: DeployStatus | None = ("committed" if cp.get_deploy(record.deploy_id).status
+                                   != "committed" else None)
     record.step = "done"
     cp.update_deploy(record.deploy_id, phase="done", status=status, detail=record.detail())
 
@@ -262,9 +264,10 @@ class _Run:
             seq = self.cp.commit(self.plan.ref.namespace, self.keeper.check().token, changes,
                                  deploy_id=self.deploy_id).seq
         except (Exception, KeyboardInterrupt) as exc:
-            seq = self._committed_seq()
-            if seq is None:
+            landed = self._committed_seq()
+            if landed is None:
                 self._abort(exc)
+            seq = landed
         self.emit({"event": "committed", "deploy_id": self.deploy_id, "commit": seq})
         _finish(self.cp, self.record, Machines(self.source, self.target), seq, self.emit)
         return MigrationResult(self.deploy_id, seq, self.plan.source, self.plan.target,
@@ -289,7 +292,7 @@ class _Run:
         except ControlPlaneError:
             return None
 
-    def _abort(self, exc: BaseException) -> None:
+    def _abort(self, exc: BaseException) -> NoReturn:
         step = self.record.step
         cause = f"lock-lost: {exc}" if isinstance(exc, StaleFencingToken) else str(exc)
         self.emit({"event": "aborting", "step": step, "error": cause})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from ployz.agent.client import AgentClient
 from ployz.agent.errors import AgentError, RemoteError
@@ -51,13 +52,13 @@ def roll_back(record: MigrationRecord, agents: Machines) -> Outcome:
                     lambda: _remove_containers(agents.target, ns, svc, record.deploy_id, True))
     for transfer_id in record.transfers:
         outcome.attempt(f"stopped receiver {transfer_id} on {target}",
-                        lambda t=transfer_id: _cancel_receiver(agents.target, t))
+                        partial(_cancel_receiver, agents.target, transfer_id))
     for name in record.stopped:
         outcome.attempt(f"restarted container {name} on {source}",
-                        lambda n=name: _start(agents.source, n))
+                        partial(_start, agents.source, name))
     for volume in record.volumes:
         outcome.attempt(f"destroyed the received dataset {volume.target_dataset} on {target}",
-                        lambda v=volume: _destroy_dataset(agents.target, v.target_dataset))
+                        partial(_destroy_dataset, agents.target, volume.target_dataset))
         _release_and_destroy(outcome, record, volume, agents.source)
     return outcome
 
@@ -72,11 +73,11 @@ def clean_up(record: MigrationRecord, agents: Machines) -> Outcome:
         prefix = f"{volume.target_dataset}@ployz-move-{record.digest}-"
         outcome.attempt(f"destroyed the migration snapshots of {volume.target_dataset} on "
                         f"{target}",
-                        lambda p=prefix, v=volume: _destroy_snapshots(
-                            agents.target, v.target_dataset, p))
+                        partial(_destroy_snapshots, agents.target, volume.target_dataset,
+                                prefix))
         if not record.keep_source:
             outcome.attempt(f"destroyed the source dataset {volume.source_dataset} on {source}",
-                            lambda v=volume: _destroy_dataset(agents.source, v.source_dataset))
+                            partial(_destroy_dataset, agents.source, volume.source_dataset))
     return outcome
 
 
