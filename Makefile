@@ -32,7 +32,7 @@ debug: setup
 	CFLAGS="-O0 -g" $(PY) setup.py -q build_ext --inplace --force
 
 lint: setup
-	$(VENV)/bin/ruff check ployz cli tests bench native
+	$(VENV)/bin/ruff check ployz cli tests bench native && $(VENV)/bin/mypy
 
 test: setup lint test-unit test-host test-zfs test-fuzz
 
