@@ -16,6 +16,8 @@ cython_extensions = [
         f"ployz._{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         extra_compile_args=["-O2"],
+        # the data path's headers: a change to any of them rebuilds the extension
+        depends=[str(h.relative_to(HERE)) for h in sorted((HERE / "native").glob("**/*.h"))],
     )
     for pyx in sorted((HERE / "native").glob("*.pyx"))
 ]

@@ -101,7 +101,8 @@ def build_asan(work: Path) -> Path:
     """``ployz._xfer`` compiled with AddressSanitizer (gcc's), beside the normal build, from
     the same sources; rebuilt when they are newer."""
     out = work / "asan" / "_xfer.so"
-    sources = [ROOT / "native" / "xfer.pyx", ROOT / "native" / "xfer_core.h"]
+    sources = [ROOT / "native" / "xfer.pyx", ROOT / "native" / "xfer_core.h",
+               *sorted((ROOT / "native" / "xfer").glob("*.h"))]
     if out.exists() and all(src.stat().st_mtime < out.stat().st_mtime for src in sources):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
