@@ -78,4 +78,4 @@ demo: setup
 	$(PY) -m ployz.sandbox run --machines 2 -- bash scripts/demo.sh
 
 clean:
-	rm -rf build $(VENV) ployz/*.so ployz/_lzc.c ployz/_pump.c native/*.c *.egg-info
+	rm -rf build $(VENV) ployz/*.so ployz/_lzc.c native/*.c *.egg-info

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.datapath import sshd
 from bench.rounds import rotated
-from ployz._pump import splice_all
+from bench.splice import splice_all
 from ployz._xfer import frame_checksum
 from ployz.transfer import FileSink, FileSource, Receiver, Sender
 

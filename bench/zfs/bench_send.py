@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.splice import splice_all
 from ployz import zfs
-from ployz._pump import splice_all
 
 MiB = 1 << 20
 SIZE = int(os.environ.get("PLOYZ_BENCH_SEND_MIB", "256")) * MiB

@@ -11,6 +11,7 @@ reported, and the receive starts over).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from ployz import zfs
-from ployz._pump import set_pipe_size
 from ployz.transfer.endpoints import ResumePoint, SourceRun
 from ployz.transfer.errors import ProtocolError, Refused, SinkError, SourceError
 from ployz.transfer.tickets import Target, Ticket
@@ -28,7 +28,7 @@ PIPE_SIZE = 1 << 20
 
 def _pipe() -> tuple[int, int]:
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    set_pipe_size(write_fd, PIPE_SIZE)  # while it is still empty
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # while it is still empty
     return read_fd, write_fd
 
 
