@@ -41,7 +41,6 @@ void nvlist_free(nvlist_t *);
 int nvlist_unpack(char *, size_t, nvlist_t **, int);
 int nvlist_add_boolean(nvlist_t *, const char *);
 int nvlist_add_boolean_value(nvlist_t *, const char *, boolean_t);
-int nvlist_add_int32(nvlist_t *, const char *, int32_t);
 int nvlist_add_uint64(nvlist_t *, const char *, uint64_t);
 int nvlist_add_string(nvlist_t *, const char *, const char *);
 int nvlist_add_nvlist(nvlist_t *, const char *, const nvlist_t *);
@@ -65,18 +64,17 @@ int nvpair_value_uint64_array(nvpair_t *, uint64_t **, uint_t *);
 int nvpair_value_string_array(nvpair_t *, const char ***, uint_t *);
 int nvpair_value_nvlist_array(nvpair_t *, nvlist_t ***, uint_t *);
 
-typedef enum { ZFS_ERR_STREAM_TRUNCATED, ZFS_ERR_RESUME_EXISTS, ZFS_ERR_BADPROP,
+typedef enum { ZFS_ERR_STREAM_TRUNCATED, ZFS_ERR_RESUME_EXISTS,
     ZFS_ERR_STREAM_LARGE_BLOCK_MISMATCH, ZFS_ERR_FROM_IVSET_GUID_MISMATCH,
     ZFS_ERR_FROM_IVSET_GUID_MISSING, ZFS_ERR_UNKNOWN_SEND_STREAM_FEATURE,
     ZFS_ERR_BOOKMARK_SOURCE_NOT_ANCESTOR, ZFS_ERR_WRONG_PARENT, ZFS_ERR_CRYPTO_NOTSUP,
     ... } zfs_errno_t;
 
 int libzfs_core_init(void);
-void libzfs_core_fini(void);
 
 enum lzc_dataset_type { LZC_DATSET_TYPE_ZFS, ... };
 enum lzc_send_flags { LZC_SEND_FLAG_EMBED_DATA, LZC_SEND_FLAG_LARGE_BLOCK,
-    LZC_SEND_FLAG_COMPRESS, LZC_SEND_FLAG_RAW, LZC_SEND_FLAG_SAVED, ... };
+    LZC_SEND_FLAG_COMPRESS, LZC_SEND_FLAG_RAW, ... };
 
 int lzc_snapshot(nvlist_t *, nvlist_t *, nvlist_t **);
 int lzc_create(const char *, enum lzc_dataset_type, nvlist_t *, uint8_t *, uint_t);
@@ -88,8 +86,6 @@ int lzc_destroy_bookmarks(nvlist_t *, nvlist_t **);
 int lzc_hold(nvlist_t *, int, nvlist_t **);
 int lzc_release(nvlist_t *, nvlist_t **);
 int lzc_get_holds(const char *, nvlist_t **);
-int lzc_get_props(const char *, nvlist_t **);
-int lzc_load_key(const char *, boolean_t, uint8_t *, uint_t);
 int lzc_send(const char *, const char *, int, enum lzc_send_flags);
 int lzc_send_resume(const char *, const char *, int, enum lzc_send_flags, uint64_t, uint64_t);
 int lzc_send_space(const char *, const char *, enum lzc_send_flags, uint64_t *);
@@ -102,8 +98,6 @@ int lzc_rollback(const char *, char *, int);
 int lzc_rollback_to(const char *, const char *);
 int lzc_rename(const char *, const char *);
 int lzc_channel_program_nosync(const char *, const char *, uint64_t, uint64_t, nvlist_t *,
-    nvlist_t **);
-int lzc_channel_program(const char *, const char *, uint64_t, uint64_t, nvlist_t *,
     nvlist_t **);
 
 int mount(const char *, const char *, const char *, unsigned long, const void *);

@@ -8,7 +8,7 @@ as ``(kind, errno, message)`` tuples that ``ployz.transfer`` turns into typed ex
 layer knows nothing of the layers above it.
 """
 
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from "xfer_core.h" nogil:
     enum:
@@ -28,7 +28,6 @@ cdef extern from "xfer_core.h" nogil:
         PZ_CODEC_NONE
         PZ_CODEC_ZSTD
         PZ_CODEC_AUTO
-        PZ_OK
         PZ_E_CONNECTION
         PZ_E_TIMEOUT
         PZ_E_PROTOCOL
