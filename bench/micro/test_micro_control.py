@@ -32,8 +32,8 @@ def test_control_encode_decode(benchmark) -> None:
 
     def round_trip() -> dict:
         frame = p.encode_control(hello)
-        header = p.Header.unpack(frame[:p.HEADER.size])
-        return p.decode_control(header, frame[p.HEADER.size:])
+        header = p.Header.unpack(frame[:p.HEADER_SIZE])
+        return p.decode_control(header, frame[p.HEADER_SIZE:])
 
     assert benchmark(round_trip) == hello
 
