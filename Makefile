@@ -34,7 +34,7 @@ debug: setup
 lint: setup
 	$(VENV)/bin/ruff check ployz cli tests bench native && $(VENV)/bin/mypy
 
-test: setup lint test-unit test-host test-zfs test-fuzz
+test: setup lint test-unit test-host test-fuzz test-zfs
 
 test-unit: setup
 	$(PYTEST) tests/unit
