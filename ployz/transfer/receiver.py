@@ -24,7 +24,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,14 +181,18 @@ class Receiver:
         self._current: socket.socket | None = None
         self._closing = threading.Event()
         self._wake_read, self._wake_write = os.pipe()
+        self._on_commit: Callable[[ReceiveResult], None] | None = None
 
     # ---- the serving loop ---------------------------------------------------------------------
 
-    def serve(self) -> ReceiveResult:
+    def serve(self, on_commit: Callable[[ReceiveResult], None] | None = None) -> ReceiveResult:
         """Serves authenticated connections until one commits the transfer and its sender
         acknowledged it (or stopped reconnecting). Raises on a failure that no reconnection can
         fix (sink errors, a whole-stream checksum mismatch, the sender's ABORT), on waiting
-        longer than ``timeouts.wait`` for an authenticated connection, and on ``cancel()``."""
+        longer than ``timeouts.wait`` for an authenticated connection, and on ``cancel()``.
+        ``on_commit`` hears the outcome as soon as it is committed, while the receiver may still
+        wait for the sender's ACK: whoever waits for the outcome need not wait for that too."""
+        self._on_commit = on_commit
         acceptor = threading.Thread(target=self._accept_loop, name="ployz-receive-accept",
                                     daemon=True)
         acceptor.start()
@@ -497,6 +501,8 @@ class Receiver:
             self._fail(channel, exc)
             raise
         transfer.committed = (evidence, stream.committed)
+        if self._on_commit is not None:
+            self._on_commit(self._result())
         return self._send_commit(channel, evidence, stream.committed)
 
     def _send_commit(self, channel: p.Channel, evidence: dict[str, Any], size: int) -> bool:

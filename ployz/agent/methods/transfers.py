@@ -39,6 +39,7 @@ from ployz.agent.protocol import parse_address
 from ployz.transfer import (
     Progress,
     Receiver,
+    ReceiveResult,
     ReceiverTimeouts,
     Sender,
     Sink,
@@ -126,8 +127,9 @@ class TransferBook(Generic[_E]):
             return self._entries.get(transfer_id)
 
     def end(self, entry: _E) -> None:
-        """Starts the entry's grace period."""
-        entry.ended = self.clock()  # one reference assignment: atomic under the GIL
+        """Starts the entry's grace period, once: from the first time its outcome is known."""
+        if entry.ended is None:
+            entry.ended = self.clock()  # one reference assignment: atomic under the GIL
 
     def _prune(self) -> None:
         now = self.clock()
@@ -280,10 +282,17 @@ class TransferMethods:
         return _Receive(f"{host}:{listener.getsockname()[1]}", listener, receiver, secret)
 
     def _serve(self, entry: _Receive) -> None:
+        def committed(result: ReceiveResult) -> None:
+            # the orchestrator's receive_wait returns now, not after the ACK or the linger
+            entry.result = result.summary()
+            self._receives.end(entry)
+            entry.done.set()
+
         try:
-            entry.result = entry.receiver.serve().summary()
+            entry.result = entry.receiver.serve(on_commit=committed).summary()
         except (TransferError, OSError) as exc:
-            entry.error = f"{type(exc).__name__}: {exc}"
+            if entry.result is None:  # a failure after the commit changes nothing of it
+                entry.error = f"{type(exc).__name__}: {exc}"
         finally:
             entry.listener.close()
             self._receives.end(entry)
