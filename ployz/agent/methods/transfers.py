@@ -289,7 +289,9 @@ class TransferMethods:
             entry.done.set()
 
         try:
-            entry.result = entry.receiver.serve(on_commit=committed).summary()
+            result = entry.receiver.serve(on_commit=committed).summary()
+            if entry.result is None:  # the outcome told at the commit is the one that stays
+                entry.result = result
         except (TransferError, OSError) as exc:
             if entry.result is None:  # a failure after the commit changes nothing of it
                 entry.error = f"{type(exc).__name__}: {exc}"
