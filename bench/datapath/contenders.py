@@ -52,7 +52,7 @@ def stream_size(setup: Setup, measured: Measured) -> int:
 # -- our engine -------------------------------------------------------------------------------
 
 def engine_keys(work: Path) -> tuple[Path, Path]:
-    from ployz.transfer.tickets import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_keypair
+    from ployz.transfer.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_keypair
     keys = work / "engine-keys"
     if not (keys / PRIVATE_KEY_FILE).exists():
         generate_keypair(keys)

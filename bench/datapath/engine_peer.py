@@ -25,8 +25,8 @@ import socket
 import sys
 
 from ployz.transfer import FileSink, FileSource, Receiver, Sender, Sink, Source
+from ployz.transfer.keys import load_private_key, load_public_key
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
-from ployz.transfer.tickets import load_private_key, load_public_key
 
 
 def own_cpu() -> float:

@@ -25,9 +25,9 @@ from bench.datapath.suite import env_list, exit_on_sigterm
 from bench.migration.stop_first import migrate_stop_first
 from bench.migration.workload import deploy, manifest, ployzctl
 from ployz.agent.client import AgentClient
-from ployz.agent.keys import load_private_key
 from ployz.runtime.model import service_labels
 from ployz.sandbox.cluster import Cluster, Machine
+from ployz.transfer.keys import load_private_key
 
 AGENT_TIMEOUT_S = 600.0
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.errors import AgentError
-from ployz.agent.keys import BadKey, load_private_key
 from ployz.control import ControlPlane, ControlPlaneError, control_plane_url, open_control_plane
 from ployz.deploy.agents import DEFAULT_AGENT_PORT, AgentDirectory
 from ployz.deploy.errors import DeployError, ManifestError
+from ployz.transfer.keys import BadKey, load_private_key
 from ployzctl.output import fail, print_json
 
 CONTROL_ENV = "PLOYZ_CONTROL"

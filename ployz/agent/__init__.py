@@ -14,7 +14,7 @@ from ployz.agent.errors import (
     RemoteError,
     UnknownMethod,
 )
-from ployz.agent.keys import generate_private_key, load_private_key, public_key_text
+from ployz.transfer.keys import generate_private_key, load_private_key, public_key_text
 
 __all__ = [
     "AgentClient",

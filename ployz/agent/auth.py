@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ployz.agent.keys import BadKey, parse_public_key, public_key_text
+from ployz.transfer.keys import BadKey, parse_public_key, public_key_text
 
 SIGNING_CONTEXT = b"ployz-agent-rpc-v1\n"
 SIGNED_FIELDS = ("audience", "key", "method", "nonce", "params", "ts_ms")

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ployz.agent.keys import generate_private_key, public_key_text
 from ployz.control import open_control_plane
 from ployz.control.models import Machine as MachineFact
 from ployz.runtime.docker_runtime import DockerRuntime
@@ -32,6 +31,7 @@ from ployz.sandbox.network import (
     sh,
     teardown,
 )
+from ployz.transfer.keys import generate_private_key, public_key_text
 
 ROOT = Path("/run/ployz")
 AGENT_PORT = 7070

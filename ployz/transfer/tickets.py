@@ -15,23 +15,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ployz.transfer.errors import TicketRefused
 
 DOMAIN = b"ployz-ticket-v1\0"
 MAX_TICKET = 4096
-PRIVATE_KEY_FILE = "transfer.key"
-PUBLIC_KEY_FILE = "transfer.pub"
 
 TargetKind = Literal["file", "zfs"]
 
@@ -134,39 +129,3 @@ def verify(token: Any, trusted: Ed25519PublicKey, now: float | None = None) -> T
         raise TicketRefused(f"ticket for transfer {transfer_id} expired")
     return Ticket(transfer_id, Target.from_dict(body.get("target")), float(expires_at),
                   _optional_guid(body, "toguid"), _optional_guid(body, "fromguid"))
-
-
-def generate_keypair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Writes a new signing key pair as PEM: PKCS#8 private key (mode 0600) and
-    SubjectPublicKeyInfo public key. Refuses to overwrite an existing key."""
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    private_path, public_path = root / PRIVATE_KEY_FILE, root / PUBLIC_KEY_FILE
-    for path in (private_path, public_path):
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; not overwriting a key")
-    key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(private_pem)
-    public_path.write_bytes(public_pem)
-    return private_path, public_path
-
-
-def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key")
-    return key
-
-
-def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(Path(path).read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key")
-    return key

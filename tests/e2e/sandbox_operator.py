@@ -9,8 +9,8 @@ import subprocess
 from typing import Any
 
 from ployz.agent.client import AgentClient
-from ployz.agent.keys import load_private_key
 from ployz.sandbox.cluster import Cluster, Machine
+from ployz.transfer.keys import load_private_key
 
 
 def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,

@@ -13,8 +13,8 @@ import pytest
 from sandbox_operator import agent
 
 from ployz.agent.errors import RemoteError
-from ployz.agent.keys import load_private_key
 from ployz.sandbox.cluster import Cluster
+from ployz.transfer.keys import load_private_key
 from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import subprocess
 
 from ployz.agent.client import AgentClient
-from ployz.agent.keys import load_private_key
 from ployz.control import open_control_plane
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster
+from ployz.transfer.keys import load_private_key
 
 
 def test_agents_answer_signed_calls_over_the_overlay(cluster: Cluster) -> None:

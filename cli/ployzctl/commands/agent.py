@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ployz.agent import AgentClient, AgentError
 from ployz.agent.daemon import add_arguments, config_from_args, run
-from ployz.agent.keys import BadKey, generate_private_key, load_private_key, public_key_text
+from ployz.transfer.keys import BadKey, generate_private_key, load_private_key, public_key_text
 from ployzctl.commands import SUMMARIES
 from ployzctl.output import fail, print_json
 

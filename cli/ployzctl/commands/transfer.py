@@ -38,8 +38,8 @@ from ployz.transfer import (
     SenderTimeouts,
     TransferError,
 )
+from ployz.transfer.keys import BadKey, generate_keypair, load_private_key, load_public_key
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
-from ployz.transfer.tickets import generate_keypair, load_private_key, load_public_key
 from ployz.transfer.units import parse_rate
 from ployzctl.commands import SUMMARIES
 from ployzctl.output import fail, print_json
@@ -127,7 +127,7 @@ def parse_address(text: str) -> tuple[str, int]:
 def _keygen(args: argparse.Namespace) -> int:
     try:
         private, public = generate_keypair(args.dir)
-    except OSError as exc:
+    except (BadKey, OSError) as exc:
         return fail(str(exc))
     if args.json:
         print_json({"private_key": str(private), "public_key": str(public)})

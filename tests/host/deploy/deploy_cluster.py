@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ployz.agent.keys import generate_private_key
 from ployz.control import Capacity, ControlPlane, Machine, open_control_plane
+from ployz.transfer.keys import generate_private_key
 
 GIB = 1 << 30
 

@@ -19,7 +19,7 @@ from transfer_cli import Cli, KeyFiles
 from transfer_data import make_data
 
 from ployz.transfer import FileSink, Receiver, ReceiveResult, ReceiverTimeouts
-from ployz.transfer.tickets import generate_keypair
+from ployz.transfer.keys import generate_keypair
 
 
 @dataclass

@@ -1,24 +1,14 @@
-"""Framing, addresses, keys and the control-plane capacity mapping."""
+"""Framing, addresses and the control-plane capacity mapping."""
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.control_link import capacity_of
 from ployz.agent.errors import ProtocolViolation
-from ployz.agent.keys import (
-    BadKey,
-    generate_private_key,
-    load_private_key,
-    parse_public_key,
-    public_key_text,
-    read_public_key,
-)
 from ployz.agent.protocol import (
     MAX_FRAME_BYTES,
     encode_frame,
@@ -77,38 +67,6 @@ def test_addresses_round_trip(text, pair):
 def test_bad_addresses_are_refused(text):
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_address(text)
-
-
-def test_private_key_file_round_trip(tmp_path: Path):
-    path = tmp_path / "operator.pem"
-    key = generate_private_key(path)
-    assert path.stat().st_mode & 0o777 == 0o600
-    loaded = load_private_key(path)
-    assert public_key_text(loaded.public_key()) == public_key_text(key.public_key())
-    with pytest.raises(BadKey, match="refusing to overwrite"):
-        generate_private_key(path)
-
-
-def test_public_key_text_and_file(tmp_path: Path):
-    text = public_key_text(Ed25519PrivateKey.generate().public_key())
-    assert text.startswith("ed25519:")
-    assert public_key_text(parse_public_key(text)) == text
-    file = tmp_path / "operator.pub"
-    file.write_text(text + "\n")
-    assert public_key_text(read_public_key(str(file))) == text
-
-
-@pytest.mark.parametrize("text", ["abc", "ed25519:abc", "ed25519:" + "A" * 40 + "=="])
-def test_bad_public_keys_are_refused(text):
-    with pytest.raises(BadKey):
-        parse_public_key(text)
-
-
-def test_unreadable_private_key_names_the_file(tmp_path: Path):
-    path = tmp_path / "nope.pem"
-    path.write_text("not a key")
-    with pytest.raises(BadKey, match=r"nope\.pem"):
-        load_private_key(path)
 
 
 def test_capacity_fact_from_agent_facts():

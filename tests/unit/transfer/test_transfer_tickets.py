@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,9 +12,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ployz.transfer import Target, Ticket, TicketRefused
 from ployz.transfer.tickets import (
     DOMAIN,
-    generate_keypair,
-    load_private_key,
-    load_public_key,
     sign,
     verify,
 )
@@ -75,13 +71,3 @@ def test_signature_is_domain_separated() -> None:
     plain = base64.urlsafe_b64encode(KEY.sign(raw)).rstrip(b"=").decode()
     with pytest.raises(TicketRefused):
         verify(f"{payload}.{plain}", KEY.public_key())
-
-
-def test_keypair_files_load_back(tmp_path: Path) -> None:
-    private, public = generate_keypair(tmp_path)
-    key = load_private_key(private)
-    assert verify(sign(TICKET, key), load_public_key(public)) == TICKET
-    with pytest.raises(FileExistsError):
-        generate_keypair(tmp_path)
-    with pytest.raises(ValueError):
-        load_public_key(private)
