@@ -29,6 +29,8 @@ from ployz.agent.errors import (
     CODE_BAD_PARAMS,
     CODE_INTERNAL,
     CODE_UNKNOWN_METHOD,
+    ERROR_FAMILIES,
+    REFUSAL_PREFIX,
     AgentRefusal,
 )
 
@@ -90,7 +92,8 @@ class MethodRegistry:
         self._families: list[_ErrorFamily] = [
             # The machine's environment failed (a path, a permission), not the agent's code.
             _ErrorFamily(OSError, "os", lambda exc: {"errno": exc.errno, "path": exc.filename}),
-            _ErrorFamily(AgentRefusal, "agent", lambda exc: exc.details(), lambda exc: exc.code),
+            _ErrorFamily(AgentRefusal, REFUSAL_PREFIX, lambda exc: exc.details(),
+                         lambda exc: exc.code),
         ]
 
     def register(self, name: str, function: Callable[..., Any], *, mutating: bool,
@@ -105,10 +108,13 @@ class MethodRegistry:
     def register_errors(
         self,
         base: type[BaseException],
-        prefix: str,
         details: Callable[[Any], dict[str, Any]],
     ) -> None:
-        """Exceptions derived from ``base`` travel as ``<prefix>.<ClassName>`` with ``details``."""
+        """Exceptions derived from ``base``, one of :data:`ERROR_FAMILIES`, travel as
+        ``<prefix>.<ClassName>`` with ``details``; the client raises them as the same class."""
+        prefix = next((p for p, b in ERROR_FAMILIES.items() if b is base), None)
+        if prefix is None:
+            raise ValueError(f"{base.__name__} is not an error family of the agent protocol")
         self._families.append(_ErrorFamily(base, prefix, details))
 
     def names(self) -> list[str]:

@@ -8,13 +8,24 @@ itself is wrong), ``agent.*`` (the agent refused the operation), ``zfs.<ErrorCla
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from ployz.runtime.errors import RuntimeFailure
+from ployz.transfer.errors import TransferError
+from ployz.zfs.errors import ZFSError
+
+_T = TypeVar("_T")
 
 AUTH_PREFIX = "auth."
+REFUSAL_PREFIX = "agent"
 CODE_UNKNOWN_METHOD = "rpc.unknown-method"
 CODE_BAD_PARAMS = "rpc.bad-params"
 CODE_BAD_REQUEST = "rpc.bad-request"
 CODE_INTERNAL = "internal"
+
+ERROR_FAMILIES: dict[str, type[Exception]] = {
+    "zfs": ZFSError, "runtime": RuntimeFailure, "transfer": TransferError}
+"""The libraries below the agent whose errors travel as ``<prefix>.<ClassName>``."""
 
 
 class AgentError(Exception):
@@ -44,10 +55,16 @@ class ProtocolViolation(AgentError):
 
 
 class RemoteError(AgentError):
-    """The agent answered with an error; ``code`` says which (see the module docstring)."""
+    """The agent answered with an error; ``code`` says which (see the module docstring).
+
+    An error of a library below the agent (``zfs.*``, ``runtime.*``, ``transfer.*``) or a
+    refusal of the agent itself (``agent.*``) arrives as an instance of the very class raised
+    on the agent, mixed with this one: ``except DatasetNotFound`` and ``except AgentError``
+    both catch it (see :func:`remote_error`)."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{message} [{code}]")
+        # Exception's own __init__: a mixed-in library class has another signature.
+        Exception.__init__(self, f"{message} [{code}]")
         self.code = code
         self.message = message
         self.details = details or {}
@@ -70,11 +87,56 @@ class BadParams(RemoteError):
 
 
 def remote_error(code: str, message: str, details: dict[str, Any] | None) -> RemoteError:
-    """The most specific :class:`RemoteError` for a wire error code."""
+    """The most specific :class:`RemoteError` for a wire error code: for a library error or an
+    agent refusal, the class raised on the agent combined with :class:`RemoteError`, its
+    attributes restored from the details the agent sent."""
     if code.startswith(AUTH_PREFIX):
         return AuthRefused(code, message, details)
-    kind = {CODE_UNKNOWN_METHOD: UnknownMethod, CODE_BAD_PARAMS: BadParams}.get(code, RemoteError)
-    return kind(code, message, details)
+    kind = {CODE_UNKNOWN_METHOD: UnknownMethod, CODE_BAD_PARAMS: BadParams}.get(code)
+    if kind is not None:
+        return kind(code, message, details)
+    original = _raised_class(code)
+    if original is None:
+        return RemoteError(code, message, details)
+    mixed = _mixed(original)
+    error = mixed.__new__(mixed)
+    RemoteError.__init__(error, code, message, details)
+    for name, value in (details or {}).items():
+        if not hasattr(type(error), name):  # a property or method of the class stays as is
+            setattr(error, name, value)
+    if isinstance(error, ZFSError):
+        error.message = message.removeprefix(f"{error.name}: ")
+    return error
+
+
+def _raised_class(code: str) -> type[Exception] | None:
+    prefix, _, name = code.partition(".")
+    if prefix == REFUSAL_PREFIX:
+        return next((c for c in _subclasses(AgentRefusal) if c.code == name), None)
+    base = ERROR_FAMILIES.get(prefix)
+    if base is None:
+        return None
+    return next((c for c in [base, *_subclasses(base)] if c.__name__ == name), None)
+
+
+def _subclasses(base: type[_T]) -> list[type[_T]]:
+    found: list[type[_T]] = []
+    for sub in base.__subclasses__():
+        if not issubclass(sub, RemoteError):  # the mixed classes made below
+            found += [sub, *_subclasses(sub)]
+    return found
+
+
+_MIXED: dict[type[Exception], type[RemoteError]] = {}
+
+
+def _mixed(original: type[Exception]) -> type[RemoteError]:
+    """``Remote<Class>``, made once per class."""
+    mixed = _MIXED.get(original)
+    if mixed is None:
+        mixed = _MIXED[original] = type(f"Remote{original.__name__}", (RemoteError, original),
+                                        {"__module__": __name__, "__doc__": original.__doc__})
+    return mixed
 
 
 class AgentRefusal(Exception):
@@ -106,3 +168,35 @@ class NoPoolConfigured(AgentRefusal):
 
     def __init__(self) -> None:
         super().__init__("this agent was started without --pool; it manages no ZFS pool")
+
+
+class UnknownTransfer(AgentRefusal):
+    code = "unknown-transfer"
+
+    def __init__(self, transfer_id: str, what: str = "receive") -> None:
+        super().__init__(f"no {what} with transfer id {transfer_id!r} on this agent")
+
+
+class NoTrustedKey(AgentRefusal):
+    code = "no-trusted-key"
+
+    def __init__(self) -> None:
+        super().__init__("this agent trusts no key, so it cannot verify transfer tickets")
+
+
+class BadSecret(AgentRefusal):
+    code = "bad-secret"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"transfer secret refused: {reason}")
+
+
+class SecretMismatch(AgentRefusal):
+    """A second ``transfer.receive`` of a running transfer must be the same orchestrator's retry;
+    another secret means another transfer reusing the id, which must not take over the first
+    one's receiver."""
+
+    code = "secret-mismatch"
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"the receive of transfer {transfer_id!r} runs with another secret")

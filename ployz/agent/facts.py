@@ -32,7 +32,7 @@ def collect_facts(context: AgentContext) -> dict[str, Any]:
     if context.pool is not None:
         try:
             capacity = pool_capacity(context.pool)
-            facts["pool_free"], facts["pool_used"] = capacity["free"], capacity["used"]
+            facts["pool_free"], facts["pool_used"] = capacity.free, capacity.used
         except ZFSError as exc:
             facts["problems"].append(f"zfs: {exc}")
     try:

@@ -5,6 +5,7 @@ The runtime's own methods are registered as they are: their signatures are the R
 
 from __future__ import annotations
 
+from ployz.agent.api import ContainerApi
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.runtime import RuntimeFailure
@@ -14,7 +15,8 @@ _READING = ("inspect", "list", "wait_ready", "has_image")
 
 
 def register(registry: MethodRegistry, context: AgentContext) -> None:
-    registry.register_errors(RuntimeFailure, "runtime", lambda exc: exc.details())
+    registry.register_errors(RuntimeFailure, lambda exc: exc.details())
+    runtime: ContainerApi = context.runtime  # the runtime is what the interface mirrors
     for name in _MUTATING + _READING:
-        function = getattr(context.runtime, name)
+        function = getattr(runtime, name)
         registry.register(f"container.{name}", function, mutating=name in _MUTATING)

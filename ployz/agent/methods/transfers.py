@@ -29,11 +29,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from ployz.agent.api import (
+    ReceiveEndpoint,
+    ReceiveState,
+    ReceiveSummary,
+    SendStatus,
+    SendSummary,
+    SetProps,
+    TransferApi,
+)
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
-from ployz.agent.errors import AgentRefusal
+from ployz.agent.errors import BadSecret, NoTrustedKey, SecretMismatch, UnknownTransfer
 from ployz.agent.methods.zfs_ops import confine
 from ployz.agent.protocol import parse_address
 from ployz.transfer import (
@@ -60,38 +69,6 @@ SEND_STATUS_GRACE_S = 30.0
 RECEIVE_STATE_GRACE_S = 300.0
 # How long ``transfer.receive_cancel`` waits for the receiver to stop (it does within a second).
 CANCEL_WAIT_S = 10.0
-
-
-class UnknownTransfer(AgentRefusal):
-    code = "unknown-transfer"
-
-    def __init__(self, transfer_id: str, what: str = "receive") -> None:
-        super().__init__(f"no {what} with transfer id {transfer_id!r} on this agent")
-
-
-class NoTrustedKey(AgentRefusal):
-    code = "no-trusted-key"
-
-    def __init__(self) -> None:
-        super().__init__("this agent trusts no key, so it cannot verify transfer tickets")
-
-
-class BadSecret(AgentRefusal):
-    code = "bad-secret"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"transfer secret refused: {reason}")
-
-
-class SecretMismatch(AgentRefusal):
-    """A second ``transfer.receive`` of a running transfer must be the same orchestrator's retry;
-    another secret means another transfer reusing the id, which must not take over the first
-    one's receiver."""
-
-    code = "secret-mismatch"
-
-    def __init__(self, transfer_id: str) -> None:
-        super().__init__(f"the receive of transfer {transfer_id!r} runs with another secret")
 
 
 class _Ending(Protocol):
@@ -145,16 +122,16 @@ class _Receive:
     receiver: Receiver
     secret: bytes | None
     done: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, Any] | None = None
+    result: ReceiveSummary | None = None
     error: str | None = None
     ended: float | None = None
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> ReceiveState:
         if not self.done.is_set():
-            return {"state": "running", "result": None, "error": None}
+            return ReceiveState(state="running")
         if self.error is not None:
-            return {"state": "failed", "result": None, "error": self.error}
-        return {"state": "committed", "result": self.result, "error": None}
+            return ReceiveState(state="failed", error=self.error)
+        return ReceiveState(state="committed", result=self.result)
 
     def holds(self, secret: bytes | None) -> bool:
         if self.secret is None or secret is None:
@@ -169,13 +146,13 @@ class _Send:
     progress: Progress | None = None
     ended: float | None = None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SendStatus:
         p = self.progress
         if p is None:  # still connecting: the engine has not sampled anything yet
-            return {"bytes": 0, "total": None, "wire_bytes": 0, "rate": 0.0, "eta_s": None,
-                    "finished": False}
-        return {"bytes": p.done, "total": p.total, "wire_bytes": p.wire_bytes, "rate": p.rate,
-                "eta_s": p.eta, "finished": p.finished}
+            return SendStatus(bytes=0, total=None, wire_bytes=0, rate=0.0, eta_s=None,
+                              finished=False)
+        return SendStatus(bytes=p.done, total=p.total, wire_bytes=p.wire_bytes, rate=p.rate,
+                          eta_s=p.eta, finished=p.finished)
 
 
 class SendProgress:
@@ -202,7 +179,7 @@ class SendProgress:
         finally:
             self._sends.end(entry)
 
-    def status(self, transfer_id: str) -> dict[str, Any]:
+    def status(self, transfer_id: str) -> SendStatus:
         entry = self._sends.get(transfer_id)
         if entry is None:
             raise UnknownTransfer(transfer_id, "send")
@@ -233,7 +210,7 @@ def _secret(text: str | None) -> bytes | None:
         raise BadSecret(str(exc)) from None
 
 
-class TransferMethods:
+class TransferMethods(TransferApi):
     def __init__(self, context: AgentContext,
                  source_for: Callable[[str, str | None], Source] = _zfs_source,
                  sink_for: SinkFactory = _zfs_sink,
@@ -249,8 +226,8 @@ class TransferMethods:
         self._lock = threading.Lock()  # one receive starts at a time: check, then replace
 
     def receive(self, transfer_id: str, dataset: str,
-                props: dict[str, int | str] | None = None,
-                secret: str | None = None) -> dict[str, str]:
+                props: SetProps | None = None,
+                secret: str | None = None) -> ReceiveEndpoint:
         """Starts a receiver for one transfer into ``dataset`` and returns its address. Asking
         again for a transfer still running returns the same receiver if the secret is the
         same, and is refused otherwise. ``props`` are set on the dataset a full stream
@@ -265,12 +242,12 @@ class TransferMethods:
             if current is not None and not current.done.is_set():
                 if not current.holds(key):
                     raise SecretMismatch(transfer_id)
-                return {"address": current.address}
+                return ReceiveEndpoint(address=current.address)
             entry = self._new_receive(dataset, props, key)
             self._receives.put(transfer_id, entry)
         threading.Thread(target=self._serve, args=(entry,), name=f"receive-{transfer_id}",
                          daemon=True).start()
-        return {"address": entry.address}
+        return ReceiveEndpoint(address=entry.address)
 
     def _new_receive(self, dataset: str, props: Mapping[str, int | str] | None,
                      secret: bytes | None) -> _Receive:
@@ -284,12 +261,13 @@ class TransferMethods:
     def _serve(self, entry: _Receive) -> None:
         def committed(result: ReceiveResult) -> None:
             # the orchestrator's receive_wait returns now, not after the ACK or the linger
-            entry.result = result.summary()
+            entry.result = ReceiveSummary.model_validate(result.summary())
             self._receives.end(entry)
             entry.done.set()
 
         try:
-            result = entry.receiver.serve(on_commit=committed).summary()
+            result = ReceiveSummary.model_validate(
+                entry.receiver.serve(on_commit=committed).summary())
             if entry.result is None:  # the outcome told at the commit is the one that stays
                 entry.result = result
         except (TransferError, OSError) as exc:
@@ -300,13 +278,13 @@ class TransferMethods:
             self._receives.end(entry)
             entry.done.set()
 
-    def receive_wait(self, transfer_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    def receive_wait(self, transfer_id: str, timeout_s: float = 30.0) -> ReceiveState:
         """The receive's state once it ended, or ``running`` after ``timeout_s``."""
         entry = self._entry(transfer_id)
         entry.done.wait(max(0.0, min(timeout_s, 300.0)))
         return entry.state()
 
-    def receive_cancel(self, transfer_id: str) -> dict[str, Any]:
+    def receive_cancel(self, transfer_id: str) -> ReceiveState:
         """Stops the receiver, whether it still waits for its sender or streams, and returns
         its state: ``failed`` (cancelled), or ``committed`` if the stream committed first.
         Partial data stays for the caller to resume or abort."""
@@ -323,7 +301,7 @@ class TransferMethods:
 
     def send(self, transfer_id: str, snapshot: str, to: str, ticket: str,
              base: str | None = None, codec: str = "auto", bwlimit: float = 0.0,
-             secret: str | None = None, encrypt: bool = False) -> dict[str, Any]:
+             secret: str | None = None, encrypt: bool = False) -> SendSummary:
         """Streams ``snapshot`` (incremental from ``base``) to the receiver at ``to``; returns
         when the receiver acknowledged what it committed. ``secret`` is the transfer's secret
         the receiver was given; ``encrypt`` also encrypts the stream (it is always
@@ -334,9 +312,9 @@ class TransferMethods:
             sender = Sender(self._source_for(snapshot, base), parse_address(to), ticket=ticket,
                             transfer_id=transfer_id, codec=codec, bwlimit=bwlimit,
                             progress=record, secret=key, encrypt=encrypt)
-            return sender.send().summary()
+            return SendSummary.model_validate(sender.send().summary())
 
-    def send_status(self, transfer_id: str) -> dict[str, Any]:
+    def send_status(self, transfer_id: str) -> SendStatus:
         """The latest progress of the send of ``transfer_id`` running on this agent (or ended
         less than half a minute ago): ``bytes`` of the stream sent so far, ``total`` (the
         estimate; ``None`` if unknown), ``wire_bytes``, ``rate`` (bytes per second), ``eta_s``
@@ -347,7 +325,7 @@ class TransferMethods:
 
 def register(registry: MethodRegistry, context: AgentContext) -> None:
     methods = TransferMethods(context)
-    registry.register_errors(TransferError, "transfer", lambda exc: {"message": str(exc)})
+    registry.register_errors(TransferError, lambda exc: {"message": str(exc)})
     registry.register("transfer.receive", methods.receive, mutating=True, secret=("secret",))
     registry.register("transfer.receive_wait", methods.receive_wait, mutating=False)
     registry.register("transfer.receive_cancel", methods.receive_cancel, mutating=True)

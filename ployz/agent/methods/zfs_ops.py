@@ -6,20 +6,17 @@ before ZFS is touched. Results are plain data (snapshot lists, property dicts, r
 
 from __future__ import annotations
 
-from typing import Any
-
 from ployz import zfs
+from ployz.agent.api import PoolCapacity, Props, SetProps, ZfsApi
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.errors import NoPoolConfigured, OutsidePool
 
-Props = dict[str, int | str]
 
-
-def pool_capacity(pool: str) -> dict[str, Any]:
+def pool_capacity(pool: str) -> PoolCapacity:
     """Free and used bytes of the pool, from its root dataset."""
     props = zfs.get(pool, ["available", "used"])
-    return {"pool": pool, "free": props["available"], "used": props["used"]}
+    return PoolCapacity(pool=pool, free=props["available"], used=props["used"])
 
 
 def confine(pool: str | None, *names: str) -> None:
@@ -32,14 +29,14 @@ def confine(pool: str | None, *names: str) -> None:
             raise OutsidePool(name, pool)
 
 
-class ZFSMethods:
+class ZFSMethods(ZfsApi):
     def __init__(self, pool: str | None) -> None:
         self._pool = pool
 
     def _confined(self, *names: str) -> None:
         confine(self._pool, *names)
 
-    def capacity(self) -> dict[str, Any]:
+    def capacity(self) -> PoolCapacity:
         self._confined()
         assert self._pool is not None
         return pool_capacity(self._pool)
@@ -49,12 +46,12 @@ class ZFSMethods:
         dataset: str,
         quota: int | None = None,
         mountpoint: str | None = None,
-        props: Props | None = None,
-    ) -> dict[str, Any]:
+        props: SetProps | None = None,
+    ) -> Props:
         """Creates a filesystem, and mounts it when ``mountpoint`` is given. If the mount
         fails the new dataset is destroyed again, so a failed call leaves nothing behind."""
         self._confined(dataset)
-        all_props: Props = dict(props or {})
+        all_props: SetProps = dict(props or {})
         if quota is not None:
             all_props["quota"] = quota
         if mountpoint is not None:
@@ -80,7 +77,7 @@ class ZFSMethods:
         self._confined(name)
         return zfs.exists(name)
 
-    def get(self, name: str, props: list[str]) -> dict[str, Any]:
+    def get(self, name: str, props: list[str]) -> Props:
         self._confined(name)
         return zfs.get(name, props)
 
@@ -142,7 +139,7 @@ _READING = ("capacity", "exists", "get", "snapshots", "holds", "resume_token", "
 def register(registry: MethodRegistry, context: AgentContext) -> None:
     methods = ZFSMethods(context.pool)
     registry.register_errors(
-        zfs.ZFSError, "zfs", lambda exc: {"errno": exc.errno, "name": exc.name}
+        zfs.ZFSError, lambda exc: {"errno": exc.errno, "name": exc.name}
     )
     for name in _MUTATING + _READING:
         registry.register(f"zfs.{name}", getattr(methods, name), mutating=name in _MUTATING)

@@ -15,13 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.context import AgentContext
-from ployz.agent.errors import RemoteError
-from ployz.agent.methods.transfers import (
-    RECEIVE_STATE_GRACE_S,
-    SecretMismatch,
-    TransferMethods,
-    UnknownTransfer,
-)
+from ployz.agent.errors import RemoteError, SecretMismatch, UnknownTransfer
+from ployz.agent.methods.transfers import RECEIVE_STATE_GRACE_S, TransferMethods
+from ployz.agent.remote import RemoteAgent
 from ployz.transfer import FileSink, FileSource
 from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
@@ -67,12 +63,12 @@ def test_a_ticket_of_the_second_trusted_key_is_accepted_and_the_outcome_kept_for
     source = agent_methods(tmp_path, [first], clock, source=src)
     secret = new_secret()
 
-    address = target.receive("t1", "tank/vol", secret=secret)["address"]
+    address = target.receive("t1", "tank/vol", secret=secret).address
     sent = source.send("t1", "tank/vol@s1", address, ticket("t1", tmp_path / "vol", second),
                        secret=secret)
-    assert sent["bytes"] == src.stat().st_size
+    assert sent.bytes == src.stat().st_size
     state = target.receive_wait("t1", timeout_s=10)
-    assert state["state"] == "committed", state
+    assert state.state == "committed", state
     assert (tmp_path / "vol").read_bytes() == src.read_bytes()
 
     clock.now += RECEIVE_STATE_GRACE_S - 1  # the orchestrator's wait after the send sees it
@@ -86,12 +82,12 @@ def test_cancel_stops_an_idle_receive_which_is_forgotten_after_the_grace(tmp_pat
     clock = Clock()
     methods = agent_methods(tmp_path, [Ed25519PrivateKey.generate()], clock)
     methods.receive("t1", "tank/vol", secret=new_secret())
-    assert methods.receive_wait("t1", timeout_s=0)["state"] == "running"
+    assert methods.receive_wait("t1", timeout_s=0).state == "running"
 
     started = time.monotonic()
     cancelled = methods.receive_cancel("t1")
     assert time.monotonic() - started < PROMPT_S
-    assert cancelled["state"] == "failed" and "cancelled" in cancelled["error"], cancelled
+    assert cancelled.state == "failed" and "cancelled" in str(cancelled.error), cancelled
     assert methods.receive_wait("t1", timeout_s=0) == cancelled
     assert not (tmp_path / "vol").exists()
 
@@ -103,13 +99,13 @@ def test_cancel_stops_an_idle_receive_which_is_forgotten_after_the_grace(tmp_pat
 def test_a_running_receive_is_only_handed_again_to_its_own_secret(tmp_path: Path) -> None:
     methods = agent_methods(tmp_path, [Ed25519PrivateKey.generate()], Clock())
     secret = new_secret()
-    address = methods.receive("t1", "tank/vol", secret=secret)["address"]
+    address = methods.receive("t1", "tank/vol", secret=secret).address
     try:
-        assert methods.receive("t1", "tank/vol", secret=secret.upper()) == {"address": address}
+        assert methods.receive("t1", "tank/vol", secret=secret.upper()).address == address
         for other in (new_secret(), None):
             with pytest.raises(SecretMismatch, match="another secret"):
                 methods.receive("t1", "tank/vol", secret=other)
-        assert methods.receive_wait("t1", timeout_s=0)["state"] == "running"
+        assert methods.receive_wait("t1", timeout_s=0).state == "running"
     finally:
         methods.receive_cancel("t1")
 
@@ -132,14 +128,14 @@ def test_a_malformed_secret_is_refused_before_anything_starts(start_agent) -> No
 
 def test_an_idle_receive_is_cancelled_through_the_agent(start_agent) -> None:
     client = start_agent("--pool", "tank").client()
+    agent = RemoteAgent(client)
     secret = new_secret()
-    client.call("transfer.receive", {"transfer_id": "t1", "dataset": "tank/vol",
-                                     "secret": secret})
+    agent.transfer.receive("t1", "tank/vol", secret=secret)
     [journaled] = client.call("agent.operations", {"limit": 1})
     assert journaled["method"] == "transfer.receive"
     assert secret not in str(journaled) and "(secret)" in str(journaled), journaled
     started = time.monotonic()
-    cancelled = client.call("transfer.receive_cancel", {"transfer_id": "t1"})
+    cancelled = agent.transfer.receive_cancel("t1")
     assert time.monotonic() - started < PROMPT_S
-    assert cancelled["state"] == "failed" and "cancelled" in cancelled["error"], cancelled
-    assert client.call("transfer.receive_wait", {"transfer_id": "t1", "timeout_s": 0}) == cancelled
+    assert cancelled.state == "failed" and "cancelled" in str(cancelled.error), cancelled
+    assert agent.transfer.receive_wait("t1", timeout_s=0) == cancelled

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from transfer_data import make_data
 
 from ployz.agent.context import AgentContext
-from ployz.agent.methods.transfers import TransferMethods, UnknownTransfer
+from ployz.agent.errors import UnknownTransfer
+from ployz.agent.methods.transfers import TransferMethods
 from ployz.transfer import FileSource, TransferError
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.session import parse_secret
@@ -61,19 +62,18 @@ def test_status_follows_a_running_send_to_the_end(tmp_path: Path, start_receiver
             assert not samples, "a running send's status disappeared"
         time.sleep(0.2)
     sender.join()
-    assert outcome["summary"]["bytes"] == SIZE
+    assert outcome["summary"].bytes == SIZE
 
-    moving = [s for s in samples if 0 < s["bytes"] < SIZE]
-    assert len({s["bytes"] for s in moving}) >= 3, samples
-    assert all(not s["finished"] for s in moving)
-    assert all(s["total"] == SIZE and s["wire_bytes"] > 0 for s in moving)
-    assert moving[-1]["rate"] > 0 and moving[-1]["eta_s"] > 0
-    sent = [s["bytes"] for s in samples]
+    moving = [s for s in samples if 0 < s.bytes < SIZE]
+    assert len({s.bytes for s in moving}) >= 3, samples
+    assert all(not s.finished for s in moving)
+    assert all(s.total == SIZE and s.wire_bytes > 0 for s in moving)
+    assert moving[-1].rate > 0 and (moving[-1].eta_s or 0) > 0
+    sent = [s.bytes for s in samples]
     assert sent == sorted(sent), "bytes sent went backwards"
 
     final = methods.send_status("t1")  # within the grace period after the end
-    assert final == {"bytes": SIZE, "total": SIZE, "wire_bytes": final["wire_bytes"],
-                     "rate": final["rate"], "eta_s": 0.0, "finished": True}
+    assert (final.bytes, final.total, final.eta_s, final.finished) == (SIZE, SIZE, 0.0, True)
     assert receiver.result().bytes == SIZE
 
 
@@ -88,7 +88,7 @@ def test_a_failed_send_is_reported_unfinished(tmp_path: Path, start_receiver,
         methods.send("t2", "tank/db@s1", f"{host}:{port}", ticket("t2", dst, signing_key),
                      secret=SECRET)
     status = methods.send_status("t2")
-    assert status["finished"] is False and status["bytes"] == 0
+    assert status.finished is False and status.bytes == 0
 
 
 def test_unknown_send_is_refused(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from ployz.agent.dispatch import CallRefused, MethodRegistry, to_wire
 from ployz.agent.errors import OutsidePool
+from ployz.zfs.errors import DatasetBusy, ZFSError
 
 
 class Volume(BaseModel):
@@ -22,16 +23,6 @@ class Volume(BaseModel):
 class Snap:
     name: str
     guid: int
-
-
-class StorageFailure(Exception):
-    def __init__(self, dataset: str) -> None:
-        super().__init__(f"{dataset}: broken")
-        self.dataset = dataset
-
-
-class SnapshotBusy(StorageFailure):
-    pass
 
 
 def create(volume: Volume, mountpoint: str | None = None) -> dict:
@@ -52,7 +43,7 @@ def registry() -> MethodRegistry:
     registry.register("vol.create", create, mutating=True)
     registry.register("vol.snapshots", snapshots, mutating=False)
     registry.register("agent.ping", ping, mutating=False)
-    registry.register_errors(StorageFailure, "storage", lambda exc: {"dataset": exc.dataset})
+    registry.register_errors(ZFSError, lambda exc: {"errno": exc.errno, "name": exc.name})
     return registry
 
 
@@ -92,9 +83,9 @@ def test_unknown_method_is_refused(registry):
 
 
 def test_errors_map_to_their_family_most_specific_class(registry):
-    error = registry.error_of(SnapshotBusy("t/v@a"))
+    error = registry.error_of(DatasetBusy(16, "t/v@a", "busy"))
     assert (error.code, error.message, error.details) == (
-        "storage.SnapshotBusy", "t/v@a: broken", {"dataset": "t/v@a"}
+        "zfs.DatasetBusy", "t/v@a: busy", {"errno": 16, "name": "t/v@a"}
     )
     refusal = registry.error_of(OutsidePool("x/y", "t"))
     assert refusal.code == "agent.outside-pool" and refusal.details == {"name": "x/y", "pool": "t"}
@@ -103,6 +94,11 @@ def test_errors_map_to_their_family_most_specific_class(registry):
     assert environment.details == {"errno": 2, "path": "/run/x"}
     bug = registry.error_of(KeyError("oops"))
     assert bug.code == "internal" and "KeyError" in bug.message
+
+
+def test_only_the_protocol_s_error_families_register(registry):
+    with pytest.raises(ValueError, match="not an error family"):
+        registry.register_errors(LookupError, lambda exc: {})
 
 
 def test_a_name_registers_once(registry):

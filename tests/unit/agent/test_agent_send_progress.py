@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.agent.methods.transfers import SendProgress, UnknownTransfer
+from ployz.agent.errors import UnknownTransfer
+from ployz.agent.methods.transfers import SendProgress
 from ployz.transfer import Progress
 
 
@@ -21,15 +22,15 @@ def test_status_is_the_latest_sample_and_is_forgotten_after_the_grace() -> None:
     clock = Clock()
     book = SendProgress(grace=30.0, clock=clock)
     with book.track("t") as record:
-        assert book.status("t") == {"bytes": 0, "total": None, "wire_bytes": 0, "rate": 0.0,
+        assert book.status("t").model_dump() == {"bytes": 0, "total": None, "wire_bytes": 0, "rate": 0.0,
                                     "eta_s": None, "finished": False}
         record(Progress(10, 100, 8, 5.0, 18.0))
         record(Progress(40, 100, 30, 6.0, 10.0))
         clock.now += 3600  # a send running for an hour is not forgotten
-        assert book.status("t")["bytes"] == 40
+        assert book.status("t").bytes == 40
         record(Progress(100, 100, 70, 6.0, 0.0, finished=True))
     clock.now += 29
-    assert book.status("t") == {"bytes": 100, "total": 100, "wire_bytes": 70, "rate": 6.0,
+    assert book.status("t").model_dump() == {"bytes": 100, "total": 100, "wire_bytes": 70, "rate": 6.0,
                                 "eta_s": 0.0, "finished": True}
     clock.now += 2
     with pytest.raises(UnknownTransfer):
@@ -41,7 +42,7 @@ def test_a_failed_send_is_forgotten_too() -> None:
     book = SendProgress(grace=1.0, clock=clock)
     with pytest.raises(RuntimeError), book.track("t"):
         raise RuntimeError("the stream broke")
-    assert book.status("t")["finished"] is False
+    assert book.status("t").finished is False
     clock.now += 2
     with pytest.raises(UnknownTransfer):
         book.status("t")
@@ -57,7 +58,7 @@ def test_a_retried_send_is_not_forgotten_when_the_first_attempt_ends() -> None:
     record_first(Progress(5, None, 5, 1.0, None))  # the abandoned attempt's last sample
     first.__exit__(None, None, None)
     clock.now += 2
-    assert book.status("t")["bytes"] == 7
+    assert book.status("t").bytes == 7
     second.__exit__(None, None, None)
     clock.now += 2
     with pytest.raises(UnknownTransfer):
