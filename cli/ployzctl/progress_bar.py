@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from ployz.transfer import Progress
+from ployz.transfer.units import format_decimal_size
 
 WIDTH = 30
 
@@ -27,7 +28,8 @@ def bar_line(fraction: float | None, done: float, rate: float, eta: float | None
         filled = int(fraction * WIDTH)
         bar, percent = "#" * filled + "-" * (WIDTH - filled), f"{fraction * 100:3.0f}"
     remaining = "" if eta is None else f" eta {eta:5.0f}s"
-    return f"{label}[{bar}] {percent}% {human(done)} {human(rate)}/s{remaining}"
+    amounts = f"{format_decimal_size(done)} {format_decimal_size(rate)}/s"
+    return f"{label}[{bar}] {percent}% {amounts}{remaining}"
 
 
 class ProgressBar:
@@ -56,11 +58,3 @@ class ProgressBar:
             self.stream.flush()
             self.drawn = False
 
-
-def human(value: float) -> str:
-    """Bytes in decimal units, as link speeds are given: ``1.5 GB``."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ployz.deploy.sizes import format_size
+from ployz.transfer.units import format_size
 
 
 class DeployError(Exception):

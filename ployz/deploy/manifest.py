@@ -55,8 +55,8 @@ from pydantic_core import ErrorDetails
 
 from ployz.control.models import IDENTIFIER_RULE, check_name
 from ployz.deploy.errors import Issue, ManifestError
-from ployz.deploy.sizes import parse_size
 from ployz.runtime.model import NAME_PATTERN, Healthcheck, Resources, RestartPolicy
+from ployz.transfer.units import parse_size
 
 STDIN = "-"
 

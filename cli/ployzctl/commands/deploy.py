@@ -15,7 +15,7 @@ import sys
 from ployz.deploy.apply import deploy
 from ployz.deploy.manifest import load_manifest
 from ployz.deploy.plan import DeployPlan, ServiceAction, VolumeAction, make_plan
-from ployz.deploy.sizes import format_size
+from ployz.transfer.units import format_size
 from ployzctl.commands import SUMMARIES
 from ployzctl.config import (
     ConfigError,

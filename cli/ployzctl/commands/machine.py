@@ -8,7 +8,7 @@ import sys
 
 from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
-from ployz.deploy.sizes import format_size
+from ployz.transfer.units import format_size
 from ployzctl.commands import SUMMARIES
 from ployzctl.commands.migrate import EventPrinter
 from ployzctl.config import (

@@ -27,7 +27,7 @@ from ployz.deploy.migration import (
     plan_migration,
 )
 from ployz.deploy.migration.plan import moved_manifest
-from ployz.deploy.sizes import format_size
+from ployz.transfer.units import format_size
 from ployzctl.commands import SUMMARIES
 from ployzctl.config import (
     add_agent_arguments,

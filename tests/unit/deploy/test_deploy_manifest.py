@@ -10,7 +10,6 @@ import pytest
 
 from ployz.deploy.errors import ManifestError
 from ployz.deploy.manifest import Manifest, load_manifest, parse_manifest, render
-from ployz.deploy.sizes import format_size, parse_size
 
 VALID = textwrap.dedent("""
     namespace = "shop"
@@ -221,22 +220,3 @@ def test_single_scope_volume_mounted_by_two_services_is_refused():
     }
     shared = MINIMAL.replace('owner = "machine-a"', 'owner = "machine-a"\nscope = "shared"')
     assert len(parse(shared + second).services) == 2
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [("1G", 1 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29), ("10 kb", 10240),
-     ("4096", 4096), (4096, 4096), ("2T", 2 << 40)],
-)
-def test_sizes_are_binary_multiples(text: str | int, size: int):
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "G", "1X", "-1G", "0", True])
-def test_bad_sizes_are_refused(text):
-    with pytest.raises(ValueError):
-        parse_size(text)
-
-
-def test_format_size_is_short_and_marks_unknown():
-    assert [format_size(s) for s in (None, 512, 1536, 1 << 30)] == ["-", "512B", "1.5K", "1.0G"]

@@ -1,4 +1,4 @@
-"""Progress arithmetic, rate strings and retry backoff."""
+"""Progress arithmetic and retry backoff."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from ployz.transfer import RetryPolicy
 from ployz.transfer.progress import ProgressMeter
-from ployz.transfer.units import parse_rate
 
 
 class Clock:
@@ -43,20 +42,6 @@ def test_an_underestimated_total_never_shows_more_than_100_percent() -> None:
 
 def test_unknown_total_has_no_fraction() -> None:
     assert ProgressMeter(None, Clock()).sample(5, 5).fraction is None
-
-
-@pytest.mark.parametrize(("text", "value"), [
-    ("100", 100), ("100M", 100e6), ("1.5G", 1.5e9), ("64MiB/s", 64 * 2**20), ("500k", 5e5),
-    ("2 GB", 2e9), ("1KiB", 1024),
-])
-def test_parse_rate(text: str, value: float) -> None:
-    assert parse_rate(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "fast", "-1M", "0", "1X", "Mi", "1iB"])
-def test_parse_rate_refuses_nonsense(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_rate(text)
 
 
 def test_backoff_grows_then_caps() -> None:
