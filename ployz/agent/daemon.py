@@ -27,10 +27,10 @@ from ployz.agent.auth import DEFAULT_WINDOW_S, RequestVerifier, now_ms
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.heartbeat import HeartbeatCallback, heartbeat_forever
-from ployz.agent.protocol import format_address, parse_address
 from ployz.agent.server import AgentServer
 from ployz.agent.state import AgentState
 from ployz.runtime.docker_runtime import DEFAULT_SOCKET, DockerRuntime
+from ployz.transfer.addresses import format_address, parse_address
 from ployz.transfer.keys import BadKey, read_public_key
 
 METHOD_GROUPS = ("agent_info", "containers", "zfs_ops", "transfers")

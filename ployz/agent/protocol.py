@@ -17,6 +17,11 @@ from typing import Any
 
 from ployz.agent.errors import ProtocolViolation
 
+# Addresses live in ployz.transfer.addresses; named here too for the agent modules that still
+# import them from the protocol.
+from ployz.transfer.addresses import format_address as format_address
+from ployz.transfer.addresses import parse_address as parse_address
+
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 IDENTIFY = "agent.identify"
 """The one method answered without a signature: it returns the agent's machine id."""
@@ -78,14 +83,3 @@ def recv_frame(sock: socket.socket) -> dict[str, Any]:
     length = _checked_length(_recv_exactly(sock, _HEADER.size))
     return decode_body(_recv_exactly(sock, length))
 
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[ipv6]:port`` to a (host, port) pair."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"address must be HOST:PORT, got {address!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ployz._xfer import STOPPED, StreamSender
 from ployz.transfer import protocol as p
 from ployz.transfer import session
+from ployz.transfer.addresses import format_address
 from ployz.transfer.endpoints import ResumePoint, Source
 from ployz.transfer.errors import (
     AuthenticationFailed,
@@ -203,7 +204,7 @@ class Sender:
         try:
             sock = socket.create_connection(self.address, timeout=self.timeouts.connect)
         except OSError as exc:
-            raise ConnectionLost(f"cannot connect to {self.address[0]}:{self.address[1]}: "
+            raise ConnectionLost(f"cannot connect to {format_address(*self.address)}: "
                                  f"{exc}") from exc
         sock.settimeout(None)  # back to blocking: the data path needs a blocking socket
         return sock

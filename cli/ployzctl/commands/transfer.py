@@ -38,6 +38,7 @@ from ployz.transfer import (
     SenderTimeouts,
     TransferError,
 )
+from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import BadKey, generate_keypair, load_private_key, load_public_key
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.units import parse_rate
@@ -117,11 +118,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tune.set_defaults(func=_tune)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"invalid address {text!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
+def _address(text: str) -> tuple[str, int]:
+    """A ``--listen`` or ``--to`` address, refused in this command's own words."""
+    try:
+        return parse_address(text)
+    except ValueError:
+        raise ValueError(f"invalid address {text!r}: expected HOST:PORT") from None
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -138,7 +140,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _receive(args: argparse.Namespace) -> int:
     try:
-        host, port = parse_address(args.listen)
+        host, port = _address(args.listen)
         trusted = load_public_key(args.trust)
         key = load_private_key(args.key) if args.key else None
     except (OSError, ValueError) as exc:
@@ -172,7 +174,7 @@ def _receive(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     try:
-        address = parse_address(args.to)
+        address = _address(args.to)
         key = load_private_key(args.key)
         receiver_key = load_public_key(args.receiver_key) if args.receiver_key else None
         bwlimit = parse_rate(args.bwlimit) if args.bwlimit else 0.0
@@ -214,7 +216,7 @@ def _send(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from ployz.transfer.tuning import SAMPLE_BYTES, tune
     try:
-        address = parse_address(args.to)
+        address = _address(args.to)
         key = load_private_key(args.key)
         bwlimit = parse_rate(args.bwlimit) if args.bwlimit else 0.0
         sample = args.sample.read_bytes()[:SAMPLE_BYTES] if args.sample else None

@@ -14,10 +14,10 @@ import pytest
 from agent_process import MACHINE_ID, AgentProcess
 from deploy_cluster import Cluster
 
-from ployz.agent.protocol import parse_address
 from ployz.control import Machine, deploy_lock_name
 from ployz.runtime import service_labels
 from ployz.runtime.docker_runtime import DockerRuntime
+from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import load_private_key
 
 pytestmark = pytest.mark.host

@@ -1,4 +1,4 @@
-"""Framing, addresses and the control-plane capacity mapping."""
+"""Framing and the control-plane capacity mapping."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from ployz.agent.errors import ProtocolViolation
 from ployz.agent.protocol import (
     MAX_FRAME_BYTES,
     encode_frame,
-    format_address,
-    parse_address,
     read_frame,
 )
 
@@ -52,21 +50,6 @@ def test_malformed_frames_are_protocol_violations(data, problem):
 def test_nan_cannot_be_sent():
     with pytest.raises(ValueError):
         encode_frame({"x": float("nan")})
-
-
-@pytest.mark.parametrize(
-    ("text", "pair"),
-    [("127.0.0.1:7070", ("127.0.0.1", 7070)), ("[fd00::2]:80", ("fd00::2", 80))],
-)
-def test_addresses_round_trip(text, pair):
-    assert parse_address(text) == pair
-    assert format_address(*pair) == text
-
-
-@pytest.mark.parametrize("text", ["host", ":80", "host:", "host:http", "host:70000"])
-def test_bad_addresses_are_refused(text):
-    with pytest.raises(ValueError, match="HOST:PORT"):
-        parse_address(text)
 
 
 def test_capacity_fact_from_agent_facts():
