@@ -22,6 +22,7 @@ from ployz import zfs
 from ployz.transfer.endpoints import ResumePoint, SourceRun
 from ployz.transfer.errors import ProtocolError, Refused, SinkError, SourceError
 from ployz.transfer.tickets import Target, Ticket
+from ployz.zfs.names import expand_base, short_name
 
 PIPE_SIZE = 1 << 20
 
@@ -30,20 +31,6 @@ def _pipe() -> tuple[int, int]:
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # while it is still empty
     return read_fd, write_fd
-
-
-def _guid(name: str) -> int:
-    """Guid of a snapshot, or of a bookmark (which property reads do not reach)."""
-    if "#" in name:
-        for mark in zfs.bookmarks(_dataset_of(name)):
-            if mark.name == name:
-                return mark.guid
-        raise zfs.DatasetNotFound(0, name, "bookmark does not exist")
-    return int(zfs.get(name, ["guid"])["guid"])
-
-
-def _dataset_of(name: str) -> str:
-    return name.split("@", 1)[0].split("#", 1)[0]
 
 
 class _Worker(threading.Thread):
@@ -69,10 +56,10 @@ class ZfsSource:
         if "@" not in snapshot:
             raise SourceError(f"{snapshot!r} is not a snapshot (POOL/DS@SNAP)")
         self.snapshot, self.raw = snapshot, raw
-        self.base = _dataset_of(snapshot) + base if base and base[0] in "@#" else base
+        self.base = expand_base(snapshot, base)
         try:
-            self.toguid = _guid(snapshot)
-            self.fromguid = _guid(self.base) if self.base else None
+            self.toguid = zfs.guid_of(snapshot)
+            self.fromguid = zfs.guid_of(self.base) if self.base else None
             self.size = zfs.send_space(snapshot, self.base, raw=raw)
         except zfs.ZFSError as exc:
             raise SourceError(f"cannot send {snapshot}: {exc}") from exc
@@ -160,7 +147,7 @@ class ZfsSink:
             raise Refused("ticket", f"the ticket allows guid {ticket.toguid} from "
                                     f"{ticket.fromguid}, the stream is {toguid} from {fromguid}")
         self.toname, self.toguid, self.fromguid = toname, toguid, fromguid or 0
-        self.snapshot = f"{self.dataset}@{toname.split('@', 1)[1]}"
+        self.snapshot = f"{self.dataset}@{short_name(toname)}"
         self.raw = bool(stream.get("raw"))
         return 0
 
@@ -170,7 +157,7 @@ class ZfsSink:
     def resume_point(self, committed: int) -> ResumePoint:
         try:
             if zfs.exists(self.snapshot):
-                if _guid(self.snapshot) != self.toguid:
+                if zfs.guid_of(self.snapshot) != self.toguid:
                     raise Refused("exists", f"{self.snapshot} exists with another guid; "
                                             f"refusing to overwrite it")
                 return ResumePoint(complete=True)
@@ -219,7 +206,7 @@ class ZfsSink:
 
     def commit(self, stream_checksum: int, size: int) -> dict[str, Any]:
         try:
-            guid = _guid(self.snapshot)
+            guid = zfs.guid_of(self.snapshot)
         except zfs.ZFSError as exc:
             raise SinkError(f"received snapshot {self.snapshot} is missing: {exc}") from exc
         if guid != self.toguid:

@@ -33,6 +33,7 @@ from ployz.zfs.snapshots import (
     bookmarks,
     destroy_bookmarks,
     destroy_snapshots,
+    guid_of,
     hold,
     holds,
     release,
@@ -56,7 +57,7 @@ __all__ = [
     "InvalidName", "InvalidResumeToken", "NoResumableReceive", "NoSpace", "PermissionDenied",
     "ResumeStateExists", "ResumeToken", "Snapshot", "SnapshotHeld", "StreamTruncated",
     "ZFSError", "ZFSUnavailable", "abort_receive", "bookmark", "bookmarks", "create", "destroy",
-    "destroy_bookmarks", "destroy_snapshots", "exists", "get", "hold", "holds", "mount",
+    "destroy_bookmarks", "destroy_snapshots", "exists", "get", "guid_of", "hold", "holds", "mount",
     "mounts_of", "receive", "release", "rename", "resume_token", "rollback", "send",
     "send_resume", "send_resume_space", "send_space", "snapshot", "snapshots", "unmount",
 ]

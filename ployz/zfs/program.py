@@ -13,6 +13,7 @@ from typing import Any
 from ployz._lzc import lib
 from ployz.zfs.core import enc, ensure_init
 from ployz.zfs.errors import DatasetNotFound, translate
+from ployz.zfs.names import pool_of
 from ployz.zfs.nvlist import NvValue, nvlist_in, nvlist_out, to_dict
 
 _INSTRUCTION_LIMIT = 10_000_000
@@ -24,7 +25,7 @@ def run_readonly(name: str, source: str, args: Mapping[str, NvValue], action: st
     """Runs ``source`` in the pool of dataset ``name`` with ``args`` and returns what it
     returned. Lua integers are signed: callers fold 64-bit unsigned values with ``% U64``."""
     ensure_init()
-    pool = name.split("/", 1)[0].split("@", 1)[0].split("#", 1)[0]
+    pool = pool_of(name)
     with nvlist_in(dict(args)) as nvargs, nvlist_out() as out:
         rc = lib.lzc_channel_program_nosync(enc(pool), source.encode(), _INSTRUCTION_LIMIT,
                                             _MEMORY_LIMIT, nvargs, out)

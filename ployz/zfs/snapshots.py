@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 from ployz._lzc import ffi, lib
 from ployz.zfs.core import check, enc, ensure_init
+from ployz.zfs.datasets import get
 from ployz.zfs.errors import (
     DESTROY_SNAPSHOT_ERRORS,
     HOLD_ERRORS,
     RELEASE_ERRORS,
+    DatasetNotFound,
     ZFSError,
     translate,
 )
+from ployz.zfs.names import dataset_of, short_name
 from ployz.zfs.nvlist import NvValue, nvlist_in, nvlist_out, to_dict
 from ployz.zfs.program import U64, run_readonly
 
@@ -38,7 +41,7 @@ class Snapshot:
 
     @property
     def short(self) -> str:
-        return self.name.split("@", 1)[-1] if "@" in self.name else self.name.split("#", 1)[-1]
+        return short_name(self.name)
 
 
 def _raise_from_errlist(rc: int, errlist: dict[str, int], fallback: str,
@@ -106,6 +109,16 @@ def snapshots(dataset: str) -> list[Snapshot]:
     listed = run_readonly(dataset, _LIST_SNAPSHOTS, {"dataset": dataset}, "list snapshots")
     return sorted(Snapshot(name=name, guid=props["guid"] % U64, createtxg=props["createtxg"])
                   for name, props in (listed or {}).items())
+
+
+def guid_of(name: str) -> int:
+    """The guid of a snapshot, or of a bookmark (which property reads do not reach)."""
+    if "#" in name:
+        for mark in bookmarks(dataset_of(name)):
+            if mark.name == name:
+                return mark.guid
+        raise DatasetNotFound(0, name, "bookmark does not exist")
+    return int(get(name, ["guid"])["guid"])
 
 
 def hold(snapshots_to_tags: Mapping[str, str]) -> None:

@@ -17,22 +17,10 @@ from ployz.zfs.errors import (
     IncrementalBaseMismatch,
     NoResumableReceive,
 )
+from ployz.zfs.names import dataset_of, expand_base
 from ployz.zfs.nvlist import NvValue, nvlist_in
 from ployz.zfs.resume import ResumeToken
 from ployz.zfs.snapshots import bookmarks, snapshots
-
-
-def _dataset_of(name: str) -> str:
-    return name.split("@", 1)[0].split("#", 1)[0]
-
-
-def _full_base(snapshot: str, base: str | None) -> str | None:
-    """Accepts ``@snap`` / ``#mark`` shorthands relative to the sent snapshot's dataset."""
-    if base is None or base == "":
-        return None
-    if base[0] in "@#":
-        return _dataset_of(snapshot) + base
-    return base
 
 
 def _flags(large_blocks: bool, embedded: bool, compressed: bool, raw: bool) -> int:
@@ -57,7 +45,7 @@ def send(snapshot: str, fd: int, *, base: str | None = None, large_blocks: bool 
     """Writes the stream of ``snapshot`` (incremental from ``base``, a snapshot or a bookmark) to
     ``fd``. Give it a pipe: for any other fd, libzfs_core interposes its own pipe and thread."""
     ensure_init()
-    check(lib.lzc_send(enc(snapshot), _c_or_null(_full_base(snapshot, base)), fd,
+    check(lib.lzc_send(enc(snapshot), _c_or_null(expand_base(snapshot, base)), fd,
                        _flags(large_blocks, embedded, compressed, raw)),
           snapshot, SEND_ERRORS, "send")
 
@@ -67,7 +55,7 @@ def send_space(snapshot: str, base: str | None = None, *, large_blocks: bool = T
     """Estimated size in bytes of the stream ``send`` would write with the same arguments."""
     ensure_init()
     out = ffi.new("uint64_t *")
-    check(lib.lzc_send_space(enc(snapshot), _c_or_null(_full_base(snapshot, base)),
+    check(lib.lzc_send_space(enc(snapshot), _c_or_null(expand_base(snapshot, base)),
                              _flags(large_blocks, embedded, compressed, raw), out),
           snapshot, SEND_ERRORS, "estimate send size")
     return int(out[0])
@@ -77,7 +65,7 @@ def _base_by_guid(token: ResumeToken) -> str | None:
     """The local snapshot or bookmark whose guid is the token's incremental base."""
     if not token.incremental:
         return None
-    dataset = _dataset_of(token.toname)
+    dataset = dataset_of(token.toname)
     for candidate in [*snapshots(dataset), *bookmarks(dataset)]:
         if candidate.guid == token.fromguid:
             return candidate.name
