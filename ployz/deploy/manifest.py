@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import re
 import shlex
 import sys
@@ -49,13 +48,19 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
 )
 from pydantic_core import ErrorDetails
 
 from ployz.control.models import IDENTIFIER_RULE, check_name
 from ployz.deploy.errors import Issue, ManifestError
-from ployz.runtime.model import NAME_PATTERN, Healthcheck, Resources, RestartPolicy
+from ployz.runtime.model import (
+    NAME_PATTERN,
+    AbsolutePath,
+    Healthcheck,
+    Resources,
+    RestartPolicy,
+    UserLabels,
+)
 from ployz.transfer.units import parse_size
 
 STDIN = "-"
@@ -79,12 +84,6 @@ def _machine_id(value: str) -> str:
         raise ValueError(f"{value!r} is not a valid machine id: {IDENTIFIER_RULE}") from None
 
 
-def _container_path(value: str) -> str:
-    if not value.startswith("/") or posixpath.normpath(value) != value:
-        raise ValueError(f"must be an absolute, normalized path, got {value!r}")
-    return value
-
-
 def _argv(value: Any) -> Any:
     """A command may be written as a list or as one string split like a shell would."""
     return shlex.split(value) if isinstance(value, str) else value
@@ -92,7 +91,6 @@ def _argv(value: Any) -> Any:
 
 Name = Annotated[str, AfterValidator(_name)]
 MachineId = Annotated[str, AfterValidator(_machine_id)]
-ContainerPath = Annotated[str, AfterValidator(_container_path)]
 Argv = Annotated[list[str], BeforeValidator(_argv), Field(min_length=1)]
 Quota = Annotated[int, BeforeValidator(parse_size)]
 
@@ -120,21 +118,13 @@ class ContainerTemplate(_Model):
     command: Argv | None = None
     entrypoint: Argv | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    mounts: dict[str, ContainerPath] = Field(default_factory=dict)
+    mounts: dict[str, AbsolutePath] = Field(default_factory=dict)
     user: str | None = None
     restart: RestartPolicy = "unless-stopped"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: UserLabels = Field(default_factory=dict)
     readiness: Healthcheck | None = None
     resources: Resources | None = None
     """Limits (``memory_bytes``, ``cpus``); unlimited when absent."""
-
-    @field_validator("labels")
-    @classmethod
-    def _no_reserved_labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        reserved = sorted(key for key in labels if key.startswith("ployz."))
-        if reserved:
-            raise ValueError(f"label keys starting with 'ployz.' are reserved: {reserved}")
-        return labels
 
 
 class ManifestService(_Model):

@@ -9,13 +9,16 @@ after a restart without any local bookkeeping.
 from __future__ import annotations
 
 import posixpath
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+RESERVED_LABEL_PREFIX = "ployz."
 LABEL_NAMESPACE = "ployz.namespace"
 LABEL_SERVICE = "ployz.service"
 LABEL_DEPLOY = "ployz.deploy"
+STOP_TIMEOUT_S = 10.0
+"""How long a stopping container gets to exit on SIGTERM before it is killed."""
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 DEPLOY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -24,10 +27,26 @@ RestartPolicy = Literal["no", "always", "unless-stopped", "on-failure"]
 NetworkMode = Literal["host", "none"]
 
 
-def _absolute(path: str) -> str:
+def absolute_path(path: str) -> str:
+    """Refuses a relative or unnormalized path: Docker binds only absolute paths, and one such
+    as ``/data/../etc`` names another place than it reads as."""
     if not path.startswith("/") or posixpath.normpath(path) != path:
         raise ValueError(f"must be an absolute, normalized path, got {path!r}")
     return path
+
+
+def unreserved_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Refuses label keys under ``ployz.``: those are how the runtime finds its own containers
+    again, so a user's label must not set or shadow them."""
+    reserved = sorted(key for key in labels if key.startswith(RESERVED_LABEL_PREFIX))
+    if reserved:
+        raise ValueError(
+            f"label keys starting with '{RESERVED_LABEL_PREFIX}' are reserved: {reserved}")
+    return labels
+
+
+AbsolutePath = Annotated[str, AfterValidator(absolute_path)]
+UserLabels = Annotated[dict[str, str], AfterValidator(unreserved_labels)]
 
 
 class Mount(BaseModel):
@@ -35,12 +54,9 @@ class Mount(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: str
-    target: str
+    source: AbsolutePath
+    target: AbsolutePath
     read_only: bool = False
-
-    _check_source = field_validator("source")(_absolute)
-    _check_target = field_validator("target")(_absolute)
 
 
 class Healthcheck(BaseModel):
@@ -87,17 +103,9 @@ class ServiceSpec(BaseModel):
     user: str | None = None
     restart: RestartPolicy = "unless-stopped"
     network: NetworkMode = "host"
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: UserLabels = Field(default_factory=dict)
     healthcheck: Healthcheck | None = None
     resources: Resources = Field(default_factory=Resources)
-
-    @field_validator("labels")
-    @classmethod
-    def _check_labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        reserved = sorted(k for k in labels if k.startswith("ployz."))
-        if reserved:
-            raise ValueError(f"label keys starting with 'ployz.' are reserved: {reserved}")
-        return labels
 
     @property
     def container_name(self) -> str:

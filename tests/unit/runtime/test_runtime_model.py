@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from ployz.runtime import Healthcheck, Mount, ServiceSpec, service_labels
+from ployz.runtime.model import absolute_path, unreserved_labels
 
 BASE = {"namespace": "shop", "service": "db", "deploy": "d-42", "image": "busybox:1"}
 
@@ -64,3 +65,21 @@ def test_reserved_label_prefix_is_refused():
     [(loc, message)] = errors_of(labels={"ployz.service": "other"})
     assert loc == ("labels",)
     assert "reserved" in message
+
+
+@pytest.mark.parametrize("path", ["/", "/data", "/var/lib/db"])
+def test_absolute_normalized_paths_pass(path: str) -> None:
+    assert absolute_path(path) == path
+
+
+@pytest.mark.parametrize("path", ["", "data", "./data", "/data/", "/data/../etc"])
+def test_relative_or_unnormalized_paths_are_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="absolute, normalized path"):
+        absolute_path(path)
+
+
+def test_only_ployz_labels_are_reserved() -> None:
+    assert unreserved_labels({"team": "storage", "ployzish": "x"}) == {
+        "team": "storage", "ployzish": "x"}
+    with pytest.raises(ValueError, match=r"\['ployz\.a', 'ployz\.b'\]"):
+        unreserved_labels({"ployz.b": "", "ployz.a": "", "team": ""})
