@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -62,23 +63,18 @@ def generate_keypair(directory: KeyPath) -> tuple[Path, Path]:
 def load_private_key(path: KeyPath) -> Ed25519PrivateKey:
     """The key in a PKCS#8 PEM file; any problem (missing, unreadable, another kind of key) is
     a ``BadKey`` naming the file."""
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise BadKey(f"cannot load a private key from {path}: {exc}") from exc
+    key = _read_pem(path, "private",
+                    lambda pem: serialization.load_pem_private_key(pem, password=None))
     if not isinstance(key, Ed25519PrivateKey):
-        raise BadKey(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+        raise BadKey(_not_ed25519(path, key, "private"))
     return key
 
 
 def load_public_key(path: KeyPath) -> Ed25519PublicKey:
     """The public key in a SubjectPublicKeyInfo PEM file, as ``generate_keypair`` writes it."""
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise BadKey(f"cannot load a public key from {path}: {exc}") from exc
+    key = _read_pem(path, "public", serialization.load_pem_public_key)
     if not isinstance(key, Ed25519PublicKey):
-        raise BadKey(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
+        raise BadKey(_not_ed25519(path, key, "public"))
     return key
 
 
@@ -102,6 +98,17 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(raw)
     except (binascii.Error, ValueError) as exc:
         raise BadKey(f"not a valid Ed25519 public key: {text[:60]!r} ({exc})") from exc
+
+
+def _read_pem(path: KeyPath, half: str, load: Callable[[bytes], object]) -> object:
+    try:
+        return load(Path(path).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise BadKey(f"cannot load a {half} key from {path}: {exc}") from exc
+
+
+def _not_ed25519(path: KeyPath, key: object, half: str) -> str:
+    return f"{path} holds a {type(key).__name__}, not an Ed25519 {half} key"
 
 
 def _exists(path: KeyPath) -> str:

@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from ployz.transfer import (
     FileSink,
     FileSource,
@@ -126,6 +128,13 @@ def _address(text: str) -> tuple[str, int]:
         raise ValueError(f"invalid address {text!r}: expected HOST:PORT") from None
 
 
+def _link(args: argparse.Namespace) -> tuple[tuple[str, int], Ed25519PrivateKey, float]:
+    """What ``send`` and ``tune`` read alike: ``--to``, the signing ``--key`` and ``--bwlimit``
+    (0: unlimited)."""
+    address, key = _address(args.to), load_private_key(args.key)
+    return address, key, parse_rate(args.bwlimit) if args.bwlimit else 0.0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     try:
         private, public = generate_keypair(args.dir)
@@ -174,10 +183,8 @@ def _receive(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     try:
-        address = _address(args.to)
-        key = load_private_key(args.key)
+        address, key, bwlimit = _link(args)
         receiver_key = load_public_key(args.receiver_key) if args.receiver_key else None
-        bwlimit = parse_rate(args.bwlimit) if args.bwlimit else 0.0
         if args.retries < 1:
             raise ValueError("--retries must be at least 1")
         if args.base and not args.snapshot:
@@ -216,9 +223,7 @@ def _send(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from ployz.transfer.tuning import SAMPLE_BYTES, tune
     try:
-        address = _address(args.to)
-        key = load_private_key(args.key)
-        bwlimit = parse_rate(args.bwlimit) if args.bwlimit else 0.0
+        address, key, bwlimit = _link(args)
         sample = args.sample.read_bytes()[:SAMPLE_BYTES] if args.sample else None
     except (OSError, ValueError) as exc:
         return fail(str(exc), status=2)
