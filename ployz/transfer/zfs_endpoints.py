@@ -22,7 +22,7 @@ from ployz import zfs
 from ployz.transfer.endpoints import ResumePoint, SourceRun
 from ployz.transfer.errors import ProtocolError, Refused, SinkError, SourceError
 from ployz.transfer.tickets import Target, Ticket
-from ployz.zfs.names import expand_base, short_name
+from ployz.zfs.names import expand_base, is_within, short_name
 
 PIPE_SIZE = 1 << 20
 
@@ -123,7 +123,7 @@ class ZfsSink:
         moving to this machine): a send without properties would leave it unlimited."""
         if "@" in dataset or "#" in dataset:
             raise SinkError(f"{dataset!r} is a snapshot or bookmark; give the dataset")
-        if prefix and dataset != prefix and not dataset.startswith(prefix.rstrip("/") + "/"):
+        if prefix and not is_within(dataset, prefix):
             raise SinkError(f"{dataset} is outside the allowed prefix {prefix}")
         self.dataset = dataset
         self.target = Target("zfs", dataset)

@@ -18,6 +18,13 @@ def pool_of(name: str) -> str:
     return dataset_of(name).split("/", 1)[0]
 
 
+def is_within(name: str, parent: str) -> bool:
+    """Whether a dataset, snapshot or bookmark is ``parent`` or lies below it: the test that
+    confines a receiver or an agent to its pool or prefix."""
+    dataset = dataset_of(name)
+    return dataset == parent or dataset.startswith(parent.rstrip("/") + "/")
+
+
 def short_name(name: str) -> str:
     """What follows the ``@`` of a snapshot or the ``#`` of a bookmark (``snap``, ``mark``)."""
     return name.split("@", 1)[-1] if "@" in name else name.split("#", 1)[-1]

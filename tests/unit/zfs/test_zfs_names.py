@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.zfs.names import dataset_of, expand_base, pool_of, short_name
+from ployz.zfs.names import dataset_of, expand_base, is_within, pool_of, short_name
 
 
 @pytest.mark.parametrize(("name", "dataset", "pool", "short"), [
@@ -27,3 +27,11 @@ def test_a_name_says_its_dataset_pool_and_short_name(name: str, dataset: str, po
 def test_a_short_base_is_of_the_sent_snapshots_dataset(base: str | None,
                                                         full: str | None) -> None:
     assert expand_base("tank/vol@b", base) == full
+
+
+@pytest.mark.parametrize(("name", "parent", "within"), [
+    ("tank", "tank", True), ("tank/vol@s", "tank", True), ("tank/a/b#m", "tank/a/", True),
+    ("tank2/vol", "tank", False), ("tankvol", "tank", False), ("other/tank", "tank", False),
+])
+def test_within_means_the_parent_or_below_it(name: str, parent: str, within: bool) -> None:
+    assert is_within(name, parent) is within
