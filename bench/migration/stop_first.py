@@ -13,17 +13,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.agent.client import AgentClient
+from ployz.agent.api import Agent
 from ployz.deploy.manifest import parse_manifest
+from ployz.deploy.migration.snapshot_send import send_snapshot
 from ployz.deploy.migration.target import prepare_container
-from ployz.deploy.migration.transfer import send_snapshot
 from ployz.runtime.model import service_labels
 
 SNAPSHOT = "stop-first"
 READY_TIMEOUT_S = 300.0
 
 
-def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519PrivateKey,
+def migrate_stop_first(source: Agent, target: Agent, key: Ed25519PrivateKey,
                        manifest_text: str, source_pool: str, target_pool: str,
                        ) -> dict[str, Any]:
     """Moves the manifest's one service and volume from ``source`` to ``target``; returns the
@@ -31,7 +31,7 @@ def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519Pri
     manifest = parse_manifest(manifest_text, "stop-first")
     (manifest_service,) = manifest.services
     labels = service_labels(manifest.namespace, manifest_service.name)
-    (running,) = source.call("container.list", {"labels": labels})
+    (running,) = source.containers.list(labels)
     (volume,) = manifest.volumes
     dataset = f"{manifest.namespace}.{volume.name}"
     window: dict[str, Any] = {}
@@ -45,11 +45,10 @@ def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519Pri
         window[step] = round(now - mark, 3)
         mark = now
 
-    source.call("container.stop", {"name": running["name"], "timeout_s": 10.0},
-                timeout_s=60.0)
+    source.containers.stop(running.name)
     lap("stop")
     snapshot = f"{source_pool}/{dataset}@{SNAPSHOT}"
-    source.call("zfs.snapshot", {"snapshots": [snapshot]})
+    source.zfs.snapshot([snapshot])
     lap("final_snapshot")
     sent = send_snapshot(source, target, key,
                          transfer_id=f"stop-first-{manifest.namespace}", snapshot=snapshot,
@@ -59,12 +58,11 @@ def migrate_stop_first(source: AgentClient, target: AgentClient, key: Ed25519Pri
                              f"stop-first-{manifest.namespace}", target_pool,
                              {volume.name: f"{target_pool}/{dataset}"})
     lap("create")
-    target.call("container.start", {"name": name})
+    target.containers.start(name)
     lap("start")
-    target.call("container.wait_ready", {"name": name,
-                                         "timeout_s": READY_TIMEOUT_S},
-                timeout_s=READY_TIMEOUT_S + 30)
+    target.containers.wait_ready(name, timeout_s=READY_TIMEOUT_S)
     lap("ready")
     window["total"] = round(mark - started, 3)
-    return {"cutover_s": window, "seconds": window["total"], "bytes": sent.bytes,
-            "wire_bytes": sent.wire_bytes, "codec": sent.codec}
+    received = sent.received
+    return {"cutover_s": window, "seconds": window["total"], "bytes": received.bytes,
+            "wire_bytes": received.wire_bytes, "codec": received.codec}

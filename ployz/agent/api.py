@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from ployz.runtime.model import ContainerInfo, ServiceSpec
+from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
 from ployz.zfs import ResumeToken, Snapshot
 
 Props = dict[str, int | str | None]
@@ -166,7 +166,7 @@ class ContainerApi(Protocol):
 
     def start(self, name: str) -> ContainerInfo: ...
 
-    def stop(self, name: str, timeout_s: float = 10.0) -> ContainerInfo: ...
+    def stop(self, name: str, timeout_s: float = STOP_TIMEOUT_S) -> ContainerInfo: ...
 
     def remove(self, name: str, force: bool = False) -> None: ...
 
@@ -214,4 +214,8 @@ class Agent(Protocol):
     def fork(self) -> Agent:
         """The same agent for another thread: a call blocks the connection it runs on (a send
         lasts as long as its stream), so a thread polling meanwhile needs its own."""
+        ...
+
+    def close(self) -> None:
+        """Lets go of the connection (a forked agent's, once its thread is done)."""
         ...

@@ -28,13 +28,15 @@ from ployz.agent.api import (
     ZfsApi,
 )
 from ployz.agent.client import AgentClient
-from ployz.runtime.model import ContainerInfo, ServiceSpec
+from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
 from ployz.zfs import ResumeToken, Snapshot
 
 T = TypeVar("T")
 
 ANSWER_MARGIN_S = 30.0
 """Added to an operation's own time limit for its answer to come back."""
+STATUS_WAIT_S = 5.0
+"""How long a progress poll waits: the answer is immediate, and a late one is skipped."""
 SEND_TIMEOUT_S = 24 * 3600.0
 """How long a send may take: it blocks its call until the receiver committed, and resumes
 across broken connections on its own meanwhile."""
@@ -144,7 +146,7 @@ class RemoteContainers(_Methods, ContainerApi):
     def start(self, name: str) -> ContainerInfo:
         return self._call(_CONTAINER, "container.start", {"name": name})
 
-    def stop(self, name: str, timeout_s: float = 10.0) -> ContainerInfo:
+    def stop(self, name: str, timeout_s: float = STOP_TIMEOUT_S) -> ContainerInfo:
         return self._call(
             _CONTAINER,
             "container.stop",
@@ -224,10 +226,9 @@ class RemoteTransfer(_Methods, TransferApi):
             SEND_TIMEOUT_S,
         )
 
-    def send_status(self, transfer_id: str, timeout_s: float | None = None) -> SendStatus:
-        return self._call(
-            _SEND_STATUS, "transfer.send_status", {"transfer_id": transfer_id}, timeout_s
-        )
+    def send_status(self, transfer_id: str) -> SendStatus:
+        return self._call(_SEND_STATUS, "transfer.send_status", {"transfer_id": transfer_id},
+                          STATUS_WAIT_S)
 
 
 class RemoteAgent(Agent):
@@ -260,3 +261,9 @@ class RemoteAgent(Agent):
 
     def close(self) -> None:
         self._client.close()
+
+    def __enter__(self) -> RemoteAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -2,16 +2,22 @@
 
 A machine fact records the overlay address; every agent of a cluster listens on the same port of
 its machine's overlay address (7070 unless the cluster says otherwise), so the address follows
-from the fact and needs no second source of truth.
+from the fact and needs no second source of truth. The orchestrator sees each agent as an
+:class:`~ployz.agent.api.Agent`; a unit test hands it fakes through :class:`AgentLookup`.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ployz.agent.api import Agent
 from ployz.agent.client import AgentClient
 from ployz.agent.protocol import format_address
+from ployz.agent.remote import RemoteAgent
 from ployz.control.models import Machine
+from ployz.control.plane import ControlPlane
 
 DEFAULT_AGENT_PORT = 7070
 
@@ -20,33 +26,59 @@ def agent_address(machine: Machine, port: int = DEFAULT_AGENT_PORT) -> str:
     return format_address(machine.overlay_ip, port)
 
 
-class AgentDirectory:
-    """One signed client per machine for the length of a deploy; close it when done."""
+def machine_map(cp: ControlPlane) -> dict[str, Machine]:
+    """Machines by id, as their agents are looked up."""
+    return {m.id: m for m in cp.list_machines()}
+
+
+class AgentLookup(Protocol):
+    """The agents of a cluster, and the operator key they trust."""
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        """The operator key; a migration also signs transfer tickets with it."""
+        ...
+
+    def agent(self, machine: Machine) -> Agent: ...
+
+
+class AgentDirectory(AgentLookup):
+    """One signed client per machine for the length of a run; close it when done."""
 
     def __init__(self, key: Ed25519PrivateKey, port: int = DEFAULT_AGENT_PORT) -> None:
         self._key = key
         self._port = port
-        self._clients: dict[str, AgentClient] = {}
+        self._agents: dict[str, RemoteAgent] = {}
 
     @property
     def key(self) -> Ed25519PrivateKey:
-        """The operator key the agents trust; a migration also signs transfer tickets with it."""
         return self._key
 
-    def client(self, machine: Machine) -> AgentClient:
-        client = self._clients.get(machine.id)
-        if client is None:
+    def agent(self, machine: Machine) -> RemoteAgent:
+        agent = self._agents.get(machine.id)
+        if agent is None:
             client = AgentClient(agent_address(machine, self._port), self._key, machine.id)
-            self._clients[machine.id] = client
-        return client
+            agent = self._agents[machine.id] = RemoteAgent(client)
+        return agent
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        for agent in self._agents.values():
+            agent.close()
+        self._agents.clear()
 
     def __enter__(self) -> AgentDirectory:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class MachineAgents:
+    """The agent of each machine the control plane knows, by machine id (read once)."""
+
+    def __init__(self, cp: ControlPlane, agents: AgentLookup) -> None:
+        self.machines = machine_map(cp)
+        self._agents = agents
+
+    def __call__(self, machine_id: str) -> Agent:
+        return self._agents.agent(self.machines[machine_id])

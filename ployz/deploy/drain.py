@@ -12,10 +12,12 @@ from typing import Any
 
 from ployz.agent.errors import AgentError
 from ployz.control import ControlPlane, ControlPlaneError
-from ployz.deploy.agents import AgentDirectory
+from ployz.deploy.agents import AgentLookup
 from ployz.deploy.errors import DeployError
-from ployz.deploy.migration import Emit, ServiceRef, migrate, plan_migration
-from ployz.deploy.migration.events import ignore
+from ployz.deploy.events import Emit, ignore
+from ployz.deploy.migration.apply import migrate
+from ployz.deploy.migration.plan import plan_migration
+from ployz.deploy.migration.ref import ServiceRef
 
 
 @dataclass
@@ -50,7 +52,7 @@ def candidates(cp: ControlPlane, machine_id: str) -> list[str]:
     return [m.id for m in sorted(usable, key=lambda m: (-m.capacity.pool_free, m.id))]
 
 
-def choose_target(cp: ControlPlane, agents: AgentDirectory, machine_id: str,
+def choose_target(cp: ControlPlane, agents: AgentLookup, machine_id: str,
                   service: ServiceRef) -> str:
     tried = []
     for candidate in candidates(cp, machine_id):
@@ -60,7 +62,7 @@ def choose_target(cp: ControlPlane, agents: AgentDirectory, machine_id: str,
     raise NoTargetWithRoom(service, tried)
 
 
-def drain(cp: ControlPlane, agents: AgentDirectory, machine_id: str, *,
+def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
           migrate_services: bool, keep_source: bool = False,
           emit: Emit = ignore) -> list[DrainOutcome]:
     cp.set_lifecycle(machine_id, "draining")

@@ -194,7 +194,7 @@ class DeployFailed(DeployError):
     what could not be (each names the machine and the dataset or container)."""
 
     def __init__(
-        self, deploy_id: str, phase: str, cause: BaseException, undone: list[str], left: list[str]
+        self, deploy_id: str, phase: str, cause: str, undone: list[str], left: list[str]
     ) -> None:
         self.deploy_id = deploy_id
         self.phase = phase

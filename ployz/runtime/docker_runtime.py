@@ -30,7 +30,7 @@ from ployz.runtime.errors import (
     MountSourceMissing,
     WaitTimeout,
 )
-from ployz.runtime.model import ContainerInfo, Mount, ServiceSpec
+from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, Mount, ServiceSpec
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 _NEVER_STARTED = "0001-01-01T00:00:00Z"
@@ -140,7 +140,7 @@ class DockerRuntime:
             container.reload()
             return _info(container.attrs)
 
-    def stop(self, name: str, timeout_s: float = 10.0) -> ContainerInfo:
+    def stop(self, name: str, timeout_s: float = STOP_TIMEOUT_S) -> ContainerInfo:
         """Stops the container (SIGTERM, then SIGKILL after ``timeout_s``); a no-op if stopped."""
         with self._translated("stop", name):
             container = self._client().containers.get(name)

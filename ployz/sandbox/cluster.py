@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ployz.agent.client import AgentClient
+from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
 from ployz.control.models import Machine as MachineFact
 from ployz.runtime.docker_runtime import DockerRuntime
@@ -31,7 +33,7 @@ from ployz.sandbox.network import (
     sh,
     teardown,
 )
-from ployz.transfer.keys import generate_private_key, public_key_text
+from ployz.transfer.keys import generate_private_key, load_private_key, public_key_text
 
 ROOT = Path("/run/ployz")
 AGENT_PORT = 7070
@@ -134,6 +136,13 @@ class Cluster:
         self.control_url = f"sqlite:///{ROOT / 'control.db'}"
         self.operator_key = ROOT / "operator.key"
         self.operator_pub = ROOT / "operator.pub"
+
+    def agent(self, machine: Machine, timeout_s: float = 120.0) -> RemoteAgent:
+        """The typed client of ``machine``'s agent, signed with the operator key; close it
+        when done. ``timeout_s`` bounds each answer (emulated machines answer slowly)."""
+        return RemoteAgent(AgentClient(machine.agent_address,
+                                       load_private_key(self.operator_key),
+                                       timeout_s=timeout_s))
 
     def environment(self) -> dict[str, str]:
         """What the operator's shell needs for ``ployzctl`` to find the cluster."""

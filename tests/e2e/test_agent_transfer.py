@@ -10,13 +10,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox_operator import agent
 
 from ployz.agent.errors import RemoteError
 from ployz.sandbox.cluster import Cluster
 from ployz.transfer.keys import load_private_key
 from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
+from tests.e2e.sandbox_operator import agent
 
 MiB = 1 << 20
 

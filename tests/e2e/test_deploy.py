@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_operator import dump, ployzctl
 
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster
+from tests.e2e.sandbox_operator import dump, ployzctl
 
 MANIFEST = textwrap.dedent("""
     namespace = "{namespace}"

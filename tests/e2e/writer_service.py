@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandbox_operator import agent, ployzctl
-
 from ployz.runtime.model import service_labels
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster, Machine
+from tests.e2e.sandbox_operator import agent, ployzctl
 
 MANIFEST = textwrap.dedent("""
     namespace = "{namespace}"

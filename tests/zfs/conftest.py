@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from zfshelpers import sh
+
+from tests.zfs.zfshelpers import sh
 
 POOL_SIZE = "512M"
 

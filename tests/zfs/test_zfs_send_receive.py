@@ -7,9 +7,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from zfshelpers import send_receive, sh, transfer, write_file
 
 from ployz import zfs
+from tests.zfs.zfshelpers import send_receive, sh, transfer, write_file
 
 MiB = 1 << 20
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from zfshelpers import sh, write_file
 
 from ployz import zfs
+from tests.zfs.zfshelpers import sh, write_file
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from ployzctl.config import (
     open_control,
     reported,
 )
+from ployzctl.events import EventPrinter
 from ployzctl.output import print_json, print_table
 
 
@@ -72,8 +73,7 @@ def _deploy(args: argparse.Namespace) -> int:
     # With --json, stdout carries only the result; progress goes to stderr.
     stream = sys.stderr if args.json else sys.stdout
     with open_control(args) as cp, agent_directory(args) as agents:
-        result = deploy(cp, manifest, agents, holder=holder,
-                        progress=lambda message: print(message, file=stream, flush=True))
+        result = deploy(cp, manifest, agents, holder=holder, emit=EventPrinter(stream))
     if args.json:
         print_json(result.to_json())
     elif result.commit_seq is None:

@@ -10,7 +10,6 @@ from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
 from ployz.transfer.units import format_size
 from ployzctl.commands import SUMMARIES
-from ployzctl.commands.migrate import EventPrinter
 from ployzctl.config import (
     add_agent_arguments,
     add_control_argument,
@@ -18,6 +17,7 @@ from ployzctl.config import (
     open_control,
     reported,
 )
+from ployzctl.events import EventPrinter
 from ployzctl.output import print_json, print_table
 
 _COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "POOL FREE", "POOL USED", "CONTAINERS",

@@ -21,31 +21,24 @@ move data):
 7. cleanup: old container removed, holds released, migration snapshots destroyed, the source
    dataset destroyed (kept with ``keep_source``), lock released.
 
-Every mutation is recorded in the deploy record first (:mod:`.record`). A failure before the
-commit rolls back (:func:`.settle.roll_back`) and raises :class:`MigrationAborted`; after it, a
-cleanup failure marks the deploy failed-after-commit. ``apply`` run again first settles any
-migration of the namespace left unfinished by a killed run: it rolls back one that did not
-commit and finishes the cleanup of one that did. Ownership changes only in the commit, so a
-volume is always owned by exactly one machine.
+It runs as a :class:`~ployz.deploy.run.DeployRun` of the ``migrate`` kind: every mutation is
+recorded in the deploy record first (:mod:`.record`); a failure before the commit rolls back
+(:data:`.settle.MIGRATION`) and raises :class:`MigrationAborted`; after it, a cleanup failure
+marks the deploy failed-after-commit. ``apply`` run again first settles any run of the namespace
+left unfinished by a killed one: it rolls back one that did not commit and finishes the cleanup
+of one that did. Ownership changes only in the commit, so a volume is always owned by exactly
+one machine.
 """
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
-from ployz.agent.client import AgentClient
-from ployz.control.errors import ControlPlaneError, StaleFencingToken
-from ployz.control.keeper import LeaseKeeper
-from ployz.control.leases import deploy_lock_name
+from ployz.agent.api import Agent, int_prop
 from ployz.control.models import (
     Change,
-    Deploy,
-    DeployPhase,
-    DeployStatus,
     PutService,
     PutVolume,
     RecordTransfer,
@@ -55,31 +48,36 @@ from ployz.control.models import (
     utcnow,
 )
 from ployz.control.plane import ControlPlane
-from ployz.deploy.agents import AgentDirectory
-from ployz.deploy.apply import DEPLOY_LOCK_TTL_S, READY_TIMEOUT_S
-from ployz.deploy.migration.errors import MigrationAborted, MigrationFailedAfterCommit
-from ployz.deploy.migration.events import Emit, ignore
+from ployz.deploy.agents import AgentLookup
+from ployz.deploy.apply import READY_TIMEOUT_S
+from ployz.deploy.events import Emit, ignore, step
+from ployz.deploy.kinds import KINDS
 from ployz.deploy.migration.plan import (
     FINAL_DELTA,
     MAX_PRECOPY_ROUNDS,
     MigrationPlan,
-    machine_map,
     plan_migration,
 )
 from ployz.deploy.migration.record import (
-    KIND,
+    Evidence,
     MigrationRecord,
     VolumeRecord,
     snapshot_name,
 )
 from ployz.deploy.migration.ref import ServiceRef
-from ployz.deploy.migration.settle import Machines, Outcome, clean_up, roll_back
+from ployz.deploy.migration.settle import MIGRATION
+from ployz.deploy.migration.snapshot_send import SnapshotSent, send_snapshot
 from ployz.deploy.migration.target import prepare_container
-from ployz.deploy.migration.transfer import SendResult, send_snapshot
+from ployz.deploy.plain import other_deploys
+from ployz.deploy.run import (
+    DeployRun,
+    Settled,
+    namespace_lock,
+    new_deploy_id,
+    settle_unfinished,
+    unfinished,
+)
 from ployz.deploy.specs import service_fact
-from ployz.runtime.model import LABEL_DEPLOY, service_labels
-
-STOP_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -101,7 +99,7 @@ class MigrationResult:
 
 def migrate(
     cp: ControlPlane,
-    agents: AgentDirectory,
+    agents: AgentLookup,
     ref: ServiceRef,
     to_machine: str,
     *,
@@ -109,131 +107,62 @@ def migrate(
     emit: Emit = ignore,
 ) -> MigrationResult:
     """Moves ``ref`` to ``to_machine``; see the module docstring for the phases and errors."""
-    pending = unfinished(cp, ref.namespace)
-    if not pending:
+    if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
         plan_migration(cp, agents, ref, to_machine).check_room()
     emit({"event": "phase", "phase": "lock"})
     started = time.monotonic()
-    lock = deploy_lock_name(ref.namespace)
-    lease = cp.acquire(lock, ref.holder, DEPLOY_LOCK_TTL_S)
-    emit({"event": "step", "message": f"acquired the deploy lock of {ref.namespace} "
-                                      f"(token {lease.token})"})
-    try:
-        with LeaseKeeper(cp, lease, DEPLOY_LOCK_TTL_S) as keeper:
-            result = _settle_all(cp, agents, pending, ref, to_machine, emit)
-            if result is None:
-                plan = plan_migration(cp, agents, ref, to_machine)
-                plan.check_room()
-                result = _Run(cp, agents, plan, keeper, keep_source, emit).run()
-    finally:
-        with contextlib.suppress(StaleFencingToken):
-            cp.release(lock, lease.token)
-        emit({"event": "step", "message": f"released the deploy lock of {ref.namespace}"})
+    with namespace_lock(cp, ref.namespace, ref.holder, emit) as keeper:
+        settled = settle_unfinished(cp, agents, ref.namespace, KINDS, emit)
+        result = _already_moved(settled, ref, to_machine)
+        if result is None:
+            plan = plan_migration(cp, agents, ref, to_machine)
+            plan.check_room()
+            run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
+            phases = _Phases(cp, plan, run)
+            seq = run.execute(phases, started={"event": "start", "deploy_id": run.deploy_id,
+                                               "plan": plan.to_json()})
+            result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
+                                     phases.cutover)
     result.seconds = round(time.monotonic() - started, 3)
     emit({"event": "done", "status": "committed", **result.to_json()})
     return result
 
 
-def _settle_all(cp: ControlPlane, agents: AgentDirectory, pending: list[Deploy],
-                ref: ServiceRef, to_machine: str, emit: Emit) -> MigrationResult | None:
-    """Settles the unfinished migrations; returns the one that already moved ``ref`` to
-    ``to_machine``, if any (nothing is left to do then)."""
-    finished = None
-    for deploy in pending:
-        result = settle(cp, agents, deploy, emit)
-        if result and (result.target, deploy.detail.get("service")) == (to_machine, ref.service):
-            finished = result
-    return finished
+def _already_moved(settled: list[Settled], ref: ServiceRef,
+                   to_machine: str) -> MigrationResult | None:
+    """The settled migration that had already moved ``ref`` to ``to_machine``, if any: nothing
+    is left to do then."""
+    for done in settled:
+        record = done.record
+        if (isinstance(record, MigrationRecord) and done.commit_seq is not None
+                and (record.target, record.service) == (to_machine, ref.service)):
+            return MigrationResult(record.deploy_id, done.commit_seq, record.source,
+                                   record.target)
+    return None
 
 
-def unfinished(cp: ControlPlane, namespace: str) -> list[Deploy]:
-    """Migrations of ``namespace`` a killed or failed run left to settle."""
-    found = []
-    for deploy in cp.list_deploys(namespace):
-        if deploy.detail.get("kind") != KIND:
-            continue
-        if deploy.status == "applying" or deploy.status == "failed-after-commit" or (
-                deploy.status == "committed" and deploy.phase != "done") or (
-                deploy.status == "failed" and not deploy.detail.get("rolled_back", True)):
-            found.append(deploy)
-    return found
+def _record(plan: MigrationPlan, keep_source: bool) -> MigrationRecord:
+    return MigrationRecord(
+        deploy_id=new_deploy_id(plan.digest), namespace=plan.ref.namespace,
+        service=plan.ref.service, source=plan.source, target=plan.target, digest=plan.digest,
+        keep_source=keep_source,
+        volumes=[VolumeRecord(name=v.name, source_dataset=v.source_dataset,
+                              target_dataset=v.target_dataset, size=v.size)
+                 for v in plan.volumes])
 
 
-def settle(cp: ControlPlane, agents: AgentDirectory, deploy: Deploy,
-           emit: Emit) -> MigrationResult | None:
-    """Rolls back an unfinished migration that did not commit (None) or finishes the cleanup
-    of one that did (its result). Call with the namespace's deploy lock held."""
-    record = MigrationRecord.from_detail(deploy.detail)
-    machines = _machines(cp, agents, record)
-    deploy = cp.get_deploy(deploy.id)  # settles a commit whose roll-forward is pending
-    if deploy.commit_seq is None:
-        emit({"event": "recover", "deploy_id": deploy.id, "action": "roll-back",
-              "step": record.step})
-        outcome = roll_back(record, machines)
-        _record_rollback(cp, record, deploy, outcome, "interrupted; rolled back by a later apply")
-        emit({"event": "rolled-back", "deploy_id": deploy.id, "undone": outcome.done,
-              "left": outcome.left})
-        if outcome.left:
-            raise MigrationAborted(deploy.id, record.step, "an earlier interrupted run",
-                                   outcome.done, outcome.left)
-        return None
-    emit({"event": "recover", "deploy_id": deploy.id, "action": "cleanup", "step": record.step})
-    _finish(cp, record, machines, deploy.commit_seq, emit)
-    return MigrationResult(deploy.id, deploy.commit_seq, record.source, record.target)
+class _Phases:
+    """A migration's steps before its commit; each mutation is recorded first."""
 
-
-def _machines(cp: ControlPlane, agents: AgentDirectory, record: MigrationRecord) -> Machines:
-    machines = machine_map(cp)
-    return Machines(agents.client(machines[record.source]), agents.client(machines[record.target]))
-
-
-def _record_rollback(cp: ControlPlane, record: MigrationRecord, deploy: Deploy,
-                     outcome: Outcome, reason: str) -> None:
-    record.rolled_back = not outcome.left
-    status: DeployStatus | None = "failed" if deploy.status == "applying" else None
-    with contextlib.suppress(ControlPlaneError):
-        cp.update_deploy(record.deploy_id, status=status, reason=reason, detail=record.detail())
-
-
-def _finish(cp: ControlPlane, record: MigrationRecord, machines: Machines, seq: int,
-            emit: Emit) -> None:
-    """Cleanup after the commit; failed-after-commit if any of it fails."""
-    emit({"event": "phase", "phase": "cleanup"})
-    cp.update_deploy(record.deploy_id, phase="cleanup")
-    outcome = clean_up(record, machines)
-    for done in outcome.done:
-        emit({"event": "step", "message": done})
-    if outcome.left:
-        cp.update_deploy(record.deploy_id, status="failed-after-commit",
-                         reason="; ".join(outcome.left))
-        raise MigrationFailedAfterCommit(record.deploy_id, seq, outcome.left)
-    status: DeployStatus | None = ("committed" if cp.get_deploy(record.deploy_id).status
-                                   != "committed" else None)
-    record.step = "done"
-    cp.update_deploy(record.deploy_id, phase="done", status=status, detail=record.detail())
-
-
-class _Run:
-    """One migration under the lock: its record, its phases, its rollback."""
-
-    def __init__(self, cp: ControlPlane, agents: AgentDirectory, plan: MigrationPlan,
-                 keeper: LeaseKeeper, keep_source: bool, emit: Emit) -> None:
+    def __init__(self, cp: ControlPlane, plan: MigrationPlan,
+                 run: DeployRun[MigrationRecord]) -> None:
         self.cp = cp
-        self.key = agents.key
         self.plan = plan
-        self.keeper = keeper
-        self.emit = emit
-        machines = machine_map(cp)
-        self.source = agents.client(machines[plan.source])
-        self.target = agents.client(machines[plan.target])
-        self.record = MigrationRecord(
-            deploy_id=f"{plan.digest}-{secrets.token_hex(4)}", namespace=plan.ref.namespace,
-            service=plan.ref.service, source=plan.source, target=plan.target,
-            digest=plan.digest, keep_source=keep_source,
-            volumes=[VolumeRecord(name=v.name, source_dataset=v.source_dataset,
-                                  target_dataset=v.target_dataset, size=v.size)
-                     for v in plan.volumes])
+        self.run = run
+        self.record = run.record
+        self.source: Agent = run.agent_of(plan.source)
+        self.target: Agent = run.agent_of(plan.target)
         self.cutover: dict[str, float] = {}
         self.container = ""
         """The target container, created at the end of pre-copy."""
@@ -241,80 +170,29 @@ class _Run:
                        .volumes.items()}
         """Set on each target dataset by its full receive, as a deploy sets them at creation."""
 
-    @property
-    def deploy_id(self) -> str:
-        return self.record.deploy_id
-
-    def run(self) -> MigrationResult:
-        self.cp.begin_deploy(self.plan.ref.namespace, KIND, self.deploy_id,
-                             detail=self.record.detail())
-        self.emit({"event": "start", "deploy_id": self.deploy_id,
-                   "plan": self.plan.to_json()})
-        try:
-            self._save(phase="apply")
-            self._pre_copy()
-            self._prepare()
-            fenced = time.monotonic()
-            self._fence()
-            self._final_send()
-            self._start()
-            self.cutover["total"] = round(time.monotonic() - fenced, 3)
-            changes = self._changes()
-            self._step("commit", phase="commit")
-            seq = self.cp.commit(self.plan.ref.namespace, self.keeper.check().token, changes,
-                                 deploy_id=self.deploy_id).seq
-        except (Exception, KeyboardInterrupt) as exc:
-            landed = self._committed_seq()
-            if landed is None:
-                self._abort(exc)
-            seq = landed
-        self.emit({"event": "committed", "deploy_id": self.deploy_id, "commit": seq})
-        _finish(self.cp, self.record, Machines(self.source, self.target), seq, self.emit)
-        return MigrationResult(self.deploy_id, seq, self.plan.source, self.plan.target,
-                               self.cutover)
-
-    # --- bookkeeping -------------------------------------------------------------------------
-
-    def _save(self, phase: DeployPhase | None = None) -> None:
-        self.cp.update_deploy(self.deploy_id, phase=phase, detail=self.record.detail())
-
-    def _step(self, step: str, phase: DeployPhase | None = None) -> None:
-        """Enters a step: checks the lock is still ours, records it, tells the listener."""
-        self.keeper.check()
-        self.record.step = step
-        self._save(phase)
-        self.emit({"event": "phase", "phase": step})
-
-    def _committed_seq(self) -> int | None:
-        """The commit's number if it landed although its call failed, else None."""
-        try:
-            return self.cp.get_deploy(self.deploy_id).commit_seq
-        except ControlPlaneError:
-            return None
-
-    def _abort(self, exc: BaseException) -> NoReturn:
-        step = self.record.step
-        cause = f"lock-lost: {exc}" if isinstance(exc, StaleFencingToken) else str(exc)
-        self.emit({"event": "aborting", "step": step, "error": cause})
-        outcome = roll_back(self.record, Machines(self.source, self.target))
-        deploy = self.cp.get_deploy(self.deploy_id)
-        _record_rollback(self.cp, self.record, deploy, outcome, cause)
-        self.emit({"event": "aborted", "deploy_id": self.deploy_id, "step": step,
-                   "error": cause, "undone": outcome.done, "left": outcome.left})
-        raise MigrationAborted(self.deploy_id, step, cause, outcome.done, outcome.left) from exc
+    def __call__(self, run: DeployRun[MigrationRecord]) -> list[Change]:
+        run.save(phase="apply")
+        self._pre_copy()
+        self._prepare()
+        fenced = time.monotonic()
+        self._fence()
+        self._final_send()
+        self._start()
+        self.cutover["total"] = round(time.monotonic() - fenced, 3)
+        return self._changes()
 
     # --- pre-copy, fence, final send ---------------------------------------------------------
 
     def _pre_copy(self) -> None:
-        self._step("pre-copy")
+        self.run.step("pre-copy")
         for volume in self.record.volumes:
             self._send_round(volume, 1)
             for round_ in range(2, MAX_PRECOPY_ROUNDS + 2):
-                written = self.source.call("zfs.get", {"name": volume.source_dataset,
-                                                       "props": ["written"]})["written"]
+                written = int_prop(self.source.zfs.get(volume.source_dataset, ["written"]),
+                                   "written")
                 if written < FINAL_DELTA:
                     break
-                self.keeper.check()
+                self.run.keeper.check()
                 self._send_round(volume, round_)
 
     def _send_round(self, volume: VolumeRecord, round_: int) -> None:
@@ -328,48 +206,50 @@ class _Run:
         for v, snapshot in zip(volumes, snapshots, strict=True):
             v.snapshots.append(snapshot)
             v.held.append(snapshot)
-        self._save()
-        self.source.call("zfs.snapshot", {"snapshots": snapshots})
-        self.source.call("zfs.hold", {"holds": dict.fromkeys(snapshots, self.record.hold_tag)})
+        self.run.save()
+        self.source.zfs.snapshot(snapshots)
+        self.source.zfs.hold(dict.fromkeys(snapshots, self.record.hold_tag))
 
-    def _send(self, volume: VolumeRecord, snapshot: str, kind: str, round_: int) -> SendResult:
+    def _send(self, volume: VolumeRecord, snapshot: str, kind: str, round_: int) -> SnapshotSent:
         base = volume.sent[-1] if volume.sent else None
-        transfer_id = f"{self.deploy_id}-{volume.name}-{round_}"
+        transfer_id = f"{self.run.deploy_id}-{volume.name}-{round_}"
         self.record.transfers.append(transfer_id)
-        self._save()
-        estimate = self.source.call("zfs.send_space", {"snapshot": snapshot, "base": base})
-        self.emit({"event": "transfer", "state": "started", "volume": volume.name,
-                   "round": round_, "kind": kind, "snapshot": snapshot, "estimate": estimate})
-        result = send_snapshot(
-            self.source, self.target, self.key, transfer_id=transfer_id, snapshot=snapshot,
-            base=base, target_dataset=volume.target_dataset, total=estimate,
-            props={"quota": quota} if base is None and (quota := self.quotas.get(volume.name))
-            else None,
-            on_progress=lambda p: self.emit({"event": "progress", "volume": volume.name,
-                                             "round": round_, "kind": kind, **p}))
+        self.run.save()
+        estimate = self.source.zfs.send_space(snapshot, base)
+        self.run.emit({"event": "transfer", "state": "started", "volume": volume.name,
+                       "round": round_, "kind": kind, "snapshot": snapshot,
+                       "estimate": estimate})
+        quota = self.quotas.get(volume.name)
+        sent = send_snapshot(
+            self.source, self.target, self.run.agents.key, transfer_id=transfer_id,
+            snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
+            props={"quota": quota} if base is None and quota else None,
+            on_progress=lambda p: self.run.emit({"event": "progress", "volume": volume.name,
+                                                 "round": round_, "kind": kind, **p}))
         volume.sent.append(snapshot)
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
-            self.source.call("zfs.release", {"holds": {base: [self.record.hold_tag]}})
+            self.source.zfs.release({base: [self.record.hold_tag]})
             volume.held.remove(base)
-        self._save()
-        self.emit({"event": "transfer", "state": "done", "volume": volume.name,
-                   "round": round_, "kind": kind, "bytes": result.bytes,
-                   "wire_bytes": result.wire_bytes, "seconds": result.seconds,
-                   "resumes": result.resumes, "codec": result.codec})
-        return result
+        self.run.save()
+        received = sent.received
+        self.run.emit({"event": "transfer", "state": "done", "volume": volume.name,
+                       "round": round_, "kind": kind, "bytes": received.bytes,
+                       "wire_bytes": received.wire_bytes, "seconds": received.seconds,
+                       "resumes": received.resumes, "codec": received.codec})
+        return sent
 
     def _fence(self) -> None:
-        self._step("fence")
+        self.run.step("fence")
         started = time.monotonic()
-        running = [c["name"] for c in self._service_containers(self.source)
-                   if c["state"] == "running"]
+        running = [c.name for c in other_deploys(self.source, self.plan.ref.namespace,
+                                                 self.plan.ref.service, self.run.deploy_id)
+                   if c.state == "running"]
         self.record.stopped = running
-        self._save()
+        self.run.save()
         for name in running:
-            self.source.call("container.stop", {"name": name, "timeout_s": STOP_TIMEOUT_S},
-                             timeout_s=STOP_TIMEOUT_S + 30)
-            self.emit({"event": "step", "message": f"stopped {name} on {self.plan.source}"})
+            self.source.containers.stop(name)
+            self.run.emit(step(f"stopped {name} on {self.plan.source}"))
         self.cutover["stop"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
         if self.record.volumes:
@@ -378,44 +258,36 @@ class _Run:
         self.cutover["final_snapshot"] = round(time.monotonic() - started, 3)
 
     def _final_send(self) -> None:
-        self._step("final-send")
+        self.run.step("final-send")
         started = time.monotonic()
         for volume in self.record.volumes:
-            snapshot = volume.snapshots[-1]
-            base = volume.sent[-1]
-            result = self._send(volume, snapshot, "final", len(volume.snapshots))
-            volume.evidence = {
-                **result.committed, "source_guid": self.source.call(
-                    "zfs.get", {"name": snapshot, "props": ["guid"]})["guid"],
-                "base_guid": self.source.call("zfs.get", {"name": base,
-                                                          "props": ["guid"]})["guid"],
-                "acknowledged_at": utcnow().isoformat(),
-            }
-        self._save()
+            sent = self._send(volume, volume.snapshots[-1], "final", len(volume.snapshots))
+            assert sent.fromguid is not None  # the final send is incremental
+            volume.evidence = Evidence(committed=sent.received.committed,
+                                       source_guid=sent.toguid, base_guid=sent.fromguid,
+                                       acknowledged_at=utcnow().isoformat())
+        self.run.save()
         self.cutover["final_send"] = round(time.monotonic() - started, 3)
 
-    # --- start on the target, commit ---------------------------------------------------------
+    # --- start on the target, the commit's changes -------------------------------------------
 
     def _prepare(self) -> None:
         """Mounts the received datasets and creates the container on the target, unstarted."""
         self.container = prepare_container(
-            self.target, self.plan.manifest, self.plan.ref.service, self.deploy_id,
+            self.target, self.plan.manifest, self.plan.ref.service, self.run.deploy_id,
             self.plan.room.pool, {v.name: v.target_dataset for v in self.record.volumes})
-        self.emit({"event": "step", "message": f"created {self.container} on "
-                                               f"{self.plan.target} (starts after the fence)"})
+        self.run.emit(step(f"created {self.container} on {self.plan.target} (starts after "
+                           "the fence)"))
 
     def _start(self) -> None:
-        self._step("start")
+        self.run.step("start")
         started = time.monotonic()
-        self.target.call("container.start", {"name": self.container})
+        self.target.containers.start(self.container)
         self.cutover["start"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
-        self.target.call("container.wait_ready",
-                         {"name": self.container, "timeout_s": READY_TIMEOUT_S},
-                         timeout_s=READY_TIMEOUT_S + 30)
+        self.target.containers.wait_ready(self.container, timeout_s=READY_TIMEOUT_S)
         self.cutover["ready"] = round(time.monotonic() - started, 3)
-        self.emit({"event": "step", "message": f"started {self.container} on "
-                                               f"{self.plan.target}"})
+        self.run.emit(step(f"started {self.container} on {self.plan.target}"))
 
     def _changes(self) -> list[Change]:
         ns, target = self.plan.ref.namespace, self.plan.target
@@ -426,23 +298,17 @@ class _Run:
         changes: list[Change] = []
         for volume in self.record.volumes:
             evidence = volume.evidence
-            assert evidence is not None
+            assert evidence is not None and evidence.committed.snapshot is not None
+            assert evidence.committed.guid is not None
             current = state.volumes[volume.name]
             changes.append(PutVolume(volume=current.model_copy(update={
                 "owner": target, "dataset": volume.target_dataset, "size": volume.size})))
             changes.append(RecordTransfer(evidence=TransferEvidence(
                 namespace=ns, volume=volume.name, source=self.plan.source, target=target,
-                snapshot=evidence["snapshot"], guid=int(evidence["source_guid"]),
-                received_guid=int(evidence["guid"]), base_guid=int(evidence["base_guid"]),
-                bytes=int(evidence["size"]), checksum=str(evidence["checksum"]),
-                acknowledged_at=evidence["acknowledged_at"])))
+                snapshot=evidence.committed.snapshot, guid=evidence.source_guid,
+                received_guid=evidence.committed.guid, base_guid=evidence.base_guid,
+                bytes=evidence.committed.size, checksum=evidence.committed.checksum,
+                acknowledged_at=evidence.acknowledged_at)))
         changes.append(PutService(service=service))
         changes.append(SetRoute(route=Route(namespace=ns, service=service.name, machine=target)))
         return changes
-
-    def _service_containers(self, client: AgentClient) -> list[dict[str, Any]]:
-        listed = client.call("container.list",
-                             {"labels": service_labels(self.plan.ref.namespace,
-                                                       self.plan.ref.service)})
-        return [c for c in listed if c["labels"].get(LABEL_DEPLOY) != self.deploy_id]
-

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ployz.agent.client import AgentClient
+from ployz.agent.api import Agent, int_prop
 from ployz.control.models import Machine, Service
 from ployz.control.plane import ControlPlane
-from ployz.deploy.agents import AgentDirectory
+from ployz.deploy.agents import AgentLookup, machine_map
 from ployz.deploy.current import current_manifest, move_service
 from ployz.deploy.errors import ImageNotOnMachine, UnknownPlacement
 from ployz.deploy.manifest import Manifest
@@ -113,26 +113,26 @@ class MigrationPlan:
 
 
 def plan_migration(
-    cp: ControlPlane, agents: AgentDirectory, ref: ServiceRef, to_machine: str
+    cp: ControlPlane, agents: AgentLookup, ref: ServiceRef, to_machine: str
 ) -> MigrationPlan:
     """The plan of moving ``ref`` to ``to_machine``; raises a typed refusal when it cannot be
     done (nothing is changed either way)."""
     machines = machine_map(cp)
     service, manifest = moved_manifest(cp, ref, to_machine, machines)
     deploy_plan = make_plan(manifest, cp)
-    target = agents.client(machines[to_machine])
-    if not target.call("container.has_image", {"image": service.image}):
+    target = agents.agent(machines[to_machine])
+    if not target.containers.has_image(service.image):
         raise ImageNotOnMachine(ref.service, service.image, to_machine)
-    capacity = target.call("zfs.capacity") if deploy_plan.moves else None
-    pool = capacity["pool"] if capacity else ""
+    capacity = target.zfs.capacity() if deploy_plan.moves else None
+    pool = capacity.pool if capacity else ""
     volumes = tuple(
-        _volume_plan(agents.client(machines[service.machine]), target, action.name,
+        _volume_plan(agents.agent(machines[service.machine]), target, action.name,
                      str(action.dataset), dataset_name(pool, ref.namespace, action.name),
                      to_machine)
         for action in deploy_plan.moves
     )
     needed = int(sum(v.size for v in volumes) * (1 + ROOM_MARGIN))
-    room = TargetRoom(to_machine, pool, capacity["free"] if capacity else 0, needed, ROOM_MARGIN)
+    room = TargetRoom(to_machine, pool, capacity.free if capacity else 0, needed, ROOM_MARGIN)
     return MigrationPlan(ref, service.machine, to_machine, service.image, manifest, deploy_plan,
                          volumes, room)
 
@@ -156,21 +156,17 @@ def moved_manifest(cp: ControlPlane, ref: ServiceRef, to_machine: str,
     return service, move_service(current_manifest(cp, ref.namespace), ref.service, to_machine)
 
 
-def _volume_plan(source: AgentClient, target: AgentClient, name: str, source_dataset: str,
+def _volume_plan(source: Agent, target: Agent, name: str, source_dataset: str,
                  target_dataset: str, to_machine: str) -> VolumeMovePlan:
-    if target.call("zfs.exists", {"name": target_dataset}):
+    if target.zfs.exists(target_dataset):
         raise TargetDatasetExists(to_machine, target_dataset)
-    props = source.call("zfs.get", {"name": source_dataset, "props": ["referenced", "written"]})
-    snapshots = source.call("zfs.snapshots", {"dataset": source_dataset})
+    props = source.zfs.get(source_dataset, ["referenced", "written"])
+    referenced = int_prop(props, "referenced")
+    snapshots = source.zfs.snapshots(source_dataset)
     if snapshots:
-        latest = max(snapshots, key=lambda s: s["createtxg"])["name"]
-        initial = source.call("zfs.send_space", {"snapshot": latest}) + props["written"]
+        latest = max(snapshots, key=lambda s: s.createtxg).name
+        initial = source.zfs.send_space(latest) + int_prop(props, "written")
     else:
-        initial = props["referenced"]
-    return VolumeMovePlan(name, source_dataset, target_dataset, props["referenced"], initial,
+        initial = referenced
+    return VolumeMovePlan(name, source_dataset, target_dataset, referenced, initial,
                           min(initial, FINAL_DELTA))
-
-
-def machine_map(cp: ControlPlane) -> dict[str, Machine]:
-    """Machines by id, as the agents of a migration are looked up."""
-    return {m.id: m for m in cp.list_machines()}

@@ -8,11 +8,10 @@ cleanup after it, from the record alone.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
-KIND = "migrate"
+from ployz.agent.api import Committed
+from ployz.deploy.run import RunRecord
 
 
 def snapshot_name(digest: str, volume: str, round_: int | None = None) -> str:
@@ -20,6 +19,16 @@ def snapshot_name(digest: str, volume: str, round_: int | None = None) -> str:
     ``-<n>`` suffix for the pre-copy rounds before it."""
     name = f"ployz-move-{digest}-{volume}"
     return name if round_ is None else f"{name}-{round_}"
+
+
+class Evidence(BaseModel):
+    """A final send's proof: what the receiver committed (its snapshot, guid, size and stream
+    checksum), the guids of the sent snapshot and of its base on the source, and when."""
+
+    committed: Committed
+    source_guid: int
+    base_guid: int
+    acknowledged_at: str
 
 
 class VolumeRecord(BaseModel):
@@ -33,35 +42,25 @@ class VolumeRecord(BaseModel):
     """Those of them that carry this migration's hold."""
     sent: list[str] = Field(default_factory=list)
     """Those of them the target acknowledged, oldest first: the last is the incremental base."""
-    evidence: dict[str, Any] | None = None
-    """The receiver's acknowledgement of the final send, plus the guids it is checked against."""
+    evidence: Evidence | None = None
+    """The receiver's acknowledgement of the final send, and the guids it was checked
+    against."""
 
 
-class MigrationRecord(BaseModel):
-    deploy_id: str
-    namespace: str
+class MigrationRecord(RunRecord):
+    KIND = "migrate"
+
     service: str
     source: str
     target: str
     digest: str
     keep_source: bool = False
-    step: str = "lock"
     stopped: list[str] = Field(default_factory=list)
     """Source containers this migration stopped (restarted by a rollback)."""
     transfers: list[str] = Field(default_factory=list)
     """Transfer ids whose receiver may still run on the target."""
     volumes: list[VolumeRecord] = Field(default_factory=list)
-    rolled_back: bool = False
-    """Set once a rollback left nothing behind; a rollback that could not finish is retried by
-    the next ``migrate apply`` of the namespace."""
 
     @property
     def hold_tag(self) -> str:
         return f"ployz-move-{self.deploy_id}"
-
-    def detail(self) -> dict[str, Any]:
-        return {"kind": KIND, **self.model_dump(mode="json")}
-
-    @classmethod
-    def from_detail(cls, detail: dict[str, Any]) -> MigrationRecord:
-        return cls.model_validate({k: v for k, v in detail.items() if k != "kind"})

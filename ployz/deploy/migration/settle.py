@@ -1,7 +1,8 @@
-"""Bringing a migration's side effects to an end state, from its record alone.
+"""Bringing a migration's side effects to an end state, from its record alone: the
+``migrate`` kind of :class:`~ployz.deploy.run.DeployRun`.
 
-:func:`roll_back` undoes a migration that did not commit (target container and data removed,
-source containers restarted, holds released, migration snapshots destroyed); :func:`clean_up`
+Its rollback undoes a migration that did not commit (target container and data removed,
+source containers restarted, holds released, migration snapshots destroyed); its cleanup
 finishes one that did (old containers removed, holds released, migration snapshots destroyed,
 the source dataset destroyed unless it is kept). Both are idempotent and check before each step,
 so they serve the failing run itself and any later ``migrate apply`` that finds the record of a
@@ -11,145 +12,148 @@ killed one. Each returns what it did and what it could not do, naming machine an
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
-from ployz.agent.client import AgentClient
-from ployz.agent.errors import AgentError, RemoteError
+from ployz.agent.api import Agent
+from ployz.agent.errors import UnknownTransfer
+from ployz.deploy.errors import DeployError
+from ployz.deploy.migration.errors import MigrationAborted, MigrationFailedAfterCommit
 from ployz.deploy.migration.record import MigrationRecord, VolumeRecord
+from ployz.deploy.plain import other_deploys
+from ployz.deploy.run import AgentOf, Outcome, RunKind
+from ployz.runtime.errors import ContainerNotFound
 from ployz.runtime.model import LABEL_DEPLOY, service_labels
 
-STOP_TIMEOUT_S = 10.0
+
+class Migration(RunKind[MigrationRecord]):
+    name = MigrationRecord.KIND
+
+    def load(self, detail: Mapping[str, Any]) -> MigrationRecord:
+        return MigrationRecord.model_validate({k: v for k, v in detail.items() if k != "kind"})
+
+    def roll_back(self, record: MigrationRecord, agent_of: AgentOf) -> Outcome:
+        outcome = Outcome()
+        source, target = agent_of(record.source), agent_of(record.target)
+        outcome.attempt(f"removed the new container on {record.target}",
+                        partial(_remove_own, target, record))
+        for transfer_id in record.transfers:
+            outcome.attempt(f"stopped receiver {transfer_id} on {record.target}",
+                            partial(_cancel_receiver, target, transfer_id))
+        for name in record.stopped:
+            outcome.attempt(f"restarted container {name} on {record.source}",
+                            partial(_start, source, name))
+        for volume in record.volumes:
+            outcome.attempt(f"destroyed the received dataset {volume.target_dataset} on "
+                            f"{record.target}",
+                            partial(_destroy_dataset, target, volume.target_dataset))
+            _release_and_destroy(outcome, record, volume, source)
+        return outcome
+
+    def clean_up(self, record: MigrationRecord, agent_of: AgentOf) -> Outcome:
+        outcome = Outcome()
+        source, target = agent_of(record.source), agent_of(record.target)
+        outcome.attempt(f"removed the old container on {record.source}",
+                        partial(_remove_others, source, record))
+        for volume in record.volumes:
+            _release_and_destroy(outcome, record, volume, source)
+            prefix = f"{volume.target_dataset}@ployz-move-{record.digest}-"
+            outcome.attempt(f"destroyed the migration snapshots of {volume.target_dataset} on "
+                            f"{record.target}",
+                            partial(_destroy_snapshots, target, volume.target_dataset, prefix))
+            if not record.keep_source:
+                outcome.attempt(f"destroyed the source dataset {volume.source_dataset} on "
+                                f"{record.source}",
+                                partial(_destroy_dataset, source, volume.source_dataset))
+        return outcome
+
+    def aborted(self, record: MigrationRecord, cause: str, outcome: Outcome) -> DeployError:
+        return MigrationAborted(record.deploy_id, record.step, cause, outcome.done, outcome.left)
+
+    def failed_after_commit(self, record: MigrationRecord, seq: int,
+                            problems: list[str]) -> DeployError:
+        return MigrationFailedAfterCommit(record.deploy_id, seq, problems)
 
 
-@dataclass
-class Outcome:
-    done: list[str] = field(default_factory=list)
-    left: list[str] = field(default_factory=list)
-
-    def attempt(self, description: str, step: Callable[[], bool]) -> None:
-        """Runs ``step``; it returns whether it changed anything (only then is it reported)."""
-        try:
-            if step():
-                self.done.append(description)
-        except AgentError as exc:
-            self.left.append(f"{description}: {exc}")
-
-
-@dataclass(frozen=True)
-class Machines:
-    """The agents of a migration's two machines."""
-
-    source: AgentClient
-    target: AgentClient
-
-
-def roll_back(record: MigrationRecord, agents: Machines) -> Outcome:
-    outcome = Outcome()
-    ns, svc, target, source = record.namespace, record.service, record.target, record.source
-    outcome.attempt(f"removed the new container on {target}",
-                    lambda: _remove_containers(agents.target, ns, svc, record.deploy_id, True))
-    for transfer_id in record.transfers:
-        outcome.attempt(f"stopped receiver {transfer_id} on {target}",
-                        partial(_cancel_receiver, agents.target, transfer_id))
-    for name in record.stopped:
-        outcome.attempt(f"restarted container {name} on {source}",
-                        partial(_start, agents.source, name))
-    for volume in record.volumes:
-        outcome.attempt(f"destroyed the received dataset {volume.target_dataset} on {target}",
-                        partial(_destroy_dataset, agents.target, volume.target_dataset))
-        _release_and_destroy(outcome, record, volume, agents.source)
-    return outcome
-
-
-def clean_up(record: MigrationRecord, agents: Machines) -> Outcome:
-    outcome = Outcome()
-    ns, svc, target, source = record.namespace, record.service, record.target, record.source
-    outcome.attempt(f"removed the old container on {source}",
-                    lambda: _remove_containers(agents.source, ns, svc, record.deploy_id, False))
-    for volume in record.volumes:
-        _release_and_destroy(outcome, record, volume, agents.source)
-        prefix = f"{volume.target_dataset}@ployz-move-{record.digest}-"
-        outcome.attempt(f"destroyed the migration snapshots of {volume.target_dataset} on "
-                        f"{target}",
-                        partial(_destroy_snapshots, agents.target, volume.target_dataset,
-                                prefix))
-        if not record.keep_source:
-            outcome.attempt(f"destroyed the source dataset {volume.source_dataset} on {source}",
-                            partial(_destroy_dataset, agents.source, volume.source_dataset))
-    return outcome
+MIGRATION = Migration()
 
 
 def _release_and_destroy(outcome: Outcome, record: MigrationRecord, volume: VolumeRecord,
-                         source: AgentClient) -> None:
+                         source: Agent) -> None:
     outcome.attempt(f"released the holds on {volume.source_dataset} on {record.source}",
-                    lambda: _release(source, volume.held, record.hold_tag))
+                    partial(_release, source, volume.held, record.hold_tag))
     outcome.attempt(f"destroyed the migration snapshots of {volume.source_dataset} on "
                     f"{record.source}",
-                    lambda: _destroy_listed(source, volume.snapshots))
+                    partial(_destroy_listed, source, volume.snapshots))
 
 
-def _remove_containers(client: AgentClient, namespace: str, service: str, deploy_id: str,
-                       own: bool) -> bool:
-    """Removes the service's containers of this deploy (``own``) or of the others."""
-    listed = client.call("container.list", {"labels": service_labels(namespace, service)})
-    chosen = [c["name"] for c in listed if (c["labels"].get(LABEL_DEPLOY) == deploy_id) == own]
-    for name in chosen:
-        client.call("container.remove", {"name": name, "force": True})
-    return bool(chosen)
+def _remove_own(agent: Agent, record: MigrationRecord) -> bool:
+    """Removes the service's container this migration created."""
+    own = [c.name for c in agent.containers.list(service_labels(record.namespace,
+                                                                record.service))
+           if c.labels.get(LABEL_DEPLOY) == record.deploy_id]
+    return _remove(agent, own)
 
 
-def _start(client: AgentClient, name: str) -> bool:
-    info = client.call("container.inspect", {"name": name})
-    if info["state"] == "running":
+def _remove_others(agent: Agent, record: MigrationRecord) -> bool:
+    """Removes the service's containers of the deploys before this migration."""
+    return _remove(agent, [c.name for c in other_deploys(agent, record.namespace,
+                                                          record.service, record.deploy_id)])
+
+
+def _remove(agent: Agent, names: list[str]) -> bool:
+    for name in names:
+        with contextlib.suppress(ContainerNotFound):
+            agent.containers.remove(name, force=True)
+    return bool(names)
+
+
+def _start(agent: Agent, name: str) -> bool:
+    if agent.containers.inspect(name).state == "running":
         return False
-    client.call("container.start", {"name": name})
+    agent.containers.start(name)
     return True
 
 
-def _cancel_receiver(client: AgentClient, transfer_id: str) -> bool:
+def _cancel_receiver(agent: Agent, transfer_id: str) -> bool:
     """Stops a receiver that may still wait for its sender; never reported as a change."""
-    with contextlib.suppress(RemoteError):  # no such receiver any more
-        client.call("transfer.receive_cancel", {"transfer_id": transfer_id})
+    with contextlib.suppress(UnknownTransfer):  # no such receiver any more
+        agent.transfer.receive_cancel(transfer_id)
     return False
 
 
-def _release(client: AgentClient, snapshots: list[str], tag: str) -> bool:
-    held = [s for s in snapshots
-            if client.call("zfs.exists", {"name": s})
-            and tag in client.call("zfs.holds", {"snapshot": s})]
+def _release(agent: Agent, snapshots: list[str], tag: str) -> bool:
+    held = [s for s in snapshots if agent.zfs.exists(s) and tag in agent.zfs.holds(s)]
     if held:
-        client.call("zfs.release", {"holds": {s: [tag] for s in held}})
+        agent.zfs.release({s: [tag] for s in held})
     return bool(held)
 
 
-def _destroy_listed(client: AgentClient, snapshots: list[str]) -> bool:
-    present = [s for s in snapshots if client.call("zfs.exists", {"name": s})]
+def _destroy_listed(agent: Agent, snapshots: list[str]) -> bool:
+    present = [s for s in snapshots if agent.zfs.exists(s)]
     if present:
-        client.call("zfs.destroy_snapshots", {"snapshots": present})
+        agent.zfs.destroy_snapshots(present)
     return bool(present)
 
 
-def _destroy_snapshots(client: AgentClient, dataset: str, prefix: str) -> bool:
-    if not client.call("zfs.exists", {"name": dataset}):
+def _destroy_snapshots(agent: Agent, dataset: str, prefix: str) -> bool:
+    if not agent.zfs.exists(dataset):
         return False
-    names = [s["name"] for s in client.call("zfs.snapshots", {"dataset": dataset})
-             if s["name"].startswith(prefix)]
-    return _destroy_listed(client, names)
+    return _destroy_listed(agent, [s.name for s in agent.zfs.snapshots(dataset)
+                                   if s.name.startswith(prefix)])
 
 
-def _destroy_dataset(client: AgentClient, dataset: str) -> bool:
+def _destroy_dataset(agent: Agent, dataset: str) -> bool:
     """Destroys a dataset with all its snapshots, aborting a partial receive first."""
     changed = False
-    if client.call("zfs.exists", {"name": dataset}) and client.call(
-            "zfs.resume_token", {"dataset": dataset}) is not None:
-        client.call("zfs.abort_receive", {"dataset": dataset})
+    if agent.zfs.exists(dataset) and agent.zfs.resume_token(dataset) is not None:
+        agent.zfs.abort_receive(dataset)
         changed = True
-    if not client.call("zfs.exists", {"name": dataset}):
+    if not agent.zfs.exists(dataset):
         return changed
-    snapshots = [s["name"] for s in client.call("zfs.snapshots", {"dataset": dataset})]
+    snapshots = [s.name for s in agent.zfs.snapshots(dataset)]
     if snapshots:
-        client.call("zfs.destroy_snapshots", {"snapshots": snapshots})
-    client.call("zfs.destroy", {"dataset": dataset})
+        agent.zfs.destroy_snapshots(snapshots)
+    agent.zfs.destroy(dataset)
     return True

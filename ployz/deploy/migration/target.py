@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ployz.agent.client import AgentClient
+from ployz.agent.api import Agent, str_prop
 from ployz.deploy.manifest import Manifest
 from ployz.deploy.specs import container_spec, service_fact, volume_mountpoint
 
 
-def prepare_container(target: AgentClient, manifest: Manifest, service: str, deploy_id: str,
+def prepare_container(target: Agent, manifest: Manifest, service: str, deploy_id: str,
                       pool: str, datasets: Mapping[str, str]) -> str:
     """Mounts ``datasets`` (volume name -> dataset on ``target``) and creates ``service``'s
     container for ``deploy_id`` on them; returns the container's name."""
@@ -19,13 +19,12 @@ def prepare_container(target: AgentClient, manifest: Manifest, service: str, dep
                                                  if s.name == service))
     mountpoints = {}
     if datasets:
-        pool_mountpoint = target.call("zfs.get", {"name": pool,
-                                                  "props": ["mountpoint"]})["mountpoint"]
+        pool_mountpoint = str_prop(target.zfs.get(pool, ["mountpoint"]), "mountpoint")
         for volume, dataset in datasets.items():
             mountpoint = volume_mountpoint(pool_mountpoint, dataset)
-            target.call("zfs.mount", {"dataset": dataset, "mountpoint": mountpoint})
+            target.zfs.mount(dataset, mountpoint)
             mountpoints[volume] = mountpoint
     read_only = {v: manifest.volume(v).mode == "ro" for v in mountpoints}
     spec = container_spec(fact, deploy_id, mountpoints, read_only)
-    target.call("container.create", {"spec": spec.model_dump(mode="json")})
+    target.containers.create(spec)
     return spec.container_name

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from agent_process import MACHINE_ID, error_code, signed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent import AuthRefused
 from ployz.agent.protocol import IDENTIFY
+from tests.host.agent.agent_process import MACHINE_ID, error_code, signed
 
 pytestmark = pytest.mark.host
 

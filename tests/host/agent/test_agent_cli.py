@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from agent_process import MACHINE_ID
 from cryptography.hazmat.primitives import serialization
 
 from ployz.agent import load_private_key, public_key_text
+from tests.host.agent.agent_process import MACHINE_ID
 
 pytestmark = pytest.mark.host
 

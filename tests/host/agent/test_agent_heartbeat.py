@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_process import MACHINE_ID
 
 from ployz.control.models import Machine
 from ployz.control.url import open_control_plane
+from tests.host.agent.agent_process import MACHINE_ID
 
 pytestmark = pytest.mark.host
 

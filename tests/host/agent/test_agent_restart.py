@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from agent_process import MACHINE_ID, RawConnection, error_code, signed
 
 from ployz.agent import AgentTimeout, AgentUnreachable, RemoteError
 from ployz.runtime import ServiceSpec
+from tests.host.agent.agent_process import MACHINE_ID, RawConnection, error_code, signed
 
 pytestmark = pytest.mark.host
 

@@ -8,11 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from deploy_cluster import GIB, Cluster
 
 from ployz.control import PutService, PutVolume, Volume, deploy_lock_name
 from ployz.deploy.manifest import parse_manifest, render
 from ployz.deploy.specs import service_fact
+from tests.host.deploy.deploy_cluster import GIB, Cluster
 
 pytestmark = pytest.mark.host
 

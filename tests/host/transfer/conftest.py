@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from relay import Plan, Relay
-from transfer_cli import Cli, KeyFiles
-from transfer_data import make_data
 
 from ployz.transfer import FileSink, Receiver, ReceiveResult, ReceiverTimeouts
 from ployz.transfer.keys import generate_keypair
+from tests.host.transfer.relay import Plan, Relay
+from tests.host.transfer.transfer_cli import Cli, KeyFiles
+from tests.host.transfer.transfer_data import make_data
 
 
 @dataclass

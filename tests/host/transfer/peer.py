@@ -14,11 +14,19 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from relay import AUTHENTICATED, END, FLAG_CONTROL, FLAG_END, UNSEALED, Frame, FrameReader
 
 from ployz._xfer import frame_checksum
 from ployz.transfer import session
 from ployz.transfer.tickets import Target, Ticket, sign
+from tests.host.transfer.relay import (
+    AUTHENTICATED,
+    END,
+    FLAG_CONTROL,
+    FLAG_END,
+    UNSEALED,
+    Frame,
+    FrameReader,
+)
 
 
 class Peer:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from transfer_cli import Receive, ployzctl
-from transfer_data import same_bytes
+
+from tests.host.transfer.transfer_cli import Receive, ployzctl
+from tests.host.transfer.transfer_data import same_bytes
 
 
 def start_receive(logs: Path, *args: object) -> tuple[Receive, str]:

@@ -6,8 +6,9 @@ command is the whole recovery procedure."""
 from __future__ import annotations
 
 import pytest
-from transfer_cli import wait_for_durable
-from transfer_data import same_bytes, write_data
+
+from tests.host.transfer.transfer_cli import wait_for_durable
+from tests.host.transfer.transfer_data import same_bytes, write_data
 
 MiB = 1 << 20
 SIZE = 256 * MiB

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transfer_data import same_bytes, whole_stream_checksum
 
 from ployz.transfer import FileSource, Sender
 from ployz.transfer.progress import Progress
+from tests.host.transfer.transfer_data import same_bytes, whole_stream_checksum
 
 FRAME = 64 * 1024
 SIZES = [0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME + 12345, 2 * 1024 * 1024 + 7]

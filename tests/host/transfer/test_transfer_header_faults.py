@@ -14,9 +14,18 @@ import re
 from pathlib import Path
 
 import pytest
-from relay import Forger, Match, Plan, Rules, data_frame, end_frame, flip_header_byte
-from transfer_cli import retry_args, wait_for_durable
-from transfer_data import assert_only_source_bytes, same_bytes, write_data
+
+from tests.host.transfer.relay import (
+    Forger,
+    Match,
+    Plan,
+    Rules,
+    data_frame,
+    end_frame,
+    flip_header_byte,
+)
+from tests.host.transfer.transfer_cli import retry_args, wait_for_durable
+from tests.host.transfer.transfer_data import assert_only_source_bytes, same_bytes, write_data
 
 FRAME = 64 * 1024
 SEND = ("--codec", "none", "--frame-size", str(FRAME), "--json")

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from relay import FLAG_CONTROL, HEADER, MAGIC, UNSEALED
-from transfer_data import same_bytes
+
+from tests.host.transfer.relay import FLAG_CONTROL, HEADER, MAGIC, UNSEALED
+from tests.host.transfer.transfer_data import same_bytes
 
 IDLE = 100
 SLOWLORIS = 20

@@ -8,8 +8,6 @@ import random
 from pathlib import Path
 
 import pytest
-from relay import Relay, cut_at_byte, flip_at_byte
-from transfer_data import same_bytes, whole_stream_checksum
 
 from ployz.transfer import (
     ChecksumMismatch,
@@ -18,6 +16,8 @@ from ployz.transfer import (
     RetryPolicy,
     Sender,
 )
+from tests.host.transfer.relay import Relay, cut_at_byte, flip_at_byte
+from tests.host.transfer.transfer_data import same_bytes, whole_stream_checksum
 
 FRAME = 64 * 1024
 FAST_RETRY = RetryPolicy(attempts=30, initial_backoff=0.01, max_backoff=0.05)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from relay import Plan, Rules, end_frame, message_type
-from transfer_cli import retry_args
-from transfer_data import same_bytes, whole_stream_checksum
+
+from tests.host.transfer.relay import Plan, Rules, end_frame, message_type
+from tests.host.transfer.transfer_cli import retry_args
+from tests.host.transfer.transfer_data import same_bytes, whole_stream_checksum
 
 FRAME = 64 * 1024
 SEND = ("--codec", "none", "--frame-size", str(FRAME), "--json", *retry_args(5))

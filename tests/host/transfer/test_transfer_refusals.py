@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transfer_data import same_bytes
 
 from ployz.transfer import (
     ConnectionLost,
@@ -27,6 +26,7 @@ from ployz.transfer import (
 )
 from ployz.transfer import protocol as p
 from ployz.transfer.tickets import sign
+from tests.host.transfer.transfer_data import same_bytes
 
 FRAME = 64 * 1024
 SECRET = bytes(range(32))  # what an orchestrator gives both ends of a transfer

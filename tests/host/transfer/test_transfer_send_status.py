@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from transfer_data import make_data
 
 from ployz.agent.context import AgentContext
 from ployz.agent.errors import UnknownTransfer
@@ -20,6 +19,7 @@ from ployz.transfer import FileSource, TransferError
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.session import parse_secret
 from ployz.transfer.tickets import Target, Ticket, sign
+from tests.host.transfer.transfer_data import make_data
 
 SECRET = "5e" * 32  # the transfer's secret, as an orchestrator hands it to both agents
 SIZE = 6 * DEFAULT_FRAME_SIZE

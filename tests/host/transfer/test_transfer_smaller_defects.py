@@ -24,8 +24,12 @@ import time
 from pathlib import Path
 
 import pytest
-from peer import Peer
-from relay import (
+
+from ployz._xfer import frame_checksum
+from ployz.transfer import FileSource, RetryPolicy, Sender, TransferError
+from ployz.transfer.faults import failure_from
+from tests.host.transfer.peer import Peer
+from tests.host.transfer.relay import (
     FLAG_CONTROL,
     UNSEALED,
     Frame,
@@ -34,12 +38,8 @@ from relay import (
     chain_checksum,
     message_type,
 )
-from transfer_cli import retry_args, wait_for_durable
-from transfer_data import make_data, write_data
-
-from ployz._xfer import frame_checksum
-from ployz.transfer import FileSource, RetryPolicy, Sender, TransferError
-from ployz.transfer.faults import failure_from
+from tests.host.transfer.transfer_cli import retry_args, wait_for_durable
+from tests.host.transfer.transfer_data import make_data, write_data
 
 FRAME = 64 * 1024
 MiB = 1 << 20

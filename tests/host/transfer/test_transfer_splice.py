@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from transfer_data import make_data
 
 from ployz._xfer import ERROR_KINDS, HEADER_SIZE, StreamReceiver, StreamSender
+from tests.host.transfer.transfer_data import make_data
 
 FRAME = 256 * 1024
 KEY = bytes(range(32))  # the session key both ends of a run share

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from relay import (
+
+from ployz._xfer import frame_checksum
+from tests.host.transfer.relay import (
     DOWN,
     END,
     FLAG_ZSTD,
@@ -29,9 +31,7 @@ from relay import (
     data_frame,
     message_type,
 )
-from transfer_data import assert_only_source_bytes, make_data, same_bytes
-
-from ployz._xfer import frame_checksum
+from tests.host.transfer.transfer_data import assert_only_source_bytes, make_data, same_bytes
 
 FRAME = 64 * 1024
 SIZE = 24 * FRAME + 1234

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from transfer_data import make_data
+from tests.host.transfer.transfer_data import make_data
 
 PLOYZCTL = [sys.executable, "-m", "ployzctl", "transfer"]
 

@@ -6,9 +6,8 @@ import os
 import random
 from pathlib import Path
 
-from relay import chain_checksum
-
 from ployz._xfer import frame_checksum
+from tests.host.transfer.relay import chain_checksum
 
 WORDS = (
     "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",

@@ -22,16 +22,18 @@ def test_status_is_the_latest_sample_and_is_forgotten_after_the_grace() -> None:
     clock = Clock()
     book = SendProgress(grace=30.0, clock=clock)
     with book.track("t") as record:
-        assert book.status("t").model_dump() == {"bytes": 0, "total": None, "wire_bytes": 0, "rate": 0.0,
-                                    "eta_s": None, "finished": False}
+        assert book.status("t").model_dump() == {
+            "bytes": 0, "total": None, "wire_bytes": 0, "rate": 0.0, "eta_s": None,
+            "finished": False}
         record(Progress(10, 100, 8, 5.0, 18.0))
         record(Progress(40, 100, 30, 6.0, 10.0))
         clock.now += 3600  # a send running for an hour is not forgotten
         assert book.status("t").bytes == 40
         record(Progress(100, 100, 70, 6.0, 0.0, finished=True))
     clock.now += 29
-    assert book.status("t").model_dump() == {"bytes": 100, "total": 100, "wire_bytes": 70, "rate": 6.0,
-                                "eta_s": 0.0, "finished": True}
+    assert book.status("t").model_dump() == {
+        "bytes": 100, "total": 100, "wire_bytes": 70, "rate": 6.0, "eta_s": 0.0,
+        "finished": True}
     clock.now += 2
     with pytest.raises(UnknownTransfer):
         book.status("t")

@@ -26,21 +26,25 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.agent.client import AgentClient
+from ployz.agent.api import (
+    Agent,
+    ReceiveState,
+    ReceiveSummary,
+    SendStatus,
+    SendSummary,
+    SetProps,
+    int_prop,
+)
 from ployz.agent.errors import AgentError, UnknownMethod
+from ployz.agent.remote import SEND_TIMEOUT_S
 from ployz.deploy.errors import DeployError
 from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
 
-SEND_TIMEOUT_S = 24 * 3600.0
-"""How long the blocking ``transfer.send`` call may take (it resumes across broken
-connections on its own); the ticket is valid as long."""
 WAIT_STEP_S = 30.0
 WAIT_ROUNDS = 10
 POLL_INTERVAL_S = 1.0
 """How often the progress of a running send is asked for."""
-STATUS_TIMEOUT_S = 5.0
-"""How long one progress poll may wait: short, since the send may end meanwhile."""
 
 ProgressHandler = Callable[[dict[str, Any]], None]
 """Called with ``{"bytes": int, "total": int | None, "rate": float, "eta_s": float | None}``:
@@ -58,23 +62,22 @@ class TransferFailed(DeployError):
 
 
 @dataclass(frozen=True)
-class SendResult:
-    bytes: int
-    wire_bytes: int
-    seconds: float
-    resumes: int
-    codec: str
-    committed: dict[str, Any]
-    """The receiver's acknowledgement: kind, snapshot, guid, size, checksum."""
+class SnapshotSent:
+    """A snapshot the receiver committed: its outcome as the receiver tells it (bytes, time,
+    resumes, codec, what it committed), and the guids the ticket bound it to."""
+
+    received: ReceiveSummary
+    toguid: int
+    fromguid: int | None
 
 
-def guid_of(client: AgentClient, snapshot: str) -> int:
-    return int(client.call("zfs.get", {"name": snapshot, "props": ["guid"]})["guid"])
+def guid_of(agent: Agent, snapshot: str) -> int:
+    return int_prop(agent.zfs.get(snapshot, ["guid"]), "guid")
 
 
 def send_snapshot(
-    source: AgentClient,
-    target: AgentClient,
+    source: Agent,
+    target: Agent,
     key: Ed25519PrivateKey,
     *,
     transfer_id: str,
@@ -83,8 +86,8 @@ def send_snapshot(
     target_dataset: str,
     total: int | None = None,
     on_progress: ProgressHandler | None = None,
-    props: dict[str, int | str] | None = None,
-) -> SendResult:
+    props: SetProps | None = None,
+) -> SnapshotSent:
     """Sends ``snapshot`` (incremental from ``base`` when given) into ``target_dataset``;
     returns once the receiver acknowledged it, raises :class:`TransferFailed` otherwise.
 
@@ -95,52 +98,52 @@ def send_snapshot(
     toguid = guid_of(source, snapshot)
     fromguid = guid_of(source, base) if base else None
     secret = new_secret()
-    address = target.call("transfer.receive", {"transfer_id": transfer_id,
-                                               "dataset": target_dataset,
-                                               "props": props, "secret": secret})["address"]
+    address = target.transfer.receive(transfer_id, target_dataset, props=props,
+                                      secret=secret).address
     ticket = sign(Ticket(transfer_id, Target("zfs", target_dataset), time.time() + SEND_TIMEOUT_S,
                          toguid, fromguid), key)
-    params = {"transfer_id": transfer_id, "snapshot": snapshot, "to": address, "ticket": ticket,
-              "base": base, "secret": secret}
+
+    def send(agent: Agent) -> SendSummary:
+        return agent.transfer.send(transfer_id, snapshot, address, ticket, base=base,
+                                   secret=secret)
+
     try:
         if on_progress is None:
-            source.call("transfer.send", params, timeout_s=SEND_TIMEOUT_S)
+            send(source)
         else:
-            _send_watched(source, params, _ProgressPoller(source, transfer_id, total,
-                                                          on_progress))
+            _send_watched(source, send, transfer_id,
+                          _ProgressPoller(source, transfer_id, total, on_progress))
         outcome = _wait_receiver(target, transfer_id)
     except (AgentError, TransferFailed):
         with contextlib.suppress(AgentError):
-            target.call("transfer.receive_cancel", {"transfer_id": transfer_id})
+            target.transfer.receive_cancel(transfer_id)
         raise
-    if outcome["state"] != "committed" or not outcome.get("result"):
-        raise TransferFailed(snapshot, target.address, str(outcome.get("error")))
-    result = outcome["result"]
-    committed = result["committed"]
-    if int(committed["guid"]) != toguid:
+    if outcome.state != "committed" or outcome.result is None:
+        raise TransferFailed(snapshot, target.address, str(outcome.error))
+    committed = outcome.result.committed
+    if committed.guid != toguid:
         raise TransferFailed(snapshot, target.address,
-                             f"the receiver acknowledged guid {committed['guid']}, sent {toguid}")
-    return SendResult(int(result["bytes"]), int(result["wire_bytes"]), float(result["seconds"]),
-                      int(result["resumes"]), str(result["codec"]), committed)
+                             f"the receiver acknowledged guid {committed.guid}, sent {toguid}")
+    return SnapshotSent(outcome.result, toguid, fromguid)
 
 
-def _send_watched(source: AgentClient, params: dict[str, Any],
+def _send_watched(source: Agent, send: Callable[[Agent], SendSummary], transfer_id: str,
                   poller: _ProgressPoller) -> None:
-    """``transfer.send`` on a worker thread (through ``source``, which this thread leaves
-    alone meanwhile) while this thread polls; the send's error, if any, is raised here as it
-    would have been by the call itself."""
+    """``send(source)`` on a worker thread (``source``'s connection is left to it
+    meanwhile) while this thread polls; the send's error, if any, is raised here as it would
+    have been by the call itself."""
     outcome: dict[str, Any] = {}
     ended = threading.Event()
 
     def run() -> None:
         try:
-            outcome["result"] = source.call("transfer.send", params, timeout_s=SEND_TIMEOUT_S)
+            outcome["result"] = send(source)
         except BaseException as exc:  # handed to the calling thread, which raises it
             outcome["error"] = exc
         finally:
             ended.set()
 
-    worker = threading.Thread(target=run, name=f"send-{params['transfer_id']}", daemon=True)
+    worker = threading.Thread(target=run, name=f"send-{transfer_id}", daemon=True)
     worker.start()
     try:
         while not ended.wait(POLL_INTERVAL_S):
@@ -154,26 +157,25 @@ def _send_watched(source: AgentClient, params: dict[str, Any],
 
 
 class _ProgressPoller:
-    """Asks the source agent for a send's progress over its own connection (an
-    :class:`AgentClient` serves one thread) and hands each sample to the handler."""
+    """Asks the source agent for a send's progress over its own connection (an agent client
+    serves one thread) and hands each sample to the handler."""
 
-    def __init__(self, source: AgentClient, transfer_id: str, total: int | None,
+    def __init__(self, source: Agent, transfer_id: str, total: int | None,
                  handler: ProgressHandler) -> None:
         self.source = source
         self.transfer_id = transfer_id
         self.total = total
         self.handler: ProgressHandler | None = handler
         self.polling = True
-        self._client: AgentClient | None = None
+        self._agent: Agent | None = None
 
     def poll(self) -> None:
         if self.handler is None or not self.polling:
             return
         try:
-            if self._client is None:
-                self._client = self.source.fork()
-            status = self._client.call("transfer.send_status", {"transfer_id": self.transfer_id},
-                                       timeout_s=STATUS_TIMEOUT_S)
+            if self._agent is None:
+                self._agent = self.source.fork()
+            status = self._agent.transfer.send_status(self.transfer_id)
             sample = progress_sample(status, self.total)
         except UnknownMethod:  # an older agent: only the final sample, from the summary
             log.info("the agent at %s reports no send progress", self.source.address)
@@ -184,15 +186,15 @@ class _ProgressPoller:
             return
         self._deliver(sample)
 
-    def finished(self, summary: dict[str, Any]) -> None:
+    def finished(self, summary: SendSummary) -> None:
         """The last sample, 100 %, from the send's own summary (no poll needed)."""
-        done, seconds = int(summary["bytes"]), float(summary["seconds"])
+        done, seconds = summary.bytes, summary.seconds
         self._deliver({"bytes": done, "total": done,
                        "rate": done / seconds if seconds > 0 else 0.0, "eta_s": 0.0})
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if self._agent is not None:
+            self._agent.close()
 
     def _deliver(self, sample: dict[str, Any]) -> None:
         if self.handler is None:
@@ -205,32 +207,27 @@ class _ProgressPoller:
             self.handler = None
 
 
-def progress_sample(status: dict[str, Any], total: int | None) -> dict[str, Any]:
-    """A ``transfer.send_status`` answer as the handler's sample: ``total`` fills in for the
-    agent's unknown total (and then gives the ETA), and no total is ever below the bytes done."""
-    done = int(status["bytes"])
-    known = status.get("total")
-    expected = int(known) if known is not None else total
+def progress_sample(status: SendStatus, total: int | None) -> dict[str, Any]:
+    """A send's status as the handler's sample: ``total`` fills in for the agent's unknown
+    total (and then gives the ETA), and no total is ever below the bytes done."""
+    done = status.bytes
+    expected = status.total if status.total is not None else total
     if expected is not None:
         expected = max(expected, done)
-    rate = float(status.get("rate") or 0.0)
-    eta = status.get("eta_s")
-    if status.get("finished"):
+    eta = status.eta_s
+    if status.finished:
         eta = 0.0
-    elif eta is None and expected is not None and rate > 0:
-        eta = (expected - done) / rate
-    return {"bytes": done, "total": expected, "rate": rate,
-            "eta_s": None if eta is None else float(eta)}
+    elif eta is None and expected is not None and status.rate > 0:
+        eta = (expected - done) / status.rate
+    return {"bytes": done, "total": expected, "rate": status.rate, "eta_s": eta}
 
 
-def _wait_receiver(target: AgentClient, transfer_id: str) -> dict[str, Any]:
+def _wait_receiver(target: Agent, transfer_id: str) -> ReceiveState:
     """The receiver's final state (the sender returning does not mean it has committed)."""
-    outcome: dict[str, Any] = {"state": "running", "error": "no answer"}
+    outcome = ReceiveState(state="running", error="no answer")
     for _ in range(WAIT_ROUNDS):
-        outcome = target.call("transfer.receive_wait",
-                              {"transfer_id": transfer_id, "timeout_s": WAIT_STEP_S},
-                              timeout_s=WAIT_STEP_S + 30)
-        if outcome["state"] != "running":
+        outcome = target.transfer.receive_wait(transfer_id, timeout_s=WAIT_STEP_S)
+        if outcome.state != "running":
             return outcome
     raise TransferFailed(transfer_id, target.address,
                          f"the receiver did not finish within {WAIT_STEP_S * WAIT_ROUNDS:.0f} s "

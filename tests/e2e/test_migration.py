@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_operator import agent, dump, ployzctl
-from writer_service import (
+
+from ployz.control import deploy_lock_name, open_control_plane
+from ployz.sandbox.cluster import Cluster
+from tests.e2e.sandbox_operator import agent, dump, ployzctl
+from tests.e2e.writer_service import (
     apply_events,
     containers,
     continued_lines,
@@ -20,9 +23,6 @@ from writer_service import (
     lines,
     log_path,
 )
-
-from ployz.control import deploy_lock_name, open_control_plane
-from ployz.sandbox.cluster import Cluster
 
 # Booting the sandbox counts against the first test's time, and every container start costs
 # seconds under emulation.

@@ -1,5 +1,5 @@
 """``send_snapshot(on_progress=...)``: while the source agent's blocking ``transfer.send`` runs,
-the orchestrator polls ``transfer.send_status`` over another connection and hands the samples
+the orchestrator polls the send's status over another connection and hands the samples
 on; the send's outcome is what it was without progress, whatever the polls do.
 
 The agents are small fakes answering as the real methods do (those are tested against a real
@@ -14,37 +14,50 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.agent.errors import AgentUnreachable, RemoteError, UnknownMethod
-from ployz.deploy.migration import transfer as transfer_module
-from ployz.deploy.migration.transfer import send_snapshot
+from ployz.agent.api import Committed, ReceiveEndpoint, ReceiveState, ReceiveSummary, SendStatus
+from ployz.agent.api import SendSummary as Summary
+from ployz.agent.errors import AgentUnreachable, RemoteError, UnknownMethod, UnknownTransfer
+from ployz.deploy.migration import snapshot_send
+from ployz.deploy.migration.snapshot_send import send_snapshot
 
 GUID = 1234
 SIZE = 1000
+COMMITTED = Committed(kind="zfs", size=SIZE, checksum="00", snapshot="machine-b/shop.db@s1",
+                      guid=GUID)
+SUMMARY = dict(bytes=SIZE, wire_bytes=600, seconds=2.0, resumes=0, codec="zstd",
+               committed=COMMITTED)
 
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transfer_module, "POLL_INTERVAL_S", 0.02)
+    monkeypatch.setattr(snapshot_send, "POLL_INTERVAL_S", 0.02)
 
 
-class StatusClient:
-    """The second connection: answers ``transfer.send_status`` from a script of answers (a dict
-    is returned, an exception raised), and lets the send finish once the script is used up."""
+class Props:
+    def get(self, name: str, props: list[str]) -> dict[str, Any]:
+        return {"guid": GUID}
+
+
+class StatusAgent:
+    """The second connection: answers ``send_status`` from a script of answers (a status is
+    returned, an exception raised), and lets the send finish once the script is used up."""
+
+    address = "10.210.0.2:7070"
 
     def __init__(self, source: SourceAgent) -> None:
         self.source = source
         self.closed = False
+        self.transfer = self
 
-    def call(self, method: str, params: dict[str, Any], *, timeout_s: float | None = None) -> Any:
-        assert method == "transfer.send_status" and params == {"transfer_id": "t1"}
-        assert not self.closed
+    def send_status(self, transfer_id: str) -> SendStatus:
+        assert transfer_id == "t1" and not self.closed
         source = self.source
         source.status_threads.add(threading.get_ident())
         answer = source.statuses.pop(0) if source.statuses else None
         if not source.statuses:
             source.polled.set()
         if answer is None:
-            raise RemoteError("agent.unknown-transfer", "no send with transfer id 't1'")
+            raise UnknownTransfer("t1", "send")
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -60,26 +73,25 @@ class SourceAgent:
         self.statuses = statuses
         self.error = error
         self.polled = threading.Event()
-        self.forks: list[StatusClient] = []
+        self.forks: list[StatusAgent] = []
         self.send_threads: set[int] = set()
         self.status_threads: set[int] = set()
+        self.zfs = Props()
+        self.transfer = self
 
-    def fork(self) -> StatusClient:
-        client = StatusClient(self)
-        self.forks.append(client)
-        return client
+    def fork(self) -> StatusAgent:
+        agent = StatusAgent(self)
+        self.forks.append(agent)
+        return agent
 
-    def call(self, method: str, params: dict[str, Any], *, timeout_s: float | None = None) -> Any:
-        if method == "zfs.get":
-            return {"guid": GUID}
-        assert method == "transfer.send"
+    def send(self, transfer_id: str, snapshot: str, to: str, ticket: str, **options: Any
+             ) -> Summary:
         self.send_threads.add(threading.get_ident())
         # The send lasts until every scripted poll was answered: polls must run beside it.
         assert self.polled.wait(10), "no progress polls while the send ran"
         if self.error is not None:
             raise self.error
-        return {"bytes": SIZE, "wire_bytes": 600, "seconds": 2.0, "resumes": 0,
-                "codec": "zstd", "committed": {"guid": GUID}}
+        return Summary(**SUMMARY)
 
 
 class TargetAgent:
@@ -87,22 +99,24 @@ class TargetAgent:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.transfer = self
 
-    def call(self, method: str, params: dict[str, Any], *, timeout_s: float | None = None) -> Any:
-        self.calls.append(method)
-        if method == "transfer.receive":
-            return {"address": "10.210.0.3:40000"}
-        if method == "transfer.receive_wait":
-            return {"state": "committed", "error": None,
-                    "result": {"bytes": SIZE, "wire_bytes": 600, "seconds": 2.0, "resumes": 0,
-                               "codec": "zstd", "committed": {"guid": GUID}}}
-        assert method == "transfer.receive_cancel"
-        return None
+    def receive(self, transfer_id: str, dataset: str, **options: Any) -> ReceiveEndpoint:
+        self.calls.append("receive")
+        return ReceiveEndpoint(address="10.210.0.3:40000")
+
+    def receive_wait(self, transfer_id: str, timeout_s: float = 30.0) -> ReceiveState:
+        self.calls.append("receive_wait")
+        return ReceiveState(state="committed", result=ReceiveSummary(**SUMMARY))
+
+    def receive_cancel(self, transfer_id: str) -> ReceiveState:
+        self.calls.append("receive_cancel")
+        return ReceiveState(state="failed", error="cancelled")
 
 
-def status(done: int, total: int | None, rate: float, eta: float | None) -> dict[str, Any]:
-    return {"bytes": done, "total": total, "wire_bytes": done // 2, "rate": rate, "eta_s": eta,
-            "finished": False}
+def status(done: int, total: int | None, rate: float, eta: float | None) -> SendStatus:
+    return SendStatus(bytes=done, total=total, wire_bytes=done // 2, rate=rate, eta_s=eta,
+                      finished=False)
 
 
 def send(source: SourceAgent, target: TargetAgent, **options: Any):
@@ -115,7 +129,7 @@ def test_samples_arrive_while_the_send_runs_then_100_percent() -> None:
     source = SourceAgent([None, status(200, SIZE, 100.0, 8.0), status(600, SIZE, 200.0, 2.0)])
     samples: list[dict[str, Any]] = []
     result = send(source, TargetAgent(), on_progress=samples.append)
-    assert result.bytes == SIZE
+    assert result.received.bytes == SIZE
     assert samples == [
         {"bytes": 200, "total": SIZE, "rate": 100.0, "eta_s": 8.0},
         {"bytes": 600, "total": SIZE, "rate": 200.0, "eta_s": 2.0},
@@ -145,7 +159,7 @@ def test_failing_polls_and_a_failing_handler_do_not_break_the_send() -> None:
         raise BrokenPipeError("stdout closed")
 
     result = send(source, TargetAgent(), on_progress=handler)
-    assert result.committed == {"guid": GUID}
+    assert result.received.committed == COMMITTED
     # a handler that failed is not called again, not even for the final sample
     assert calls == [{"bytes": 100, "total": SIZE, "rate": 10.0, "eta_s": 90.0}]
 
@@ -167,5 +181,5 @@ def test_the_send_error_is_raised_as_without_progress() -> None:
         with pytest.raises(RemoteError) as info:
             send(source, target, on_progress=on_progress)
         assert info.value is error
-        assert target.calls == ["transfer.receive", "transfer.receive_cancel"]
+        assert target.calls == ["receive", "receive_cancel"]
         assert len(source.forks) == (0 if on_progress is None else 1)

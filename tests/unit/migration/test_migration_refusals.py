@@ -19,17 +19,12 @@ from ployz.control import (
     open_control_plane,
 )
 from ployz.deploy import MachineDraining, UnknownPlacement, make_plan, parse_manifest
-from ployz.deploy.migration import (
-    MalformedServiceRef,
-    MigrationRecord,
-    MigrationRefused,
-    ServiceRef,
-    parse_service_ref,
-    snapshot_name,
-    unfinished,
-)
+from ployz.deploy.migration.errors import MalformedServiceRef, MigrationRefused
 from ployz.deploy.migration.plan import moved_manifest
-from ployz.deploy.migration.record import VolumeRecord
+from ployz.deploy.migration.record import MigrationRecord, VolumeRecord, snapshot_name
+from ployz.deploy.migration.ref import ServiceRef, parse_service_ref
+from ployz.deploy.migration.settle import MIGRATION
+from ployz.deploy.run import unfinished
 from ployz.deploy.specs import service_fact
 
 DEPLOYED = parse_manifest("""
@@ -123,11 +118,11 @@ def test_the_record_survives_the_deploy_detail(cp: ControlPlane) -> None:
     cp.begin_deploy("shop", "migrate", record.deploy_id, detail=record.detail())
     stored = cp.get_deploy(record.deploy_id).detail
     assert stored["kind"] == "migrate"
-    assert MigrationRecord.from_detail(stored) == record
+    assert MIGRATION.load(stored) == record
     assert record.hold_tag == "ployz-move-abc123-0001"
 
 
-def test_unfinished_migrations_are_the_ones_a_rerun_must_settle(cp: ControlPlane) -> None:
+def test_unfinished_runs_are_the_ones_a_rerun_must_settle(cp: ControlPlane) -> None:
     def record(deploy_id: str, **detail: object) -> None:
         rec = MigrationRecord(deploy_id=deploy_id, namespace="shop", service="db",
                               source="machine-a", target="machine-b", digest="abc123")
@@ -143,7 +138,9 @@ def test_unfinished_migrations_are_the_ones_a_rerun_must_settle(cp: ControlPlane
     cp.commit("shop", lease.token, [PutService(service=service_fact("shop",
                                                                    DEPLOYED.services[0]))],
               deploy_id="committed")
-    cp.begin_deploy("shop", "deploy", "plain-deploy")
-    assert [d.id for d in unfinished(cp, "shop")] == ["running", "left-behind", "committed"]
+    cp.begin_deploy("shop", "deploy", "plain-deploy")  # a plain deploy's run is one too
+    assert [d.id for d in unfinished(cp, "shop")] == ["running", "left-behind", "committed",
+                                                     "plain-deploy"]
     cp.update_deploy("committed", phase="done")
+    cp.update_deploy("plain-deploy", status="failed")
     assert [d.id for d in unfinished(cp, "shop")] == ["running", "left-behind"]

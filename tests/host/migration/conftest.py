@@ -3,15 +3,11 @@ suite's agent process, shared rather than copied."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "deploy"))
-sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))
-
-from deploy_cluster import Cluster, make_cluster
+from tests.host.deploy.deploy_cluster import Cluster, make_cluster
 
 
 @pytest.fixture

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_operator import agent
-from writer_service import containers, continued_lines, deploy_writer, lines, log_path
 
 from ployz.control import deploy_lock_name, open_control_plane
 from ployz.deploy.inspect import service_rows
 from ployz.runtime.model import LABEL_DEPLOY
 from ployz.sandbox.cluster import AGENT_PORT, Cluster, Machine
+from tests.e2e.sandbox_operator import agent
+from tests.e2e.writer_service import containers, continued_lines, deploy_writer, lines, log_path
 
 pytestmark = pytest.mark.timeout(1800)
 

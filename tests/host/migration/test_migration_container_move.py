@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_process import AgentProcess
-from deploy_cluster import Cluster
 
 from ployz.control import Machine, deploy_lock_name
 from ployz.runtime import service_labels
 from ployz.runtime.docker_runtime import DockerRuntime
 from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import load_private_key
+from tests.host.agent.agent_process import AgentProcess
+from tests.host.deploy.deploy_cluster import Cluster
 
 pytestmark = pytest.mark.host
 

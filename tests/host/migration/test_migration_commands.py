@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from deploy_cluster import GIB, Cluster
 
 from ployz.control import PutService, PutVolume, Volume, deploy_lock_name
 from ployz.deploy.manifest import parse_manifest
 from ployz.deploy.specs import service_fact
+from tests.host.deploy.deploy_cluster import GIB, Cluster
 
 pytestmark = pytest.mark.host
 
