@@ -189,8 +189,9 @@ def _record_rollback(cp: ControlPlane, record: RunRecord, deploy: Deploy, outcom
 def _finish(cp: ControlPlane, kind: RunKind[R], record: R, agent_of: AgentOf, seq: int,
             emit: Emit) -> None:
     """Cleanup after the commit; failed-after-commit if any of it fails."""
+    record.step = "cleanup"
+    cp.update_deploy(record.deploy_id, phase="cleanup", detail=record.detail())
     emit({"event": "phase", "phase": "cleanup"})
-    cp.update_deploy(record.deploy_id, phase="cleanup")
     outcome = kind.clean_up(record, agent_of)
     for done in outcome.done:
         emit(step(done))

@@ -5,6 +5,10 @@ SQLite file. (Volumes need ZFS, which only the VM has: their deploy is not cover
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -163,3 +167,44 @@ def test_deploy_lock_held_by_another_deploy_is_refused_before_any_change(
     assert f"lock 'deploy/{deployment.namespace}' is held by 'someone-else'" in refused.stderr
     assert deployment.cluster.dump() == before
     assert deployment.containers() == []
+
+
+@pytest.mark.parametrize("phase", ["apply", "commit", "cleanup"])
+def test_a_deploy_killed_at_a_phase_boundary_is_settled_by_running_it_again(
+        deployment: Deployment, phase: str):
+    first = json.loads(deployment.deploy("v1").stdout)["deploy_id"]
+    path = deployment.tmp_path / "v2.toml"
+    path.write_text(MANIFEST.format(namespace=deployment.namespace, image=deployment.image,
+                                    command="sleep 600", version="v2"))
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "ployzctl", "deploy", "-f", str(path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PLOYZ_CONTROL": deployment.cluster.url,
+             "PLOYZ_KEY": str(deployment.cluster.key), "PLOYZ_AGENT_PORT": deployment.port})
+    assert killed.stderr is not None
+    for line in killed.stderr:  # with --json the run's events go to stderr, for a person
+        if line.strip() == f"== {phase}":
+            killed.kill()
+            break
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "the deploy ended before the phase"
+    with deployment.cluster.plane() as cp:
+        (interrupted,) = [d for d in cp.list_deploys(deployment.namespace) if d.id != first]
+
+    again = deployment.deploy("v2")
+    assert again.returncode == 0, again.stderr
+    with deployment.cluster.plane() as cp:
+        settled = cp.get_deploy(interrupted.id)
+        state = cp.namespace(deployment.namespace)
+        assert cp.get_lease(deploy_lock_name(deployment.namespace)).released
+    current = json.loads(again.stdout)["deploy_id"] or interrupted.id
+    action = "roll-back" if settled.commit_seq is None else "cleanup"
+    (recovered,) = [line for line in again.stderr.splitlines() if line.startswith("recover: ")]
+    assert json.loads(recovered.removeprefix("recover: ")) == {
+        "deploy_id": interrupted.id, "action": action, "step": phase}
+    if settled.commit_seq is None:  # killed before its commit: undone, then deployed anew
+        assert (settled.status, settled.detail["rolled_back"]) == ("failed", True)
+        assert current != interrupted.id
+    else:
+        assert (settled.status, settled.phase) == ("committed", "done")
+    assert [(status, d) for _, status, d in deployment.containers()] == [("running", current)]
+    assert state.services["web"].config["env"] == {"VERSION": "v2"}
