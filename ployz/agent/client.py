@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.auth import sign_request
 from ployz.agent.errors import AgentTimeout, AgentUnreachable, ProtocolViolation, remote_error
-from ployz.agent.protocol import IDENTIFY, encode_frame, parse_address, recv_frame
+from ployz.agent.protocol import IDENTIFY, encode_frame, recv_frame
+from ployz.transfer.addresses import parse_address
 
 DEFAULT_TIMEOUT_S = 30.0
 

@@ -17,11 +17,6 @@ from typing import Any
 
 from ployz.agent.errors import ProtocolViolation
 
-# Addresses live in ployz.transfer.addresses; named here too for the agent modules that still
-# import them from the protocol.
-from ployz.transfer.addresses import format_address as format_address
-from ployz.transfer.addresses import parse_address as parse_address
-
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 IDENTIFY = "agent.identify"
 """The one method answered without a signature: it returns the agent's machine id."""

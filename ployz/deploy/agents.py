@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.api import Agent
 from ployz.agent.client import AgentClient
-from ployz.agent.protocol import format_address
 from ployz.agent.remote import RemoteAgent
 from ployz.control.models import Machine
 from ployz.control.plane import ControlPlane
+from ployz.transfer.addresses import format_address
 
 DEFAULT_AGENT_PORT = 7070
 

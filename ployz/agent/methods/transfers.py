@@ -44,7 +44,6 @@ from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.errors import BadSecret, NoTrustedKey, SecretMismatch, UnknownTransfer
 from ployz.agent.methods.zfs_ops import confine
-from ployz.agent.protocol import parse_address
 from ployz.transfer import (
     Progress,
     Receiver,
@@ -55,6 +54,7 @@ from ployz.transfer import (
     Source,
     TransferError,
 )
+from ployz.transfer.addresses import parse_address
 from ployz.transfer.session import parse_secret
 from ployz.transfer.zfs_endpoints import ZfsSink, ZfsSource
 

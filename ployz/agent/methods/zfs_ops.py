@@ -11,7 +11,7 @@ from ployz.agent.api import PoolCapacity, Props, SetProps, ZfsApi
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.errors import NoPoolConfigured, OutsidePool
-from ployz.zfs.names import dataset_of
+from ployz.zfs.names import is_within
 
 
 def pool_capacity(pool: str) -> PoolCapacity:
@@ -25,8 +25,7 @@ def confine(pool: str | None, *names: str) -> None:
     if pool is None:
         raise NoPoolConfigured()
     for name in names:
-        dataset = dataset_of(name)
-        if dataset != pool and not dataset.startswith(pool + "/"):
+        if not is_within(name, pool):
             raise OutsidePool(name, pool)
 
 

@@ -9,7 +9,7 @@ a failure after it, which ``migrate apply`` run again finishes.
 from __future__ import annotations
 
 from ployz.deploy.errors import DeployError, PlanError, rollback_message
-from ployz.deploy.sizes import format_size
+from ployz.transfer.units import format_size
 
 
 class MalformedServiceRef(DeployError):

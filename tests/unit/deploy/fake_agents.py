@@ -40,6 +40,7 @@ from ployz.runtime.errors import ContainerNotFound, ImageMissing
 from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
 from ployz.zfs import ResumeToken, Snapshot
 from ployz.zfs.errors import DatasetBusy, DatasetExists, DatasetNotFound, SnapshotHeld
+from ployz.zfs.names import dataset_of
 
 _guids = itertools.count(1000)
 
@@ -82,7 +83,7 @@ class FakeZfs(ZfsApi):
         self.m = machine
 
     def _dataset(self, name: str) -> FakeDataset:
-        dataset = self.m.datasets.get(name.split("@", 1)[0])
+        dataset = self.m.datasets.get(dataset_of(name))
         if dataset is None:
             raise DatasetNotFound(2, name, "dataset does not exist")
         return dataset
