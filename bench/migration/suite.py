@@ -24,7 +24,7 @@ from typing import Any
 from bench.datapath.suite import env_list, exit_on_sigterm
 from bench.migration.stop_first import migrate_stop_first
 from bench.migration.workload import deploy, manifest, ployzctl
-from ployz.agent.client import AgentClient
+from ployz.agent.remote import RemoteAgent
 from ployz.runtime.model import service_labels
 from ployz.sandbox.cluster import Cluster, Machine
 from ployz.transfer.keys import load_private_key
@@ -32,9 +32,8 @@ from ployz.transfer.keys import load_private_key
 AGENT_TIMEOUT_S = 600.0
 
 
-def agent(cluster: Cluster, machine: Machine) -> AgentClient:
-    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
-                       timeout_s=AGENT_TIMEOUT_S)
+def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:
+    return cluster.agent(machine, AGENT_TIMEOUT_S)
 
 
 def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -61,16 +60,14 @@ def remove(cluster: Cluster, namespace: str) -> None:
     finds the pools empty (the control plane's facts about it no longer matter)."""
     for machine in cluster.machines:
         with agent(cluster, machine) as client:
-            for container in client.call("container.list",
-                                         {"labels": service_labels(namespace)}):
-                client.call("container.remove", {"name": container["name"], "force": True})
+            for container in client.containers.list(service_labels(namespace)):
+                client.containers.remove(container.name, force=True)
             dataset = f"{machine.pool}/{namespace}.data"
-            if client.call("zfs.exists", {"name": dataset}):
-                snapshots = [s["name"] for s in client.call("zfs.snapshots",
-                                                            {"dataset": dataset})]
+            if client.zfs.exists(dataset):
+                snapshots = [s.name for s in client.zfs.snapshots(dataset)]
                 if snapshots:
-                    client.call("zfs.destroy_snapshots", {"snapshots": snapshots})
-                client.call("zfs.destroy", {"dataset": dataset})
+                    client.zfs.destroy_snapshots(snapshots)
+                client.zfs.destroy(dataset)
 
 
 def measure_size(cluster: Cluster, mib: int, work: Path) -> dict[str, Any]:

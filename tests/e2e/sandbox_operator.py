@@ -8,9 +8,8 @@ import sqlite3
 import subprocess
 from typing import Any
 
-from ployz.agent.client import AgentClient
+from ployz.agent.remote import RemoteAgent
 from ployz.sandbox.cluster import Cluster, Machine
-from ployz.transfer.keys import load_private_key
 
 
 def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
@@ -27,6 +26,6 @@ def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
                           "WHERE kind != 'machines' ORDER BY kind, key").fetchall()
 
 
-def agent(cluster: Cluster, machine: Machine) -> AgentClient:
-    return AgentClient(machine.agent_address, load_private_key(cluster.operator_key),
-                       timeout_s=120)
+def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:
+    """The machine's agent through the typed client the orchestrator uses."""
+    return cluster.agent(machine)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ployz.agent.errors import RemoteError
+from ployz.agent.api import int_prop
+from ployz.agent.errors import OutsidePool, RemoteError
 from ployz.sandbox.cluster import Cluster
+from ployz.transfer.errors import TransferError
 from ployz.transfer.keys import load_private_key
 from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
@@ -37,31 +39,27 @@ def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
     source, target = f"{a.pool}/{name}", f"{b.pool}/{name}"
     with agent(cluster, a) as src, agent(cluster, b) as dst:
         mountpoint = f"{a.home}/pool/{name}"
-        src.call("zfs.create", {"dataset": source, "mountpoint": mountpoint})
+        src.zfs.create(source, mountpoint=mountpoint)
         Path(mountpoint, "data").write_bytes(os.urandom(8 * MiB))
         os.sync()
-        src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
-        guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
+        src.zfs.snapshot([f"{source}@s1"])
+        guid = int_prop(src.zfs.get(f"{source}@s1", ["guid"]), "guid")
 
         transfer_id, secret = uuid.uuid4().hex, new_secret()
-        address = dst.call("transfer.receive", {"transfer_id": transfer_id, "dataset": target,
-                                                "secret": secret})["address"]
+        address = dst.transfer.receive(transfer_id, target, secret=secret).address
         assert address.startswith(b.endpoint.overlay_ip + ":")
-        sent = src.call("transfer.send", {
-            "transfer_id": transfer_id, "snapshot": f"{source}@s1", "to": address,
-            "ticket": ticket_for(cluster, transfer_id, target, guid), "secret": secret},
-            timeout_s=600)
+        sent = src.transfer.send(transfer_id, f"{source}@s1", address,
+                                 ticket_for(cluster, transfer_id, target, guid), secret=secret)
         # the send's progress stays readable for a while after it ended, at 100 %
-        status = src.call("transfer.send_status", {"transfer_id": transfer_id})
-        assert status["finished"] and status["bytes"] == status["total"] == sent["bytes"]
-        received = dst.call("transfer.receive_wait", {"transfer_id": transfer_id,
-                                                      "timeout_s": 60})
-        assert received["state"] == "committed"
-        assert received["result"]["committed"] == sent["committed"]
-        assert sent["committed"]["guid"] == guid
-        assert sent["committed"]["snapshot"] == f"{target}@s1"
+        status = src.transfer.send_status(transfer_id)
+        assert status.finished and status.bytes == status.total == sent.bytes
+        received = dst.transfer.receive_wait(transfer_id, timeout_s=60)
+        assert received.state == "committed" and received.result is not None
+        assert received.result.committed == sent.committed
+        assert sent.committed.guid == guid
+        assert sent.committed.snapshot == f"{target}@s1"
 
-        dst.call("zfs.mount", {"dataset": target, "mountpoint": f"{b.home}/pool/{name}"})
+        dst.zfs.mount(target, f"{b.home}/pool/{name}")
         assert digest(Path(b.home, "pool", name, "data")) == digest(Path(mountpoint, "data"))
 
 
@@ -70,27 +68,22 @@ def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
     name = f"xfer{uuid.uuid4().hex[:6]}"
     source = f"{a.pool}/{name}"
     with agent(cluster, a) as src, agent(cluster, b) as dst:
-        src.call("zfs.create", {"dataset": source})
-        src.call("zfs.snapshot", {"snapshots": [f"{source}@s1"]})
-        guid = src.call("zfs.get", {"name": f"{source}@s1", "props": ["guid"]})["guid"]
+        src.zfs.create(source)
+        src.zfs.snapshot([f"{source}@s1"])
+        guid = int_prop(src.zfs.get(f"{source}@s1", ["guid"]), "guid")
         transfer_id, secret = uuid.uuid4().hex, new_secret()
-        address = dst.call("transfer.receive", {"transfer_id": transfer_id,
-                                                "dataset": f"{b.pool}/{name}",
-                                                "secret": secret})["address"]
+        address = dst.transfer.receive(transfer_id, f"{b.pool}/{name}", secret=secret).address
         wrong = ticket_for(cluster, transfer_id, f"{b.pool}/elsewhere", guid)
-        with pytest.raises(RemoteError) as info:
-            src.call("transfer.send", {"transfer_id": transfer_id, "snapshot": f"{source}@s1",
-                                       "to": address, "ticket": wrong, "secret": secret},
-                     timeout_s=120)
-        assert info.value.code.startswith("transfer.")
-        dst.call("transfer.receive_cancel", {"transfer_id": transfer_id})
-        state = dst.call("transfer.receive_wait", {"transfer_id": transfer_id, "timeout_s": 5})
-        assert state["state"] == "failed"
-        assert not dst.call("zfs.exists", {"name": f"{b.pool}/{name}"})
+        with pytest.raises(TransferError) as info:  # the engine's own class, from the agent
+            src.transfer.send(transfer_id, f"{source}@s1", address, wrong, secret=secret)
+        assert isinstance(info.value, RemoteError) and info.value.code.startswith("transfer.")
+        dst.transfer.receive_cancel(transfer_id)
+        assert dst.transfer.receive_wait(transfer_id, timeout_s=5).state == "failed"
+        assert not dst.zfs.exists(f"{b.pool}/{name}")
 
 
 def test_receive_outside_the_pool_is_refused(cluster: Cluster) -> None:
     _, b = cluster.machines
-    with agent(cluster, b) as dst, pytest.raises(RemoteError) as info:
-        dst.call("transfer.receive", {"transfer_id": "x", "dataset": "machine-a/stolen"})
-    assert info.value.code == "agent.outside-pool"
+    with agent(cluster, b) as dst, pytest.raises(OutsidePool) as info:
+        dst.transfer.receive("x", "machine-a/stolen")
+    assert (info.value.name, info.value.pool) == ("machine-a/stolen", "machine-b")

@@ -38,7 +38,7 @@ def moved(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                        "--json")
     preview_dump = dump(cluster)
     with agent(cluster, cluster.machines[0]) as client:
-        snapshots_after_preview = client.call("zfs.snapshots", {"dataset": "machine-a/shop.data"})
+        snapshots_after_preview = client.zfs.snapshots("machine-a/shop.data")
     rendered = ployzctl(cluster, "migrate", "render-manifest", "shop/writer", "--to",
                         "machine-b")
     rendered_preview = ployzctl(cluster, "deploy", "preview", "-f", "-", stdin=rendered.stdout)
@@ -102,7 +102,7 @@ def test_service_runs_on_the_target_only(cluster: Cluster, moved: dict) -> None:
     assert moved["status"] == 0, moved["stderr"]
     assert containers(cluster, cluster.machines[0], "shop") == []
     (running,) = containers(cluster, cluster.machines[1], "shop")
-    assert running["state"] == "running"
+    assert running.state == "running"
     services = json.loads(ployzctl(cluster, "service", "ls", "--json").stdout)
     (writer,) = [s for s in services if s["namespace"] == "shop"]
     assert writer["machine"] == "machine-b" and writer["route"] == "machine-b"
@@ -116,12 +116,11 @@ def test_service_runs_on_the_target_only(cluster: Cluster, moved: dict) -> None:
 def test_cleanup_leaves_no_migration_snapshot_or_hold(cluster: Cluster, moved: dict) -> None:
     assert moved["status"] == 0, moved["stderr"]
     with agent(cluster, cluster.machines[0]) as a, agent(cluster, cluster.machines[1]) as b:
-        assert a.call("zfs.snapshots", {"dataset": "machine-a/shop.data"}) == []
-        assert b.call("zfs.snapshots", {"dataset": "machine-b/shop.data"}) == []
-        assert a.call("zfs.exists", {"name": "machine-a/shop.data"})  # --keep-source
+        assert a.zfs.snapshots("machine-a/shop.data") == []
+        assert b.zfs.snapshots("machine-b/shop.data") == []
+        assert a.zfs.exists("machine-a/shop.data")  # --keep-source
         # the volume's quota moved with it
-        assert b.call("zfs.get", {"name": "machine-b/shop.data", "props": ["quota"]}) == {
-            "quota": 256 << 20}
+        assert b.zfs.get("machine-b/shop.data", ["quota"]) == {"quota": 256 << 20}
 
 
 def test_moving_back_onto_a_kept_source_dataset_is_refused(cluster: Cluster,
@@ -159,5 +158,5 @@ def test_a_lock_held_by_another_deploy_is_refused(cluster: Cluster, tmp_path: Pa
             assert dump(cluster) == before
         finally:
             cp.release(deploy_lock_name("locked"), lease.token)
-    assert [c["state"] for c in containers(cluster, cluster.machines[0], "locked")] == [
+    assert [c.state for c in containers(cluster, cluster.machines[0], "locked")] == [
         "running"]

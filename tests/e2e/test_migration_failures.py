@@ -84,13 +84,13 @@ def lock_released(cluster: Cluster, namespace: str) -> bool:
 
 def dataset_exists(cluster: Cluster, machine: Machine, namespace: str) -> bool:
     with agent(cluster, machine) as client:
-        return client.call("zfs.exists", {"name": f"{machine.pool}/{namespace}.data"})
+        return client.zfs.exists(f"{machine.pool}/{namespace}.data")
 
 
 def assert_still_on_source(cluster: Cluster, namespace: str) -> None:
     """What an abort promises on machine-a and in the control plane: the service runs there
     again and owns its volume there, and the lock is free."""
-    assert [c["state"] for c in containers(cluster, cluster.machines[0], namespace)] == [
+    assert [c.state for c in containers(cluster, cluster.machines[0], namespace)] == [
         "running"]
     writer = service(cluster, namespace)
     assert (writer["machine"], writer["route"]) == ("machine-a", "machine-a")
@@ -110,10 +110,10 @@ def assert_moved(cluster: Cluster, namespace: str, run: Apply,
     assert [(v["owner"], v["dataset"]) for v in writer["volumes"]] == [
         ("machine-b", f"machine-b/{namespace}.data")]
     assert containers(cluster, a, namespace) == []
-    assert [c["state"] for c in containers(cluster, b, namespace)] == ["running"]
+    assert [c.state for c in containers(cluster, b, namespace)] == ["running"]
     assert not dataset_exists(cluster, a, namespace)
     with agent(cluster, b) as client:
-        assert client.call("zfs.snapshots", {"dataset": f"machine-b/{namespace}.data"}) == []
+        assert client.zfs.snapshots(f"machine-b/{namespace}.data") == []
     assert lock_released(cluster, namespace)
     assert before_fence, "no final send was seen: where the fence fell is unknown"
     continued_lines(log_path(b, namespace), before_fence)
@@ -277,7 +277,7 @@ def test_target_agent_lost_before_commit_aborts_then_apply_again_completes(
     assert aborted["left"] and all("machine-b" in left for left in aborted["left"])
     assert "LEFT BEHIND" in stderr and "machine-b/lost.data" in stderr
     assert_still_on_source(cluster, "lost")
-    assert [c["labels"][LABEL_DEPLOY] for c in containers(cluster, b, "lost")] == [
+    assert [c.labels[LABEL_DEPLOY] for c in containers(cluster, b, "lost")] == [
         aborted["deploy_id"]]
     assert dataset_exists(cluster, b, "lost")  # left behind; machine-a still owns the volume
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 
 from ployz.agent.client import AgentClient
+from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster
@@ -17,9 +18,9 @@ def test_agents_answer_signed_calls_over_the_overlay(cluster: Cluster) -> None:
     for machine in cluster.machines:
         with AgentClient(machine.agent_address, key) as client:
             assert client.machine_id == machine.id
-            capacity = client.call("zfs.capacity", {})
-            assert capacity["pool"] == machine.pool and capacity["free"] > 0
-            assert client.call("container.has_image", {"image": TEST_IMAGE}) is True
+            capacity = RemoteAgent(client).zfs.capacity()
+            assert capacity.pool == machine.pool and capacity.free > 0
+            assert RemoteAgent(client).containers.has_image(TEST_IMAGE) is True
 
 
 def test_overlay_is_wireguard_between_namespaces(cluster: Cluster) -> None:

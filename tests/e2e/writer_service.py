@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ployz.runtime.model import service_labels
+from ployz.runtime.model import ContainerInfo, service_labels
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster, Machine
 from tests.e2e.sandbox_operator import agent, ployzctl
@@ -61,7 +61,7 @@ def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str, fill_mib: in
     deadline = time.monotonic() + 300
     while not (log.exists() and len(log.read_text().split()) > 20):
         if time.monotonic() > deadline:
-            states = [(c["name"], c["state"], c["exit_code"])
+            states = [(c.name, c.state, c.exit_code)
                       for c in containers(cluster, a, namespace)]
             mounted = os.path.ismount(log.parent)
             raise AssertionError(f"the writer wrote nothing to {log} (mounted there: {mounted}; "
@@ -86,9 +86,9 @@ def continued_lines(log: Path, before_fence: list[int]) -> list[int]:
     return after
 
 
-def containers(cluster: Cluster, machine: Machine, namespace: str) -> list[dict[str, Any]]:
+def containers(cluster: Cluster, machine: Machine, namespace: str) -> list[ContainerInfo]:
     with agent(cluster, machine) as client:
-        return client.call("container.list", {"labels": service_labels(namespace)})
+        return client.containers.list(service_labels(namespace))
 
 
 def apply_events(cluster: Cluster, *args: str) -> tuple[int, list[dict[str, Any]], str]:
