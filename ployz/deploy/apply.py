@@ -37,7 +37,7 @@ from ployz.deploy.errors import (
 from ployz.deploy.events import Emit, ignore, step
 from ployz.deploy.kinds import KINDS
 from ployz.deploy.manifest import Manifest
-from ployz.deploy.plain import PLAIN_DEPLOY, DeployRecord, Placed, other_deploys
+from ployz.deploy.plain import PLAIN_DEPLOY, DeployRecord, Placed
 from ployz.deploy.plan import DeployPlan, ServiceAction, VolumeAction, make_plan
 from ployz.deploy.run import (
     DeployRun,
@@ -53,6 +53,7 @@ from ployz.deploy.specs import (
     volume_fact,
     volume_mountpoint,
 )
+from ployz.deploy.undo import other_deploys
 
 READY_TIMEOUT_S = 120.0
 

@@ -20,8 +20,7 @@ from ployz.agent.api import Agent
 from ployz.agent.errors import AgentError
 from ployz.deploy.errors import DeployError, DeployFailed, DeployFailedAfterCommit
 from ployz.deploy.run import AgentOf, Outcome, RunKind, RunRecord
-from ployz.runtime.errors import ContainerNotFound
-from ployz.runtime.model import LABEL_DEPLOY, ContainerInfo, service_labels
+from ployz.deploy.undo import other_deploys, remove_container, start_container
 from ployz.zfs.errors import DatasetNotFound
 
 
@@ -45,27 +44,20 @@ class DeployRecord(RunRecord):
     """Services replaced or removed, where they ran: their older containers go at cleanup."""
 
 
-def other_deploys(agent: Agent, namespace: str, service: str,
-                  deploy_id: str) -> list[ContainerInfo]:
-    """The service's containers on ``agent`` that belong to other deploys than ``deploy_id``."""
-    return [c for c in agent.containers.list(service_labels(namespace, service))
-            if c.labels.get(LABEL_DEPLOY) != deploy_id]
-
-
 class PlainDeploy(RunKind[DeployRecord]):
     name = DeployRecord.KIND
 
     def load(self, detail: Mapping[str, Any]) -> DeployRecord:
-        return DeployRecord.model_validate({k: v for k, v in detail.items() if k != "kind"})
+        return DeployRecord.from_detail(detail)
 
     def roll_back(self, record: DeployRecord, agent_of: AgentOf) -> Outcome:
         outcome = Outcome()
         for c in reversed(record.containers):
             outcome.attempt(f"removed container {c.name} on {c.machine}",
-                            partial(_remove, agent_of(c.machine), c.name))
+                            partial(remove_container, agent_of(c.machine), c.name))
         for c in reversed(record.stopped):
             outcome.attempt(f"restarted container {c.name} on {c.machine}",
-                            partial(_restart, agent_of(c.machine), c.name))
+                            partial(start_container, agent_of(c.machine), c.name))
         for d in reversed(record.datasets):
             outcome.attempt(f"destroyed dataset {d.name} on {d.machine}",
                             partial(_destroy, agent_of(d.machine), d.name))
@@ -82,7 +74,7 @@ class PlainDeploy(RunKind[DeployRecord]):
                 continue
             for old in names:
                 outcome.attempt(f"removed {old.name} on {s.machine}",
-                                partial(_remove, agent, old.name))
+                                partial(remove_container, agent, old.name))
         return outcome
 
     def aborted(self, record: DeployRecord, cause: str, outcome: Outcome) -> DeployError:
@@ -94,21 +86,6 @@ class PlainDeploy(RunKind[DeployRecord]):
 
 
 PLAIN_DEPLOY = PlainDeploy()
-
-
-def _remove(agent: Agent, name: str) -> bool:
-    try:
-        agent.containers.remove(name, force=True)
-    except ContainerNotFound:
-        return False
-    return True
-
-
-def _restart(agent: Agent, name: str) -> bool:
-    if agent.containers.inspect(name).state == "running":
-        return False
-    agent.containers.start(name)
-    return True
 
 
 def _destroy(agent: Agent, dataset: str) -> bool:

@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -59,6 +59,10 @@ class RunRecord(BaseModel):
 
     def detail(self) -> dict[str, Any]:
         return {"kind": self.KIND, **self.model_dump(mode="json")}
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> Self:
+        return cls.model_validate({k: v for k, v in detail.items() if k != "kind"})
 
 
 R = TypeVar("R", bound=RunRecord)

@@ -68,7 +68,6 @@ from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.migration.settle import MIGRATION
 from ployz.deploy.migration.snapshot_send import SnapshotSent, send_snapshot
 from ployz.deploy.migration.target import prepare_container
-from ployz.deploy.plain import other_deploys
 from ployz.deploy.run import (
     DeployRun,
     Settled,
@@ -78,6 +77,7 @@ from ployz.deploy.run import (
     unfinished,
 )
 from ployz.deploy.specs import service_fact
+from ployz.deploy.undo import other_deploys
 
 
 @dataclass

@@ -21,9 +21,8 @@ from ployz.agent.errors import UnknownTransfer
 from ployz.deploy.errors import DeployError
 from ployz.deploy.migration.errors import MigrationAborted, MigrationFailedAfterCommit
 from ployz.deploy.migration.record import MigrationRecord, VolumeRecord
-from ployz.deploy.plain import other_deploys
 from ployz.deploy.run import AgentOf, Outcome, RunKind
-from ployz.runtime.errors import ContainerNotFound
+from ployz.deploy.undo import other_deploys, remove_container, start_container
 from ployz.runtime.model import LABEL_DEPLOY, service_labels
 
 
@@ -31,7 +30,7 @@ class Migration(RunKind[MigrationRecord]):
     name = MigrationRecord.KIND
 
     def load(self, detail: Mapping[str, Any]) -> MigrationRecord:
-        return MigrationRecord.model_validate({k: v for k, v in detail.items() if k != "kind"})
+        return MigrationRecord.from_detail(detail)
 
     def roll_back(self, record: MigrationRecord, agent_of: AgentOf) -> Outcome:
         outcome = Outcome()
@@ -43,7 +42,7 @@ class Migration(RunKind[MigrationRecord]):
                             partial(_cancel_receiver, target, transfer_id))
         for name in record.stopped:
             outcome.attempt(f"restarted container {name} on {record.source}",
-                            partial(_start, source, name))
+                            partial(start_container, source, name))
         for volume in record.volumes:
             outcome.attempt(f"destroyed the received dataset {volume.target_dataset} on "
                             f"{record.target}",
@@ -104,16 +103,8 @@ def _remove_others(agent: Agent, record: MigrationRecord) -> bool:
 
 def _remove(agent: Agent, names: list[str]) -> bool:
     for name in names:
-        with contextlib.suppress(ContainerNotFound):
-            agent.containers.remove(name, force=True)
+        remove_container(agent, name)
     return bool(names)
-
-
-def _start(agent: Agent, name: str) -> bool:
-    if agent.containers.inspect(name).state == "running":
-        return False
-    agent.containers.start(name)
-    return True
 
 
 def _cancel_receiver(agent: Agent, transfer_id: str) -> bool:
