@@ -22,8 +22,9 @@ from ployz.transfer.errors import (
 )
 from ployz.transfer.files import FileSink, FileSource
 from ployz.transfer.progress import Progress, ProgressMeter
-from ployz.transfer.receiver import Receiver, ReceiveResult, ReceiverTimeouts
-from ployz.transfer.sender import RetryPolicy, Sender, SenderTimeouts, SendResult
+from ployz.transfer.receiver import Receiver, ReceiverTimeouts
+from ployz.transfer.results import ReceiveResult, SendResult, TransferResult
+from ployz.transfer.sender import RetryPolicy, Sender, SenderTimeouts
 from ployz.transfer.tickets import Target, Ticket
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "ReceiverTimeouts", "Refused", "ResumePoint", "RetriesExhausted", "RetryPolicy",
     "SendResult", "Sender", "SenderTimeouts", "Sink", "SinkError", "Source", "SourceError",
     "SourceRun", "StaleResumeToken", "Target", "Ticket", "TicketRefused", "TransferError",
+    "TransferResult",
 ]

@@ -48,6 +48,7 @@ from ployz.transfer.errors import (
     native_error,
 )
 from ployz.transfer.faults import failure_code
+from ployz.transfer.results import ReceiveResult
 from ployz.transfer.tickets import Ticket, verify_any
 
 log = logging.getLogger(__name__)
@@ -63,27 +64,6 @@ class ReceiverTimeouts:
     drain: float = 2.0  # after a FAILURE, for the sender to notice before closing
     ack: float = 10.0  # after COMMIT, for the sender's ACK
     linger: float = 60.0  # after a COMMIT whose ACK never came, for the sender to reconnect
-
-
-@dataclass(frozen=True)
-class ReceiveResult:
-    evidence: dict[str, Any]
-    bytes: int
-    wire_bytes: int
-    seconds: float
-    resumes: int
-    codec: str
-    refused: int
-    resumed_bytes: int = 0
-    encrypted: bool = False
-    transfer_id: str = ""
-
-    def summary(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "wire_bytes": self.wire_bytes,
-                "seconds": round(self.seconds, 3), "resumes": self.resumes,
-                "codec": self.codec, "refused": self.refused, "committed": self.evidence,
-                "resumed_bytes": self.resumed_bytes, "encrypted": self.encrypted,
-                "transfer_id": self.transfer_id}
 
 
 @dataclass
@@ -249,10 +229,11 @@ class Receiver:
         transfer = self.transfer
         assert transfer is not None and transfer.committed is not None
         evidence, size = transfer.committed
-        return ReceiveResult(evidence, size, self.wire_bytes,
-                             time.monotonic() - (self.started or time.monotonic()),
-                             max(self.accepted - 1, 0), transfer.codec, self.refused,
-                             transfer.resumed_bytes, transfer.encrypt, transfer.transfer_id)
+        return ReceiveResult(evidence=evidence, bytes=size, wire_bytes=self.wire_bytes,
+                             seconds=time.monotonic() - (self.started or time.monotonic()),
+                             resumes=max(self.accepted - 1, 0), codec=transfer.codec,
+                             refused=self.refused, resumed_bytes=transfer.resumed_bytes,
+                             encrypted=transfer.encrypt, transfer_id=transfer.transfer_id)
 
     def _drain_ready(self) -> None:
         while True:

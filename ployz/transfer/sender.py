@@ -37,6 +37,7 @@ from ployz.transfer.errors import (
 )
 from ployz.transfer.faults import failure_from
 from ployz.transfer.progress import ProgressCallback, ProgressMeter
+from ployz.transfer.results import SendResult
 from ployz.transfer.tickets import Target, Ticket, sign
 
 log = logging.getLogger(__name__)
@@ -59,33 +60,6 @@ class SenderTimeouts:
     handshake: float = 10.0
     idle: float = 60.0
     commit: float = 600.0  # for the receiver to commit after the end frame (zfs receive)
-
-
-@dataclass(frozen=True)
-class SendResult:
-    evidence: dict[str, Any]
-    bytes: int
-    wire_bytes: int
-    seconds: float
-    resumes: int
-    codec: str
-    frames_zstd: int
-    frames_raw: int
-    frames_spliced: int
-    notices: tuple[str, ...] = ()
-    resumed_bytes: int = 0
-    encrypted: bool = False
-    receiver_verified: bool = False
-    transfer_id: str = ""
-
-    def summary(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "wire_bytes": self.wire_bytes,
-                "seconds": round(self.seconds, 3), "resumes": self.resumes, "codec": self.codec,
-                "frames_zstd": self.frames_zstd, "frames_raw": self.frames_raw,
-                "frames_spliced": self.frames_spliced,
-                "notices": list(self.notices), "committed": self.evidence,
-                "resumed_bytes": self.resumed_bytes, "encrypted": self.encrypted,
-                "receiver_verified": self.receiver_verified, "transfer_id": self.transfer_id}
 
 
 class Sender:
@@ -169,11 +143,13 @@ class Sender:
         assert stream is not None and self.negotiated is not None
         if self.progress:
             self.progress(meter.sample(size, stream.wire_bytes, finished=True))
-        return SendResult(evidence, size, stream.wire_bytes, time.monotonic() - started,
-                          max(self.accepted - 1, 0), self._codec_label(), stream.frames_zstd,
-                          stream.frames_raw, stream.frames_spliced, tuple(self.notices),
-                          self.resumed_bytes or 0, self.encrypt, self.receiver_verified,
-                          self.transfer_id)
+        return SendResult(evidence=evidence, bytes=size, wire_bytes=stream.wire_bytes,
+                          seconds=time.monotonic() - started, resumes=max(self.accepted - 1, 0),
+                          codec=self._codec_label(), frames_zstd=stream.frames_zstd,
+                          frames_raw=stream.frames_raw, frames_spliced=stream.frames_spliced,
+                          notices=tuple(self.notices), resumed_bytes=self.resumed_bytes or 0,
+                          encrypted=self.encrypt, receiver_verified=self.receiver_verified,
+                          transfer_id=self.transfer_id)
 
     def _abort(self, reason: str) -> None:
         """Tells the receiver, on a connection of its own, that this transfer is given up, so
