@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 # Reinstall when the dependency list or the native sources change.
-$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard native/* native/xfer/*)
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard native/*.* native/xfer/*.h)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
