@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
-import run
+
+from tests.fuzz import run
 
 SECONDS = int(os.environ.get("PLOYZ_FUZZ_SECONDS", "20"))
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from host.transfer.relay import Relay, cut_at_byte
 
 from ployz import zfs
 from ployz.transfer import Receiver, ReceiverTimeouts, RetryPolicy, Sender, SendResult
 from ployz.transfer.zfs_endpoints import ZfsSink, ZfsSource
+from tests.host.transfer.relay import Relay, cut_at_byte
 from tests.zfs.zfshelpers import send_receive, sh, write_file
 
 MiB = 1 << 20
