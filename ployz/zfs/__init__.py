@@ -47,7 +47,6 @@ from ployz.zfs.streams import (
     resume_token,
     send,
     send_resume,
-    send_resume_space,
     send_space,
 )
 
@@ -59,5 +58,5 @@ __all__ = [
     "ZFSError", "ZFSUnavailable", "abort_receive", "bookmark", "bookmarks", "create", "destroy",
     "destroy_bookmarks", "destroy_snapshots", "exists", "get", "guid_of", "hold", "holds", "mount",
     "mounts_of", "receive", "release", "rename", "resume_token", "rollback", "send",
-    "send_resume", "send_resume_space", "send_space", "snapshot", "snapshots", "unmount",
+    "send_resume", "send_space", "snapshot", "snapshots", "unmount",
 ]

@@ -86,21 +86,6 @@ def send_resume(token: ResumeToken | str, fd: int) -> None:
           token.toname, SEND_ERRORS, "resume send")
 
 
-def send_resume_space(token: ResumeToken | str) -> int:
-    """Bytes left to send for a resumed stream."""
-    ensure_init()
-    if isinstance(token, str):
-        token = ResumeToken.parse(token)
-    base = _base_by_guid(token)
-    flags = _flags(token.large_blocks, token.embedded, token.compressed, token.raw)
-    out = ffi.new("uint64_t *")
-    check(lib.lzc_send_space_resume_redacted(enc(token.toname), _c_or_null(base), flags,
-                                             token.object, token.offset, token.bytes, ffi.NULL,
-                                             -1, out),
-          token.toname, SEND_ERRORS, "estimate resumed send size")
-    return int(out[0])
-
-
 def receive(snapshot: str, fd: int, *, resumable: bool = True, force: bool = False,
             raw: bool = False, props: Mapping[str, NvValue] | None = None,
             origin: str | None = None) -> None:
