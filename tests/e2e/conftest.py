@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from ployz.sandbox.cluster import Cluster
+from tests.e2e.sandbox_operator import remove_services
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,10 @@ def cluster(in_vm: None) -> Iterator[Cluster]:
         yield built
     finally:
         built.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def services_removed_after_the_module(cluster: Cluster) -> Iterator[None]:
+    """A module's services share the cluster with the next module's tests but not their CPU."""
+    yield
+    remove_services(cluster)

@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 from ployz.agent.remote import RemoteAgent
+from ployz.runtime.model import LABEL_NAMESPACE
 from ployz.sandbox.cluster import Cluster, Machine
 
 
@@ -29,3 +30,13 @@ def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
 def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:
     """The machine's agent through the typed client the orchestrator uses."""
     return cluster.agent(machine)
+
+
+def remove_services(cluster: Cluster) -> None:
+    """Removes every service container on every machine. A test's services are its own, but
+    they would run on: a writer syncs twenty times a second, and under emulation a few of them
+    left running slow every later test."""
+    for machine in cluster.machines:
+        with agent(cluster, machine) as client:
+            for container in client.containers.list({LABEL_NAMESPACE: None}):
+                client.containers.remove(container.name, force=True)

@@ -23,7 +23,7 @@ from ployz.control import deploy_lock_name, open_control_plane
 from ployz.deploy.inspect import service_rows
 from ployz.runtime.model import LABEL_DEPLOY
 from ployz.sandbox.cluster import AGENT_PORT, Cluster, Machine
-from tests.e2e.sandbox_operator import agent
+from tests.e2e.sandbox_operator import agent, remove_services
 from tests.e2e.writer_service import containers, continued_lines, deploy_writer, lines, log_path
 
 pytestmark = pytest.mark.timeout(1800)
@@ -117,6 +117,13 @@ def assert_moved(cluster: Cluster, namespace: str, run: Apply,
     assert lock_released(cluster, namespace)
     assert before_fence, "no final send was seen: where the fence fell is unknown"
     continued_lines(log_path(b, namespace), before_fence)
+
+
+@pytest.fixture(autouse=True)
+def services_removed_after_each_test(cluster: Cluster) -> Iterator[None]:
+    """Each test moves a writer of its own; none of them need run on after it."""
+    yield
+    remove_services(cluster)
 
 
 def cut_data_connections(cluster: Cluster) -> str:
