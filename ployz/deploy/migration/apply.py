@@ -234,7 +234,8 @@ class _Phases:
             snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
             props={"quota": quota} if base is None and quota else None,
             on_progress=lambda p: self.run.emit(TransferProgress(
-                volume=volume.name, round=round_, kind=kind, **p)))
+                volume=volume.name, round=round_, kind=kind, bytes=p.bytes, total=p.total,
+                rate=p.rate, eta_s=p.eta_s)))
         volume.sent.append(snapshot)
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
