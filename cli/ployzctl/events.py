@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
-from ployz.deploy.events import Event
+from ployz.deploy.events import (
+    Done,
+    Event,
+    Phase,
+    RunCommitted,
+    Started,
+    Step,
+    TransferDone,
+    TransferProgress,
+    TransferStarted,
+)
 from ployz.transfer.units import format_size
+from ployzctl.output import print_json
 from ployzctl.progress_bar import ProgressBar
 
 
@@ -15,52 +25,55 @@ class EventPrinter:
     """Run events for a person. Progress events redraw one bar in place when ``stream``
     is a terminal and are dropped otherwise (a log would fill with carriage returns; scripts
     that want them use ``--json``); every other event is a line of its own, after finishing
-    the bar's line. ``prefix`` labels an event's line (``machine drain`` names the service)."""
+    the bar's line. A drain's events are labelled with the service they belong to."""
 
-    def __init__(self, stream: TextIO, prefix: Callable[[Event], str] = lambda event: "") -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.prefix = prefix
         self.bar = ProgressBar(stream) if stream.isatty() else None
 
     def __call__(self, event: Event) -> None:
-        if event["event"] == "progress":
+        prefix = f"[{event.service}] " if event.service is not None else ""
+        if isinstance(event, TransferProgress):
             if self.bar is not None:
-                total = event.get("total")
-                self.bar.draw(event["bytes"] / total if total else None, event["bytes"],
-                              event["rate"], event.get("eta_s"),
-                              label=f"{self.prefix(event)}{event['volume']} {event['kind']} ")
+                self.bar.draw(event.bytes / event.total if event.total else None, event.bytes,
+                              event.rate, event.eta_s,
+                              label=f"{prefix}{event.volume} {event.kind} ")
             return
         if self.bar is not None:
             self.bar.end()
-        print(self.prefix(event) + describe_event(event), file=self.stream, flush=True)
+        print(prefix + describe_event(event), file=self.stream, flush=True)
+
+
+def print_event(event: Event) -> None:
+    """One event as a line of JSON, for ``--json``."""
+    print_json(event.to_json())
 
 
 def describe_event(event: Event) -> str:
     """One line for a person: a run event as the terminal shows it."""
-    kind = event["event"]
-    if kind == "phase":
-        return f"== {event['phase']}"
-    if kind == "transfer":
-        return _describe_transfer(event)
-    if kind == "start":
-        plan = event["plan"]
+    if isinstance(event, Phase):
+        return f"== {event.phase}"
+    if isinstance(event, TransferStarted):
+        return f"   {_transfer(event)}: about {format_size(event.estimate)}"
+    if isinstance(event, TransferDone):
+        rate = event.bytes / event.seconds if event.seconds else 0.0
+        return (f"   {_transfer(event)}: {format_size(event.bytes)} in {event.seconds:.1f} s "
+                f"({format_size(int(rate))}/s, {event.resumes} resumes, codec {event.codec})")
+    if isinstance(event, Started):
+        plan = event.plan
         return (f"migrating {plan['service']} from {plan['source']} to {plan['target']} "
-                f"(deploy {event['deploy_id']})")
-    if kind == "committed":
-        return f"committed deploy {event['deploy_id']} as #{event['commit']}"
-    if kind == "done":
-        cutover = event.get("cutover_s") or {}
-        window = f"; cutover {cutover['total']:.1f} s" if "total" in cutover else ""
-        return f"done: {event['deploy_id']} now runs on {event['target']}{window}"
-    if kind in ("recover", "rolled-back", "aborting", "aborted"):
-        return f"{kind}: " + json.dumps({k: v for k, v in event.items() if k != "event"})
-    return str(event.get("message", event))
+                f"(deploy {event.deploy_id})")
+    if isinstance(event, RunCommitted):
+        return f"committed deploy {event.deploy_id} as #{event.commit}"
+    if isinstance(event, Done):
+        total = event.cutover_s.get("total")
+        window = f"; cutover {total:.1f} s" if total is not None else ""
+        return f"done: {event.deploy_id} now runs on {event.target}{window}"
+    if isinstance(event, Step):
+        return event.message
+    fields = {k: v for k, v in event.to_json().items() if k not in ("event", "service")}
+    return f"{event.KIND}: " + json.dumps(fields)
 
 
-def _describe_transfer(event: dict[str, Any]) -> str:
-    what = f"{event['kind']} send of {event['volume']} (round {event['round']})"
-    if event["state"] == "started":
-        return f"   {what}: about {format_size(event['estimate'])}"
-    rate = event["bytes"] / event["seconds"] if event["seconds"] else 0.0
-    return (f"   {what}: {format_size(event['bytes'])} in {event['seconds']:.1f} s "
-            f"({format_size(int(rate))}/s, {event['resumes']} resumes, codec {event['codec']})")
+def _transfer(event: TransferStarted | TransferDone) -> str:
+    return f"{event.kind} send of {event.volume} (round {event.round})"

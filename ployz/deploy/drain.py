@@ -14,7 +14,7 @@ from ployz.agent.errors import AgentError
 from ployz.control import ControlPlane, ControlPlaneError
 from ployz.deploy.agents import AgentLookup
 from ployz.deploy.errors import DeployError
-from ployz.deploy.events import Emit, ignore
+from ployz.deploy.events import Draining, Emit, ignore, step
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.plan import plan_migration
 from ployz.deploy.migration.ref import ServiceRef
@@ -66,7 +66,7 @@ def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
           migrate_services: bool, keep_source: bool = False,
           emit: Emit = ignore) -> list[DrainOutcome]:
     cp.set_lifecycle(machine_id, "draining")
-    emit({"event": "step", "message": f"{machine_id} is draining: nothing new is placed on it"})
+    emit(step(f"{machine_id} is draining: nothing new is placed on it"))
     if not migrate_services:
         return []
     outcomes = []
@@ -74,7 +74,7 @@ def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
         target = None
         try:
             target = choose_target(cp, agents, machine_id, service)
-            emit({"event": "drain", "service": str(service), "target": target})
+            emit(Draining(service=str(service), target=target))
             result = migrate(cp, agents, service, target, keep_source=keep_source,
                              emit=_tagged(emit, str(service)))
             outcomes.append(DrainOutcome(str(service), target, "moved",
@@ -86,4 +86,4 @@ def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
 
 def _tagged(emit: Emit, service: str) -> Emit:
     """``emit`` with every event naming ``service``."""
-    return lambda event: emit({**event, "service": service})
+    return lambda event: emit(event.model_copy(update={"service": service}))

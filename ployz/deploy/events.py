@@ -1,13 +1,30 @@
-"""Progress of a deploy run (a plain deploy, a migration, a drain) as events: plain dicts with an
-``event`` key, printed as they happen (one JSON object per line with ``--json``). A script can
-act on a phase boundary by reading ``{"event": "phase", "phase": ...}`` lines."""
+"""Progress of a deploy run (a plain deploy, a migration, a drain) as typed events, one class per
+kind. :meth:`Event.to_json` is the object ``--json`` prints, one per line, with the kind under
+``"event"``: a script can act on a phase boundary by reading ``{"event": "phase", ...}`` lines.
+A drain tags each event of a service's migration with ``service``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-Event = dict[str, Any]
+from pydantic import BaseModel, ConfigDict
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    KIND: ClassVar[str]
+    service: str | None = None
+    """The service a drain is moving when this happened; None outside a drain."""
+
+    def to_json(self) -> dict[str, Any]:
+        fields = self.model_dump(mode="json")
+        if fields["service"] is None:
+            del fields["service"]
+        return {"event": self.KIND, **fields}
+
+
 Emit = Callable[[Event], None]
 
 
@@ -15,6 +32,122 @@ def ignore(event: Event) -> None:
     """The default listener."""
 
 
-def step(message: str) -> Event:
-    """A step done, for a person to read."""
-    return {"event": "step", "message": message}
+class Step(Event):
+    """Something done, for a person to read."""
+
+    KIND = "step"
+    message: str
+
+
+def step(message: str) -> Step:
+    return Step(message=message)
+
+
+class Phase(Event):
+    """A phase (or a migration's step) begins; it is recorded before it is announced."""
+
+    KIND = "phase"
+    phase: str
+
+
+class Started(Event):
+    """A migration's run began, with its plan."""
+
+    KIND = "start"
+    deploy_id: str
+    plan: dict[str, Any]
+
+
+class TransferStarted(Event):
+    KIND = "transfer"
+    state: Literal["started"] = "started"
+    volume: str
+    round: int
+    kind: str
+    snapshot: str
+    estimate: int
+
+
+class TransferDone(Event):
+    KIND = "transfer"
+    state: Literal["done"] = "done"
+    volume: str
+    round: int
+    kind: str
+    bytes: int
+    wire_bytes: int
+    seconds: float
+    resumes: int
+    codec: str
+
+
+class TransferProgress(Event):
+    """A send's progress, about once a second: bytes sent, their expected total, bytes per
+    second, seconds left (None while unknown)."""
+
+    KIND = "progress"
+    volume: str
+    round: int
+    kind: str
+    bytes: int
+    total: int | None
+    rate: float
+    eta_s: float | None
+
+
+class RunCommitted(Event):
+    KIND = "committed"
+    deploy_id: str
+    commit: int
+
+
+class Done(Event):
+    """A migration ended committed: where the service runs now, and its cutover."""
+
+    KIND = "done"
+    status: Literal["committed"] = "committed"
+    deploy_id: str
+    commit: int
+    source: str
+    target: str
+    cutover_s: dict[str, float]
+    seconds: float | None
+
+
+class Recover(Event):
+    """An earlier run left unfinished is being settled: rolled back, or its cleanup finished."""
+
+    KIND = "recover"
+    deploy_id: str
+    action: Literal["roll-back", "cleanup"]
+    step: str
+
+
+class RolledBack(Event):
+    KIND = "rolled-back"
+    deploy_id: str
+    undone: list[str]
+    left: list[str]
+
+
+class Aborting(Event):
+    KIND = "aborting"
+    step: str
+    error: str
+
+
+class Aborted(Event):
+    KIND = "aborted"
+    deploy_id: str
+    step: str
+    error: str
+    undone: list[str]
+    left: list[str]
+
+
+class Draining(Event):
+    """A drain moves ``service`` to ``target``."""
+
+    KIND = "drain"
+    service: str
+    target: str

@@ -38,7 +38,17 @@ from ployz.control.models import Change, Deploy, DeployPhase, DeployStatus, Leas
 from ployz.control.plane import ControlPlane
 from ployz.deploy.agents import AgentLookup, MachineAgents
 from ployz.deploy.errors import DeployError
-from ployz.deploy.events import Emit, Event, step
+from ployz.deploy.events import (
+    Aborted,
+    Aborting,
+    Emit,
+    Event,
+    Phase,
+    Recover,
+    RolledBack,
+    RunCommitted,
+    step,
+)
 
 DEPLOY_LOCK_TTL_S = 1800.0
 """ployz's 30 minutes, renewed while a run holds the lock."""
@@ -168,16 +178,14 @@ def _settle(cp: ControlPlane, agent_of: AgentOf, kind: RunKind[R], deploy: Deplo
     record = kind.load(deploy.detail)
     deploy = cp.get_deploy(deploy.id)  # settles a commit whose roll-forward is pending
     if deploy.commit_seq is None:
-        emit({"event": "recover", "deploy_id": deploy.id, "action": "roll-back",
-              "step": record.step})
+        emit(Recover(deploy_id=deploy.id, action="roll-back", step=record.step))
         outcome = kind.roll_back(record, agent_of)
         _record_rollback(cp, record, deploy, outcome, "interrupted; rolled back by a later run")
-        emit({"event": "rolled-back", "deploy_id": deploy.id, "undone": outcome.done,
-              "left": outcome.left})
+        emit(RolledBack(deploy_id=deploy.id, undone=outcome.done, left=outcome.left))
         if outcome.left:
             raise kind.aborted(record, "an earlier interrupted run", outcome)
         return Settled(record, None)
-    emit({"event": "recover", "deploy_id": deploy.id, "action": "cleanup", "step": record.step})
+    emit(Recover(deploy_id=deploy.id, action="cleanup", step=record.step))
     _finish(cp, kind, record, agent_of, deploy.commit_seq, emit)
     return Settled(record, deploy.commit_seq)
 
@@ -195,7 +203,7 @@ def _finish(cp: ControlPlane, kind: RunKind[R], record: R, agent_of: AgentOf, se
     """Cleanup after the commit; failed-after-commit if any of it fails."""
     record.step = "cleanup"
     cp.update_deploy(record.deploy_id, phase="cleanup", detail=record.detail())
-    emit({"event": "phase", "phase": "cleanup"})
+    emit(Phase(phase="cleanup"))
     outcome = kind.clean_up(record, agent_of)
     for done in outcome.done:
         emit(step(done))
@@ -239,7 +247,7 @@ class DeployRun(Generic[R]):
         self.keeper.check()
         self.record.step = name
         self.save(phase)
-        self.emit({"event": "phase", "phase": name})
+        self.emit(Phase(phase=name))
 
     def execute(self, phases: Phases[R], started: Event | None = None) -> int:
         """Begins the deploy, runs ``phases``, commits; returns the commit's number. Raises
@@ -258,7 +266,7 @@ class DeployRun(Generic[R]):
             if landed is None:
                 raise self._aborted(exc) from exc
             seq = landed
-        self.emit({"event": "committed", "deploy_id": self.deploy_id, "commit": seq})
+        self.emit(RunCommitted(deploy_id=self.deploy_id, commit=seq))
         _finish(self.cp, self.kind, self.record, self.agent_of, seq, self.emit)
         return seq
 
@@ -273,11 +281,11 @@ class DeployRun(Generic[R]):
         """Rolls back from the record; the kind's error saying what was undone and left."""
         at = self.record.step
         cause = f"lock-lost: {exc}" if isinstance(exc, StaleFencingToken) else str(exc)
-        self.emit({"event": "aborting", "step": at, "error": cause})
+        self.emit(Aborting(step=at, error=cause))
         outcome = self.kind.roll_back(self.record, self.agent_of)
         _record_rollback(self.cp, self.record, self.cp.get_deploy(self.deploy_id), outcome,
                          cause)
-        self.emit({"event": "aborted", "deploy_id": self.deploy_id, "step": at,
-                   "error": cause, "undone": outcome.done, "left": outcome.left})
+        self.emit(Aborted(deploy_id=self.deploy_id, step=at, error=cause, undone=outcome.done,
+                          left=outcome.left))
         return self.kind.aborted(self.record, cause, outcome)
 

@@ -17,7 +17,7 @@ from ployzctl.config import (
     open_control,
     reported,
 )
-from ployzctl.events import EventPrinter
+from ployzctl.events import EventPrinter, print_event
 from ployzctl.output import print_json, print_table
 
 _COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "POOL FREE", "POOL USED", "CONTAINERS",
@@ -71,8 +71,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 @reported
 def _drain(args: argparse.Namespace) -> int:
-    emit = print_json if args.json else EventPrinter(
-        sys.stdout, lambda event: f"[{event['service']}] " if "service" in event else "")
+    emit = print_event if args.json else EventPrinter(sys.stdout)
     with open_control(args) as cp, agent_directory(args) as agents:
         outcomes = drain(cp, agents, args.machine, migrate_services=args.migrate,
                          keep_source=args.keep_source, emit=emit)

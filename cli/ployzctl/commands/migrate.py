@@ -26,7 +26,7 @@ from ployzctl.config import (
     open_control,
     reported,
 )
-from ployzctl.events import EventPrinter
+from ployzctl.events import EventPrinter, print_event
 from ployzctl.output import fail, print_json, print_table
 
 
@@ -85,7 +85,7 @@ def _render(args: argparse.Namespace) -> int:
 
 @reported
 def _apply(args: argparse.Namespace) -> int:
-    emit = print_json if args.json else EventPrinter(sys.stdout)
+    emit = print_event if args.json else EventPrinter(sys.stdout)
     with open_control(args) as cp, agent_directory(args) as agents:
         migrate(cp, agents, args.ref, args.to, keep_source=args.keep_source, emit=emit)
     return 0

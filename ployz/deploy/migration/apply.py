@@ -50,7 +50,17 @@ from ployz.control.models import (
 from ployz.control.plane import ControlPlane
 from ployz.deploy.agents import AgentLookup
 from ployz.deploy.apply import READY_TIMEOUT_S
-from ployz.deploy.events import Emit, ignore, step
+from ployz.deploy.events import (
+    Done,
+    Emit,
+    Phase,
+    Started,
+    TransferDone,
+    TransferProgress,
+    TransferStarted,
+    ignore,
+    step,
+)
 from ployz.deploy.kinds import KINDS
 from ployz.deploy.migration.plan import (
     FINAL_DELTA,
@@ -110,7 +120,7 @@ def migrate(
     if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
         plan_migration(cp, agents, ref, to_machine).check_room()
-    emit({"event": "phase", "phase": "lock"})
+    emit(Phase(phase="lock"))
     started = time.monotonic()
     with namespace_lock(cp, ref.namespace, ref.holder, emit) as keeper:
         settled = settle_unfinished(cp, agents, ref.namespace, KINDS, emit)
@@ -120,12 +130,12 @@ def migrate(
             plan.check_room()
             run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
             phases = _Phases(cp, plan, run)
-            seq = run.execute(phases, started={"event": "start", "deploy_id": run.deploy_id,
-                                               "plan": plan.to_json()})
+            seq = run.execute(phases, started=Started(deploy_id=run.deploy_id,
+                                                      plan=plan.to_json()))
             result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
                                      phases.cutover)
     result.seconds = round(time.monotonic() - started, 3)
-    emit({"event": "done", "status": "committed", **result.to_json()})
+    emit(Done(**result.to_json()))
     return result
 
 
@@ -216,16 +226,16 @@ class _Phases:
         self.record.transfers.append(transfer_id)
         self.run.save()
         estimate = self.source.zfs.send_space(snapshot, base)
-        self.run.emit({"event": "transfer", "state": "started", "volume": volume.name,
-                       "round": round_, "kind": kind, "snapshot": snapshot,
-                       "estimate": estimate})
+        self.run.emit(TransferStarted(volume=volume.name, round=round_, kind=kind,
+                                      snapshot=snapshot, estimate=estimate))
         quota = self.quotas.get(volume.name)
         sent = send_snapshot(
             self.source, self.target, self.run.agents.key, transfer_id=transfer_id,
             snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
             props={"quota": quota} if base is None and quota else None,
-            on_progress=lambda p: self.run.emit({"event": "progress", "volume": volume.name,
-                                                 "round": round_, "kind": kind, **p}))
+            on_progress=lambda p: self.run.emit(TransferProgress(
+                volume=volume.name, round=round_, kind=kind, bytes=p.bytes, total=p.total,
+                rate=p.rate, eta_s=p.eta_s)))
         volume.sent.append(snapshot)
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
@@ -233,10 +243,10 @@ class _Phases:
             volume.held.remove(base)
         self.run.save()
         received = sent.received
-        self.run.emit({"event": "transfer", "state": "done", "volume": volume.name,
-                       "round": round_, "kind": kind, "bytes": received.bytes,
-                       "wire_bytes": received.wire_bytes, "seconds": received.seconds,
-                       "resumes": received.resumes, "codec": received.codec})
+        self.run.emit(TransferDone(volume=volume.name, round=round_, kind=kind,
+                                   bytes=received.bytes, wire_bytes=received.wire_bytes,
+                                   seconds=received.seconds, resumes=received.resumes,
+                                   codec=received.codec))
         return sent
 
     def _fence(self) -> None:

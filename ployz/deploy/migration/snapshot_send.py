@@ -46,9 +46,18 @@ WAIT_ROUNDS = 10
 POLL_INTERVAL_S = 1.0
 """How often the progress of a running send is asked for."""
 
-ProgressHandler = Callable[[dict[str, Any]], None]
-"""Called with ``{"bytes": int, "total": int | None, "rate": float, "eta_s": float | None}``:
-bytes of the stream sent so far, their expected total, bytes per second, seconds left."""
+@dataclass(frozen=True)
+class ProgressSample:
+    """Bytes of the stream sent so far, their expected total (None while unknown), bytes per
+    second, seconds left (None while unknown)."""
+
+    bytes: int
+    total: int | None
+    rate: float
+    eta_s: float | None
+
+
+ProgressHandler = Callable[[ProgressSample], None]
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +198,13 @@ class _ProgressPoller:
     def finished(self, summary: SendSummary) -> None:
         """The last sample, 100 %, from the send's own summary (no poll needed)."""
         done, seconds = summary.bytes, summary.seconds
-        self._deliver({"bytes": done, "total": done,
-                       "rate": done / seconds if seconds > 0 else 0.0, "eta_s": 0.0})
+        self._deliver(ProgressSample(done, done, done / seconds if seconds > 0 else 0.0, 0.0))
 
     def close(self) -> None:
         if self._agent is not None:
             self._agent.close()
 
-    def _deliver(self, sample: dict[str, Any]) -> None:
+    def _deliver(self, sample: ProgressSample) -> None:
         if self.handler is None:
             return
         try:
@@ -207,7 +215,7 @@ class _ProgressPoller:
             self.handler = None
 
 
-def progress_sample(status: SendStatus, total: int | None) -> dict[str, Any]:
+def progress_sample(status: SendStatus, total: int | None) -> ProgressSample:
     """A send's status as the handler's sample: ``total`` fills in for the agent's unknown
     total (and then gives the ETA), and no total is ever below the bytes done."""
     done = status.bytes
@@ -219,7 +227,7 @@ def progress_sample(status: SendStatus, total: int | None) -> dict[str, Any]:
         eta = 0.0
     elif eta is None and expected is not None and status.rate > 0:
         eta = (expected - done) / status.rate
-    return {"bytes": done, "total": expected, "rate": status.rate, "eta_s": eta}
+    return ProgressSample(done, expected, status.rate, eta)
 
 
 def _wait_receiver(target: Agent, transfer_id: str) -> ReceiveState:

@@ -16,7 +16,7 @@ from ployz.control import Capacity, ControlPlane, deploy_lock_name, open_control
 from ployz.control.errors import ControlPlaneError, StaleFencingToken
 from ployz.deploy.apply import deploy
 from ployz.deploy.errors import DeployFailed, DeployFailedAfterCommit
-from ployz.deploy.events import Event
+from ployz.deploy.events import Emit, Event
 from ployz.deploy.manifest import Manifest, parse_manifest
 from tests.unit.conftest import RegisterMachines
 from tests.unit.deploy.fake_agents import FakeCluster
@@ -60,10 +60,15 @@ class Killed(BaseException):
     """``ployzctl`` killed: nothing of the run's own handling runs any more."""
 
 
-def killed_at(phase: str, events: list[Event]) -> Any:
+def recorded(events: list[dict[str, Any]]) -> Emit:
+    """A listener keeping each event as ``--json`` prints it."""
+    return lambda event: events.append(event.to_json())
+
+
+def killed_at(phase: str, events: list[dict[str, Any]]) -> Emit:
     def emit(event: Event) -> None:
-        events.append(event)
-        if event == {"event": "phase", "phase": phase}:
+        events.append(event.to_json())
+        if event.to_json() == {"event": "phase", "phase": phase}:
             raise Killed(phase)
     return emit
 
@@ -88,8 +93,8 @@ def only_the_old_deploy_runs(cp: ControlPlane, agents: FakeCluster, old_id: str)
 
 def test_a_deploy_creates_its_volume_and_container_and_commits(
         cp: ControlPlane, agents: FakeCluster) -> None:
-    events: list[Event] = []
-    result = deploy(cp, manifest("1"), agents, holder="ops", emit=events.append)
+    events: list[dict[str, Any]] = []
+    result = deploy(cp, manifest("1"), agents, holder="ops", emit=recorded(events))
     assert result.deploy_id is not None and result.commit_seq == 1
     assert datasets(agents) == ["machine-a/shop.db"]
     assert containers(agents) == [(f"ployz-shop-web-{result.deploy_id}", "running",
@@ -172,8 +177,8 @@ def test_a_failed_cleanup_is_failed_after_commit_and_the_next_run_finishes_it(
     assert cp.get_deploy(new).status == "failed-after-commit"
     assert len(containers(agents)) == 2  # the old one is still there, stopped
 
-    events: list[Event] = []
-    assert deploy(cp, manifest("2"), agents, holder="ops", emit=events.append).deploy_id is None
+    events: list[dict[str, Any]] = []
+    assert deploy(cp, manifest("2"), agents, holder="ops", emit=recorded(events)).deploy_id is None
     assert [e["action"] for e in events if e["event"] == "recover"] == ["cleanup"]
     assert [(state, d) for _, state, d in containers(agents)] == [("running", new)]
     assert (cp.get_deploy(new).status, cp.get_deploy(new).phase) == ("committed", "done")
@@ -184,14 +189,14 @@ def test_a_failed_cleanup_is_failed_after_commit_and_the_next_run_finishes_it(
 def test_killed_at_a_phase_boundary_then_run_again_completes(
         cp: ControlPlane, agents: FakeCluster, phase: str, action: str) -> None:
     old = deploy(cp, manifest("1"), agents, holder="ops").deploy_id
-    killed: list[Event] = []
+    killed: list[dict[str, Any]] = []
     with pytest.raises(Killed):
         deploy(cp, manifest("2"), agents, holder="ops", emit=killed_at(phase, killed))
     (started,) = [d for d in cp.list_deploys("shop") if d.id != old]
     assert started.status == ("committed" if phase == "cleanup" else "applying")
 
-    events: list[Event] = []
-    result = deploy(cp, manifest("2"), agents, holder="ops", emit=events.append)
+    events: list[dict[str, Any]] = []
+    result = deploy(cp, manifest("2"), agents, holder="ops", emit=recorded(events))
     assert [(e["action"], e["deploy_id"]) for e in events if e["event"] == "recover"] == [
         (action, started.id)]
     if action == "roll-back":  # the killed run undone, this one did the deploy

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from ployz.deploy.events import Phase, TransferProgress
 from ployzctl.commands import migrate as migrate_command
 from ployzctl.main import main
 from ployzctl.progress_bar import WIDTH, bar_line
 
-EVENTS: list[dict[str, Any]] = [
+EXPECTED: list[dict[str, Any]] = [
     {"event": "phase", "phase": "pre-copy"},
     {"event": "progress", "volume": "db", "round": 1, "kind": "full", "bytes": 250_000_000,
      "total": 1_000_000_000, "rate": 50_000_000.0, "eta_s": 15.0},
@@ -26,6 +27,16 @@ EVENTS: list[dict[str, Any]] = [
     {"event": "progress", "volume": "db", "round": 2, "kind": "incremental", "bytes": 0,
      "total": None, "rate": 0.0, "eta_s": None},
     {"event": "phase", "phase": "fence"},
+]
+EVENTS = [
+    Phase(phase="pre-copy"),
+    TransferProgress(volume="db", round=1, kind="full", bytes=250_000_000, total=1_000_000_000,
+                     rate=50_000_000.0, eta_s=15.0),
+    TransferProgress(volume="db", round=1, kind="full", bytes=1_300_000_000,
+                     total=1_000_000_000, rate=50_000_000.0, eta_s=0.0),
+    TransferProgress(volume="db", round=2, kind="incremental", bytes=0, total=None, rate=0.0,
+                     eta_s=None),
+    Phase(phase="fence"),
 ]
 
 
@@ -38,7 +49,7 @@ def apply(monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
     def migrate(cp: Any, agents: Any, ref: Any, to: str, *, keep_source: bool,
                 emit: Any) -> None:
         for event in EVENTS:
-            emit(dict(event))
+            emit(event)
 
     monkeypatch.setattr(migrate_command, "open_control", lambda args: contextlib.nullcontext())
     monkeypatch.setattr(migrate_command, "agent_directory",
@@ -77,7 +88,7 @@ def test_json_prints_each_progress_event_as_a_line(monkeypatch: pytest.MonkeyPat
     apply(monkeypatch, "--json")
     out = capsys.readouterr().out
     assert "\r" not in out
-    assert [json.loads(line) for line in out.splitlines()] == EVENTS
+    assert [json.loads(line) for line in out.splitlines()] == EXPECTED
 
 
 def test_the_bar_never_shows_more_than_100_percent() -> None:

@@ -23,7 +23,7 @@ from ployz.deploy.migration.plan import FINAL_DELTA, PHASES
 from ployz.deploy.migration.ref import ServiceRef
 from tests.unit.conftest import RegisterMachines
 from tests.unit.deploy.fake_agents import FakeCluster
-from tests.unit.deploy.test_deploy_run import Killed, killed_at, manifest
+from tests.unit.deploy.test_deploy_run import Killed, killed_at, manifest, recorded
 
 MACHINES = ["machine-a", "machine-b"]
 WEB = ServiceRef("shop", "web")
@@ -81,8 +81,8 @@ def moved(cp: ControlPlane, agents: FakeCluster) -> None:
 
 def test_the_migration_moves_service_and_volume(cp: ControlPlane, agents: FakeCluster) -> None:
     agents.machines["machine-a"].datasets["machine-a/shop.db"].written = FINAL_DELTA
-    events: list[Event] = []
-    result = migrate(cp, agents, WEB, "machine-b", emit=events.append)
+    events: list[dict[str, Any]] = []
+    result = migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
     assert (result.source, result.target, result.commit_seq) == ("machine-a", "machine-b", 2)
     moved(cp, agents)
     assert [e["phase"] for e in events if e["event"] == "phase"] == list(PHASES)
@@ -108,7 +108,7 @@ FAILURES = [
 def test_a_failure_at_each_phase_aborts_with_the_source_intact(
         cp: ControlPlane, agents: FakeCluster, phase: str, machine: str, call: str) -> None:
     def emit(event: Event) -> None:
-        if event == {"event": "phase", "phase": phase}:
+        if event.to_json() == {"event": "phase", "phase": phase}:
             agents.fail_on(machine, call)
 
     with pytest.raises(MigrationAborted) as aborted:
@@ -137,9 +137,9 @@ def test_a_lock_lost_before_the_commit_aborts(cp: ControlPlane, agents: FakeClus
 def test_what_a_dead_target_cannot_undo_is_named_and_settled_by_the_next_run(
         cp: ControlPlane, agents: FakeCluster) -> None:
     def emit(event: Event) -> None:
-        if event == {"event": "phase", "phase": "start"}:
+        if event.to_json() == {"event": "phase", "phase": "start"}:
             agents.fail_on("machine-b", "containers.start")
-        if event["event"] == "aborting":  # the target's agent is gone for the rollback
+        if event.KIND == "aborting":  # the target's agent is gone for the rollback
             for call in ("containers.list", "zfs.exists"):
                 agents.fail_on("machine-b", call)
 
@@ -149,8 +149,8 @@ def test_what_a_dead_target_cannot_undo_is_named_and_settled_by_the_next_run(
     assert cp.get_deploy(aborted.value.deploy_id).detail["rolled_back"] is False
     assert cp.namespace("shop").volumes["db"].owner == "machine-a"
 
-    events: list[Event] = []
-    migrate(cp, agents, WEB, "machine-b", emit=events.append)
+    events: list[dict[str, Any]] = []
+    migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
     (rolled_back,) = [e for e in events if e["event"] == "rolled-back"]
     assert rolled_back["deploy_id"] == aborted.value.deploy_id and rolled_back["left"] == []
     moved(cp, agents)
@@ -164,8 +164,8 @@ def test_killed_at_a_phase_boundary_then_apply_again_completes(
     owners = cp.namespace("shop").volumes["db"].owner
     assert owners == ("machine-b" if phase == "cleanup" else "machine-a")
 
-    events: list[Event] = []
-    migrate(cp, agents, WEB, "machine-b", emit=events.append)
+    events: list[dict[str, Any]] = []
+    migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
     recovered = [e["action"] for e in events if e["event"] == "recover"]
     if phase == "lock":  # killed before it began: nothing to settle
         assert recovered == []
@@ -179,15 +179,15 @@ def test_killed_at_a_phase_boundary_then_apply_again_completes(
 def test_a_failed_cleanup_is_finished_by_the_next_apply(cp: ControlPlane,
                                                         agents: FakeCluster) -> None:
     def emit(event: Event) -> None:
-        if event == {"event": "phase", "phase": "cleanup"}:
+        if event.to_json() == {"event": "phase", "phase": "cleanup"}:
             agents.fail_on("machine-a", "containers.remove")
 
     with pytest.raises(MigrationFailedAfterCommit) as failed:
         migrate(cp, agents, WEB, "machine-b", emit=emit)
     assert cp.get_deploy(failed.value.deploy_id).status == "failed-after-commit"
     assert cp.namespace("shop").volumes["db"].owner == "machine-b"
-    events: list[Event] = []
-    migrate(cp, agents, WEB, "machine-b", emit=events.append)
+    events: list[dict[str, Any]] = []
+    migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
     assert [e["action"] for e in events if e["event"] == "recover"] == ["cleanup"]
     moved(cp, agents)
 

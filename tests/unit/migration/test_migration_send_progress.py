@@ -18,7 +18,7 @@ from ployz.agent.api import Committed, ReceiveEndpoint, ReceiveState, ReceiveSum
 from ployz.agent.api import SendSummary as Summary
 from ployz.agent.errors import AgentUnreachable, RemoteError, UnknownMethod, UnknownTransfer
 from ployz.deploy.migration import snapshot_send
-from ployz.deploy.migration.snapshot_send import send_snapshot
+from ployz.deploy.migration.snapshot_send import ProgressSample, send_snapshot
 
 GUID = 1234
 SIZE = 1000
@@ -127,13 +127,13 @@ def send(source: SourceAgent, target: TargetAgent, **options: Any):
 
 def test_samples_arrive_while_the_send_runs_then_100_percent() -> None:
     source = SourceAgent([None, status(200, SIZE, 100.0, 8.0), status(600, SIZE, 200.0, 2.0)])
-    samples: list[dict[str, Any]] = []
+    samples: list[ProgressSample] = []
     result = send(source, TargetAgent(), on_progress=samples.append)
     assert result.received.bytes == SIZE
     assert samples == [
-        {"bytes": 200, "total": SIZE, "rate": 100.0, "eta_s": 8.0},
-        {"bytes": 600, "total": SIZE, "rate": 200.0, "eta_s": 2.0},
-        {"bytes": SIZE, "total": SIZE, "rate": SIZE / 2.0, "eta_s": 0.0},
+        ProgressSample(200, SIZE, 100.0, 8.0),
+        ProgressSample(600, SIZE, 200.0, 2.0),
+        ProgressSample(SIZE, SIZE, SIZE / 2.0, 0.0),
     ]
     # the send and the polls ran on different threads, over different connections
     assert source.send_threads.isdisjoint(source.status_threads)
@@ -142,33 +142,33 @@ def test_samples_arrive_while_the_send_runs_then_100_percent() -> None:
 
 def test_the_callers_estimate_stands_in_for_an_unknown_total() -> None:
     source = SourceAgent([status(250, None, 50.0, None), status(1500, None, 50.0, None)])
-    samples: list[dict[str, Any]] = []
+    samples: list[ProgressSample] = []
     send(source, TargetAgent(), total=SIZE, on_progress=samples.append)
-    assert samples[0] == {"bytes": 250, "total": SIZE, "rate": 50.0, "eta_s": 15.0}
+    assert samples[0] == ProgressSample(250, SIZE, 50.0, 15.0)
     # an estimate that was too small is raised to the bytes done, never below them
-    assert samples[1]["total"] == 1500 and samples[1]["eta_s"] == 0.0
+    assert samples[1].total == 1500 and samples[1].eta_s == 0.0
 
 
 def test_failing_polls_and_a_failing_handler_do_not_break_the_send() -> None:
     source = SourceAgent([AgentUnreachable("10.210.0.2:7070", "reset"), ValueError("garbled"),
                           status(100, SIZE, 10.0, 90.0)])
-    calls: list[dict[str, Any]] = []
+    calls: list[ProgressSample] = []
 
-    def handler(sample: dict[str, Any]) -> None:
+    def handler(sample: ProgressSample) -> None:
         calls.append(sample)
         raise BrokenPipeError("stdout closed")
 
     result = send(source, TargetAgent(), on_progress=handler)
     assert result.received.committed == COMMITTED
     # a handler that failed is not called again, not even for the final sample
-    assert calls == [{"bytes": 100, "total": SIZE, "rate": 10.0, "eta_s": 90.0}]
+    assert calls == [ProgressSample(100, SIZE, 10.0, 90.0)]
 
 
 def test_an_agent_without_send_status_gets_only_the_final_sample() -> None:
     source = SourceAgent([UnknownMethod("rpc.unknown-method", "no method")])
-    samples: list[dict[str, Any]] = []
+    samples: list[ProgressSample] = []
     send(source, TargetAgent(), on_progress=samples.append)
-    assert samples == [{"bytes": SIZE, "total": SIZE, "rate": SIZE / 2.0, "eta_s": 0.0}]
+    assert samples == [ProgressSample(SIZE, SIZE, SIZE / 2.0, 0.0)]
 
 
 def test_the_send_error_is_raised_as_without_progress() -> None:
