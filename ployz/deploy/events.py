@@ -58,22 +58,25 @@ class Started(Event):
     plan: dict[str, Any]
 
 
-class TransferStarted(Event):
-    KIND = "transfer"
-    state: Literal["started"] = "started"
+class _OfASend(Event):
+    """An event of one send: the volume, its pre-copy round, and the send's kind (``full``,
+    ``incremental``, ``final``)."""
+
     volume: str
     round: int
     kind: str
+
+
+class TransferStarted(_OfASend):
+    KIND = "transfer"
+    state: Literal["started"] = "started"
     snapshot: str
     estimate: int
 
 
-class TransferDone(Event):
+class TransferDone(_OfASend):
     KIND = "transfer"
     state: Literal["done"] = "done"
-    volume: str
-    round: int
-    kind: str
     bytes: int
     wire_bytes: int
     seconds: float
@@ -81,14 +84,11 @@ class TransferDone(Event):
     codec: str
 
 
-class TransferProgress(Event):
+class TransferProgress(_OfASend):
     """A send's progress, about once a second: bytes sent, their expected total, bytes per
     second, seconds left (None while unknown)."""
 
     KIND = "progress"
-    volume: str
-    round: int
-    kind: str
     bytes: int
     total: int | None
     rate: float

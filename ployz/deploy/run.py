@@ -165,11 +165,12 @@ def settle_unfinished(cp: ControlPlane, agents: AgentLookup, namespace: str,
     """Settles every unfinished run of ``namespace``; call with its deploy lock held. A run
     whose rollback leaves something behind raises its kind's abort error."""
     settled = []
+    agent_of = MachineAgents(cp, agents)
     for deploy in unfinished(cp, namespace):
         kind = kinds.get(str(deploy.detail.get("kind")))
         if kind is None:  # a record of no known kind has nothing to undo from
             continue
-        settled.append(_settle(cp, MachineAgents(cp, agents), kind, deploy, emit))
+        settled.append(_settle(cp, agent_of, kind, deploy, emit))
     return settled
 
 
