@@ -10,6 +10,8 @@ dot or a wildcard in a name would make one key look like the prefix of another.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from datetime import UTC, datetime
@@ -64,10 +66,38 @@ class Capacity(Fact):
     containers: int = Field(default=0, ge=0)
 
 
+def _check_wireguard_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != WIREGUARD_KEY_BYTES:
+        raise ValueError("a WireGuard public key is 32 bytes in base64 (44 characters)")
+    return value
+
+
+def _check_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("an endpoint is HOST:PORT with a port of 1-65535")
+    return value
+
+
+WIREGUARD_KEY_BYTES = 32
+WireGuardKey = Annotated[str, AfterValidator(_check_wireguard_key)]
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+
+
 class Machine(Fact):
+    """A member of the cluster. ``wireguard_key`` and ``endpoint`` (where its WireGuard listens,
+    as the other machines reach it) make it a peer of every other machine's overlay interface;
+    ``overlay_ip`` and ``subnet`` are allocated by the control plane when it joins."""
+
     id: Identifier
     overlay_ip: Annotated[str, AfterValidator(_check_ip)]
     subnet: Annotated[str, AfterValidator(_check_subnet)]
+    wireguard_key: WireGuardKey | None = None
+    endpoint: Endpoint | None = None
     lifecycle: Lifecycle = "active"
     capacity: Capacity = Capacity()
     last_heartbeat: datetime | None = None
