@@ -13,6 +13,12 @@ A cluster changing leaders (a node stopped, a network blip) makes requests time 
 :class:`ControlPlaneUnavailable`. Retrying a write is safe: if the first attempt did land, the retry
 finds a newer revision and fails with :class:`RevisionConflict`, and the control plane recognises
 its own write by the operation id the document carries.
+
+A deleted key leaves a delete marker in its bucket (the marker's sequence is what a re-created key
+is compared against): reads treat it as absent. A watch is an ephemeral push consumer of the
+bucket's new messages, headers only, checked every few seconds and re-created when its server lost
+it; every re-creation and every reconnect count as a change, so the waiter re-reads what it might
+have missed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from ployz.control.errors import ControlPlaneUnavailable, InvalidArgument
@@ -52,6 +61,8 @@ _TRANSIENT = (
 # JetStream cannot place a replicated bucket while too few of its peers are known (a cluster
 # still forming, or a node down while a bucket is created): transient as well.
 _NO_SUITABLE_PEERS = 10005
+# "wrong last sequence": the expected-last-subject-sequence check of a write failed.
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 def _is_transient(error: Exception) -> bool:
@@ -69,6 +80,13 @@ def _versioned(entry: KeyValue.Entry) -> Versioned:
 _RETRY_PAUSE_S = 0.2
 _BUCKET_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUEST_TIMEOUT_S = 2.0
+# A watch asks its server this often whether its consumer still exists (a restarted server has
+# forgotten it); the server drops a consumer whose subscriber has been gone this long.
+_WATCH_CHECK_S = 2.0
+_WATCH_INACTIVE_S = 60.0
+
+PushSubscription = JetStreamContext.PushSubscription
+OnMessage = Callable[[Msg], Awaitable[None]]
 
 
 class NatsStore:
@@ -96,6 +114,7 @@ class NatsStore:
         self._thread.start()
         self._nc: Client | None = None
         self._buckets: dict[str, KeyValue] = {}
+        self._watches: set[NatsWatch] = set()  # the open ones; used on the loop only
         try:
             self._call(self._open)
         except BaseException:
@@ -120,6 +139,19 @@ class NatsStore:
     def update(self, kind: str, key: str, value: bytes, revision: int) -> int:
         return self._write(lambda: self._buckets[kind].update(key, value, last=revision), kind, key)
 
+    def delete(self, kind: str, key: str, revision: int) -> None:
+        async def delete() -> None:
+            try:
+                await self._buckets[kind].delete(key, last=revision)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in _WRONG_LAST_SEQUENCE:
+                    raise RevisionConflict(
+                        f"{kind}/{key} is no longer at revision {revision}"
+                    ) from exc
+                raise
+
+        self._call(delete)
+
     def list(self, kind: str, prefix: str = "") -> list[tuple[str, Versioned]]:
         async def scan() -> list[tuple[str, Versioned]]:
             watcher = await self._buckets[kind].watch(
@@ -136,6 +168,12 @@ class NatsStore:
             return sorted(found)
 
         return self._call(scan)
+
+    def watch(self, kind: str) -> NatsWatch:
+        bucket = self._bucket_name(kind)
+        watch = NatsWatch(self._loop, lambda cb: self._subscribe_changes(bucket, cb), self._watches)
+        self._call(watch.start)
+        return watch
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -162,6 +200,7 @@ class NatsStore:
                         max_reconnect_attempts=-1,
                         allow_reconnect=True,
                         error_cb=self._on_connection_error,
+                        reconnected_cb=self._on_reconnected,
                     ),
                     self._timeout,
                 )
@@ -177,7 +216,7 @@ class NatsStore:
         for kind in KINDS:
             if kind in self._buckets:
                 continue
-            bucket = f"{self._bucket_prefix}-{kind}"
+            bucket = self._bucket_name(kind)
             try:
                 self._buckets[kind] = await js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
@@ -185,6 +224,33 @@ class NatsStore:
                 self._buckets[kind] = await js.create_key_value(
                     bucket=bucket, history=1, replicas=self._replicas
                 )
+
+    def _bucket_name(self, kind: str) -> str:
+        return f"{self._bucket_prefix}-{kind}"
+
+    async def _subscribe_changes(self, bucket: str, on_message: OnMessage) -> PushSubscription:
+        """A consumer of the bucket's messages from now on: every put, delete and purge.
+
+        Headers only (a waiter is told that something changed, not what) and without acks. The
+        stream and subjects follow the KV convention: bucket B is stream ``KV_B``, key K is
+        subject ``$KV.B.K``.
+        """
+        assert self._nc is not None
+        js = self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
+        return await js.subscribe(
+            f"$KV.{bucket}.>",
+            stream=f"KV_{bucket}",
+            cb=on_message,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1),
+            deliver_policy=DeliverPolicy.NEW,
+            headers_only=True,
+            inactive_threshold=_WATCH_INACTIVE_S,
+        )
+
+    async def _on_reconnected(self) -> None:
+        # Changes made while the connection was down may not have reached the watches.
+        for watch in self._watches:
+            watch.changed()
 
     async def _shutdown(self) -> None:
         if self._nc is not None:
@@ -229,3 +295,82 @@ class NatsStore:
                         f"{self._timeout:.0f} s: {exc!r}"
                     ) from exc
                 time.sleep(_RETRY_PAUSE_S)
+
+
+class NatsWatch:
+    """:class:`~ployz.control.store.StoreWatch` on one bucket; its consumer lives on the store's
+    loop and sets a :class:`threading.Event` that :meth:`wait` waits on in the caller's thread."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        subscribe: Callable[[OnMessage], Awaitable[PushSubscription]],
+        live: set[NatsWatch],
+    ) -> None:
+        self._loop = loop
+        self._subscribe = subscribe
+        self._live = live  # the store's open watches, told of reconnects
+        self._changed = threading.Event()
+        self._sub: PushSubscription | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    def wait(self, timeout_s: float) -> bool:
+        if not self._changed.wait(timeout_s):
+            return False
+        # Cleared after the wait: a change notified in between was stored before it was
+        # notified, so the re-read the caller does now already sees it.
+        self._changed.clear()
+        return True
+
+    def close(self) -> None:
+        if not self._loop.is_closed():  # a closed store has stopped every watch already
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result()
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def start(self) -> None:
+        # Idempotent, as the store retries a start that failed halfway.
+        if self._sub is None:
+            self._sub = await self._subscribe(self._on_message)
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep())
+        self._live.add(self)
+
+    async def _on_message(self, _: Msg) -> None:
+        self.changed()
+
+    async def _keep(self) -> None:
+        """Re-create the consumer whenever its server no longer knows it (restarted, or the
+        node holding it died): without this the watch would stay silent for good."""
+        while True:
+            await asyncio.sleep(_WATCH_CHECK_S)
+            assert self._sub is not None
+            try:
+                await self._sub.consumer_info()
+            except Exception as exc:  # any failure: a spurious re-creation only costs a re-read
+                log.info("control-plane watch lost its consumer (%r): re-creating it", exc)
+                await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
+        assert self._sub is not None
+        with contextlib.suppress(Exception):  # the old consumer may be gone with its server
+            await self._sub.unsubscribe()
+        while True:
+            try:
+                self._sub = await self._subscribe(self._on_message)
+                break
+            except Exception as exc:  # the server is still away: keep trying until it is back
+                log.info("control-plane watch cannot subscribe yet: %r", exc)
+                await asyncio.sleep(_RETRY_PAUSE_S)
+        self.changed()
+
+    async def _stop(self) -> None:
+        self._live.discard(self)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._sub.unsubscribe(), _REQUEST_TIMEOUT_S)
