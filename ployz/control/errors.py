@@ -107,3 +107,92 @@ class ControlPlaneUnavailable(ControlPlaneError):
 
 class ControlPlaneBusy(ControlPlaneError):
     """A compare-and-swap update lost the race too many times in a row."""
+
+
+class NoCluster(ControlPlaneError, LookupError):
+    def __init__(self) -> None:
+        super().__init__("this control plane has no cluster: run `ployzctl machine init` first")
+
+
+class ClusterExists(ControlPlaneError):
+    """``create_cluster`` found another cluster (another name, or other trusted keys)."""
+
+    def __init__(self, existing: str, why: str) -> None:
+        super().__init__(f"this control plane already holds cluster {existing!r}: {why}")
+        self.existing = existing
+
+
+class MachineExists(ControlPlaneError):
+    """The machine id is a member already, with another WireGuard key."""
+
+    def __init__(self, machine_id: str, overlay_ip: str) -> None:
+        super().__init__(
+            f"machine {machine_id!r} is already a member (overlay {overlay_ip}) with another "
+            f"WireGuard key: choose another id, or take the old one out first "
+            f"(`ployzctl machine rm {machine_id}`)"
+        )
+        self.machine_id = machine_id
+
+
+class DuplicateWireGuardKey(ControlPlaneError):
+    def __init__(self, wireguard_key: str, holder: str) -> None:
+        super().__init__(
+            f"WireGuard key {wireguard_key} is already machine {holder!r}'s: every machine "
+            "needs a key of its own (a copied machine home shares its predecessor's)"
+        )
+        self.wireguard_key = wireguard_key
+        self.holder = holder
+
+
+class AddressesExhausted(ControlPlaneError):
+    def __init__(self, cluster: str, what: str, network: str, allocated: int) -> None:
+        super().__init__(
+            f"cluster {cluster!r} has no free {what} left in {network} ({allocated} allocated): "
+            "remove a machine first (`ployzctl machine rm MACHINE`)"
+        )
+        self.cluster = cluster
+        self.network = network
+
+
+class UnknownInvite(ControlPlaneError, LookupError):
+    def __init__(self, invite_id: str) -> None:
+        super().__init__(
+            f"unknown invite {invite_id}: ask an operator for a new join token "
+            "(`ployzctl machine invite`)"
+        )
+        self.invite_id = invite_id
+
+
+class InviteUsed(ControlPlaneError):
+    def __init__(self, invite_id: str, used_by: str, used_at: datetime) -> None:
+        super().__init__(
+            f"invite {invite_id} was used by machine {used_by!r} at "
+            f"{used_at.isoformat(timespec='seconds')}: an invite admits one machine; ask for a "
+            "new join token (`ployzctl machine invite`)"
+        )
+        self.invite_id = invite_id
+        self.used_by = used_by
+        self.used_at = used_at
+
+
+class InviteExpired(ControlPlaneError):
+    def __init__(self, invite_id: str, expires: datetime) -> None:
+        super().__init__(
+            f"invite {invite_id} expired at {expires.isoformat(timespec='seconds')}: ask for a "
+            "new join token (`ployzctl machine invite`)"
+        )
+        self.invite_id = invite_id
+        self.expires = expires
+
+
+class MachineBusy(ControlPlaneError):
+    """The machine still runs or holds something, or was not drained: removing it would leave
+    services and volumes without a machine."""
+
+    def __init__(self, machine_id: str, blockers: tuple[str, ...]) -> None:
+        super().__init__(
+            f"machine {machine_id!r} cannot be removed: {'; '.join(blockers)} (`ployzctl "
+            f"machine rm {machine_id} --force` removes it anyway, leaving them without a machine)"
+        )
+        self.machine_id = machine_id
+        self.blockers = blockers

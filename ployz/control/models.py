@@ -13,13 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import itertools
 import re
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from ployz.control.errors import InvalidName
+from ployz.control.errors import AddressesExhausted, InvalidName
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 IDENTIFIER_RULE = "1-63 letters, digits, '_' or '-', starting with a letter or digit"
@@ -102,6 +111,176 @@ class Machine(Fact):
     capacity: Capacity = Capacity()
     last_heartbeat: datetime | None = None
     created: datetime = Field(default_factory=utcnow)
+
+
+# --- Cluster membership ---------------------------------------------------------------------------
+
+CLUSTER_KEY = "cluster"  # the key of the one cluster document, in kind "cluster"
+DEFAULT_OVERLAY = "10.210.0.0/16"
+DEFAULT_SUBNETS = "10.211.0.0/16"
+DEFAULT_SUBNET_PREFIX = 24
+OPERATOR_KEY_PREFIX = "ed25519:"
+_ED25519_KEY_BYTES = 32
+# Each machine's overlay interface needs an address besides the network and broadcast ones, and
+# each container subnet a gateway besides them: so neither range may be smaller than a /30.
+_SMALLEST_PREFIX = 30
+
+
+def _check_ipv4_network(value: str) -> str:
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IPv4 network (like 10.210.0.0/16): {exc}") from None
+    if network.prefixlen > _SMALLEST_PREFIX:
+        raise ValueError(f"{value} is too small: a /{_SMALLEST_PREFIX} at least")
+    return str(network)
+
+
+def _check_operator_key(value: str) -> str:
+    encoded = value.removeprefix(OPERATOR_KEY_PREFIX)
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raw = b""
+    if encoded == value or len(raw) != _ED25519_KEY_BYTES:
+        raise ValueError(
+            f"an operator public key is {OPERATOR_KEY_PREFIX}BASE64 of 32 bytes, not {value[:60]!r}"
+        )
+    return value
+
+
+IPv4Network = Annotated[str, AfterValidator(_check_ipv4_network)]
+OperatorKey = Annotated[str, AfterValidator(_check_operator_key)]
+
+
+class Allocation(Fact):
+    """The addresses the cluster gave one machine: its overlay IP and its containers' subnet.
+
+    ``wireguard_key`` is the key the machine joined with: it lives here, in the cluster document,
+    so that one compare-and-swap decides that no two members share an address or a key, and a
+    join interrupted after its allocation is recognised (same id, same key) when it is retried.
+    """
+
+    overlay_ip: Annotated[str, AfterValidator(_check_ip)]
+    subnet: Annotated[str, AfterValidator(_check_subnet)]
+    wireguard_key: WireGuardKey | None = None
+
+
+class ClusterInfo(Fact):
+    """The one cluster document: its name, whom it trusts, and who holds which addresses.
+
+    Machines' overlay IPs come from ``overlay`` (the lowest free host address, .1 first), their
+    container subnets from ``subnets`` (the lowest free ``/subnet_prefix`` after the first one,
+    whose .0 addresses look like the range itself). ``allocations`` maps a machine id to what it
+    holds; removing the machine frees it for the next join.
+    """
+
+    name: Identifier
+    overlay: IPv4Network = DEFAULT_OVERLAY
+    subnets: IPv4Network = DEFAULT_SUBNETS
+    subnet_prefix: int = Field(default=DEFAULT_SUBNET_PREFIX, ge=1, le=_SMALLEST_PREFIX)
+    trust: tuple[OperatorKey, ...] = Field(min_length=1)
+    allocations: dict[Identifier, Allocation] = Field(default_factory=dict)
+    created: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Self:
+        overlay, subnets = self.overlay_network, self.subnets_network
+        if overlay.overlaps(subnets):
+            raise ValueError(f"the overlay {overlay} overlaps the subnets {subnets}")
+        if self.subnet_prefix <= subnets.prefixlen:
+            raise ValueError(
+                f"subnet_prefix /{self.subnet_prefix} must be longer than the subnets' "
+                f"/{subnets.prefixlen}: each machine gets one part of {subnets}"
+            )
+        _check_allocations(self)
+        return self
+
+    @property
+    def overlay_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.overlay)
+
+    @property
+    def subnets_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnets)
+
+    def machine_subnets(self) -> Iterator[ipaddress.IPv4Network]:
+        """The subnets machines get, in allocation order."""
+        parts = self.subnets_network.subnets(new_prefix=self.subnet_prefix)
+        return itertools.islice(parts, 1, None)
+
+
+def _check_allocations(info: ClusterInfo) -> None:
+    """Every allocation lies in the cluster's ranges and no two overlap: the invariants the
+    allocator keeps, checked whenever the document is read so a damaged one is refused."""
+    overlay, subnets = info.overlay_network, info.subnets_network
+    ips: dict[str, str] = {}
+    nets: dict[str, str] = {}
+    for machine_id, allocation in sorted(info.allocations.items()):
+        ip = ipaddress.ip_address(allocation.overlay_ip)
+        net = ipaddress.ip_network(allocation.subnet)
+        if ip not in overlay or ip in (overlay.network_address, overlay.broadcast_address):
+            raise ValueError(f"machine {machine_id}'s overlay IP {ip} is no host of {overlay}")
+        if not (isinstance(net, ipaddress.IPv4Network) and net.subnet_of(subnets)):
+            raise ValueError(f"machine {machine_id}'s subnet {net} is not within {subnets}")
+        if net.prefixlen != info.subnet_prefix:
+            raise ValueError(f"machine {machine_id}'s subnet {net} is not a /{info.subnet_prefix}")
+        for held, what in ((ips, str(ip)), (nets, str(net))):
+            if what in held:
+                raise ValueError(f"machines {held[what]} and {machine_id} both hold {what}")
+            held[what] = machine_id
+
+
+def next_allocation(info: ClusterInfo, wireguard_key: str) -> Allocation:
+    """The lowest free overlay IP and the lowest free subnet of the cluster, for a machine with
+    ``wireguard_key``; :class:`AddressesExhausted` when a range is full."""
+    taken_ips = {a.overlay_ip for a in info.allocations.values()}
+    taken_nets = {a.subnet for a in info.allocations.values()}
+    ip = _first_free((str(h) for h in info.overlay_network.hosts()), taken_ips)
+    if ip is None:
+        raise AddressesExhausted(info.name, "overlay address", info.overlay, len(taken_ips))
+    subnet = _first_free((str(n) for n in info.machine_subnets()), taken_nets)
+    if subnet is None:
+        raise AddressesExhausted(
+            info.name, f"/{info.subnet_prefix} subnet", info.subnets, len(taken_nets)
+        )
+    return Allocation(overlay_ip=ip, subnet=subnet, wireguard_key=wireguard_key)
+
+
+def _first_free(candidates: Iterable[str], taken: set[str]) -> str | None:
+    return next((c for c in candidates if c not in taken), None)
+
+
+INVITE_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class Invite(Fact):
+    """A single-use permission to join, named by the join token an operator hands out.
+
+    ``used_by`` and ``used_at`` are set together when a joining machine consumes it.
+    """
+
+    id: Annotated[str, StringConstraints(pattern=INVITE_ID_PATTERN)]
+    created: datetime
+    expires: datetime
+    used_by: Identifier | None = None
+    used_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _check_times(self) -> Self:
+        if self.expires <= self.created:
+            raise ValueError(f"invite {self.id} expires before it is created")
+        if (self.used_by is None) != (self.used_at is None):
+            raise ValueError(f"invite {self.id}: used_by and used_at go together")
+        return self
+
+
+class Removal(Fact):
+    """What removing a machine took out, and what it left without a machine: the services
+    placed on it and the volumes it owned, as ``namespace/name`` (only when forced)."""
+
+    machine: Machine
+    orphans: tuple[str, ...] = ()
 
 
 class Service(Fact):
