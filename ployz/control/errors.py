@@ -137,8 +137,8 @@ class MachineExists(ControlPlaneError):
 class DuplicateWireGuardKey(ControlPlaneError):
     def __init__(self, wireguard_key: str, holder: str) -> None:
         super().__init__(
-            f"WireGuard key {wireguard_key} is already machine {holder!r}'s: every machine "
-            "needs a key of its own (a copied machine home shares its predecessor's)"
+            f"WireGuard key {wireguard_key} is already the key of machine {holder!r}: every "
+            "machine needs a key of its own (a copied machine home shares its predecessor's)"
         )
         self.wireguard_key = wireguard_key
         self.holder = holder

@@ -14,7 +14,11 @@ Storage model (the same for SQLite and NATS JetStream KV, see ``store.py``):
   commit, a reader of commits or deploys) finishes that step if a killed writer did not, so no
   commit is lost and every commit but the latest is in the archive before a newer one replaces
   it in the namespace document.
-- ``machines/<id>``, ``deploys/<id>``, ``leases/<name>``: one document each.
+- ``cluster/cluster``: the one cluster document (name, trusted operator keys, address ranges) with
+  every member's allocation (overlay IP, subnet, WireGuard key). A join allocates by one
+  compare-and-swap of it, so two concurrent joins never get the same address or share a key;
+  the machine document is created right after (and the allocation undone if that fails).
+- ``machines/<id>``, ``deploys/<id>``, ``leases/<name>``, ``invites/<id>``: one document each.
 
 Every write is a read-modify-write retried on conflict (``_mutate``). A document remembers the ids
 of its last few writes, so a writer whose acknowledgement was lost (a NATS leader change) sees on
@@ -33,48 +37,77 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from ployz.control import leases
 from ployz.control.commits import apply_changes, referenced_machines
 from ployz.control.errors import (
+    ClusterExists,
     ControlPlaneBusy,
+    ControlPlaneError,
+    DuplicateWireGuardKey,
     InvalidArgument,
     InvalidDeployTransition,
+    InvalidName,
+    InviteExpired,
+    InviteUsed,
+    MachineBusy,
+    MachineExists,
+    NoCluster,
     UnknownCommit,
     UnknownDeploy,
+    UnknownInvite,
     UnknownMachine,
     UnknownService,
     UnknownVolume,
 )
 from ployz.control.models import (
+    CLUSTER_KEY,
+    DEFAULT_OVERLAY,
+    DEFAULT_SUBNET_PREFIX,
+    DEFAULT_SUBNETS,
+    INVITE_ID_PATTERN,
+    Allocation,
     Capacity,
     Change,
+    ClusterInfo,
     Deploy,
     DeployCommit,
     DeployPhase,
     DeployStatus,
+    Endpoint,
+    Invite,
     Lease,
     Lifecycle,
     Machine,
     NamespaceState,
+    Removal,
     Service,
     Volume,
+    WireGuardKey,
     check_name,
+    next_allocation,
     utcnow,
 )
-from ployz.control.store import DocumentStore, RevisionConflict
+from ployz.control.store import DocumentStore, RevisionConflict, StoreWatch
 
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_ATTEMPTS = 200
 _REMEMBERED_OPS = 8
 _CHANGES = TypeAdapter(tuple[Change, ...])
+_WIREGUARD_KEY = TypeAdapter(WireGuardKey)
+_ENDPOINT = TypeAdapter(Endpoint)
+_INVITE_ID_RE = re.compile(INVITE_ID_PATTERN)
 
 
 def _encode(doc: BaseModel, ops: Sequence[str]) -> bytes:
@@ -157,6 +190,286 @@ class ControlPlane:
 
     def list_machines(self) -> list[Machine]:
         return self._list("machines", Machine)
+
+    def watch_machines(self) -> StoreWatch:
+        """Wakes when any machine joins, leaves or changes (its heartbeats included)."""
+        return self._store.watch("machines")
+
+    # --- the cluster and its members -----------------------------------------------------------
+
+    def create_cluster(
+        self,
+        name: str,
+        trust: Sequence[str],
+        *,
+        overlay: str = DEFAULT_OVERLAY,
+        subnets: str = DEFAULT_SUBNETS,
+        subnet_prefix: int = DEFAULT_SUBNET_PREFIX,
+    ) -> ClusterInfo:
+        """Create this control plane's one cluster, trusting the operator keys ``trust``.
+
+        Run again with the same name and keys, it returns the cluster as it is (``machine init``
+        is idempotent); anything else is :class:`ClusterExists`.
+        """
+        wanted = _validated(
+            ClusterInfo,
+            f"cluster {check_name('cluster name', name)!r}",
+            name=name,
+            trust=tuple(trust),
+            overlay=overlay,
+            subnets=subnets,
+            subnet_prefix=subnet_prefix,
+        )
+
+        def create(current: ClusterInfo | None) -> ClusterInfo:
+            if current is None:
+                return wanted
+            if current.name != wanted.name:
+                raise ClusterExists(current.name, f"not {name!r} (one control plane, one cluster)")
+            if set(current.trust) != set(wanted.trust):
+                raise ClusterExists(
+                    current.name,
+                    "it trusts other operator keys: use the key it was created with",
+                )
+            return current
+
+        return self._mutate("cluster", CLUSTER_KEY, ClusterInfo, create)
+
+    def get_cluster(self) -> ClusterInfo:
+        info = self._read("cluster", CLUSTER_KEY, ClusterInfo)
+        if info is None:
+            raise NoCluster()
+        return info
+
+    def add_machine(self, machine_id: str, wireguard_key: str, endpoint: str) -> Machine:
+        """Make a machine a member: allocate its overlay IP and subnet, and record it, active.
+
+        The same id with the same key again returns the member as it is (a retried join, a
+        re-run ``machine init``). Another machine with that key is :class:`DuplicateWireGuardKey`,
+        the id already a member with another key :class:`MachineExists`.
+        """
+        check_name("machine id", machine_id)
+        _check_value(_WIREGUARD_KEY, wireguard_key, f"machine {machine_id!r}: WireGuard key")
+        _check_value(_ENDPOINT, endpoint, f"machine {machine_id!r}: endpoint")
+        existing = self._read("machines", machine_id, Machine)
+        if existing is not None:
+            return _same_member(existing, wireguard_key)
+        holder = next(
+            (m.id for m in self.list_machines() if m.wireguard_key == wireguard_key), None
+        )
+        if holder is not None:
+            raise DuplicateWireGuardKey(wireguard_key, holder)
+        allocation, made = self._allocate(machine_id, wireguard_key)
+        machine = Machine(
+            id=machine_id,
+            overlay_ip=allocation.overlay_ip,
+            subnet=allocation.subnet,
+            wireguard_key=wireguard_key,
+            endpoint=endpoint,
+        )
+
+        def create(current: Machine | None) -> Machine:
+            return machine if current is None else _same_member(current, wireguard_key)
+
+        try:
+            return self._mutate("machines", machine_id, Machine, create)
+        except BaseException as error:
+            if made:
+                self._undo_allocation(machine_id, allocation, error)
+            raise
+
+    def remove_machine(self, machine_id: str, *, force: bool = False) -> Removal:
+        """Take a machine out of the cluster: delete it and free its overlay IP and subnet.
+
+        Refused with :class:`MachineBusy`, naming each, while services are placed on it, it owns
+        volumes, or it is not draining; with ``force`` it goes anyway and those services and
+        volumes are reported as orphans. The machine document goes before its allocation, so an
+        address is never handed out while a machine still holds it; if freeing the allocation
+        fails, the machine document is put back.
+        """
+        check_name("machine id", machine_id)
+        states = self.list_namespaces()
+        services = [
+            f"{ns.namespace}/{name}"
+            for ns in states
+            for name, s in sorted(ns.services.items())
+            if s.machine == machine_id
+        ]
+        volumes = [
+            f"{ns.namespace}/{name}"
+            for ns in states
+            for name, v in sorted(ns.volumes.items())
+            if v.owner == machine_id
+        ]
+
+        def check(machine: Machine) -> None:
+            blockers = [f"service {s} is placed on it" for s in services]
+            blockers += [f"volume {v} is owned by it" for v in volumes]
+            if machine.lifecycle != "draining":
+                blockers.append(
+                    f"lifecycle is {machine.lifecycle}: drain it first "
+                    f"(`ployzctl machine drain {machine_id} --migrate`)"
+                )
+            if blockers and not force:
+                raise MachineBusy(machine_id, tuple(blockers))
+
+        machine = self._delete_machine(machine_id, check)
+        try:
+            self._free_allocation(machine_id)
+        except BaseException as error:
+            self._restore_machine(machine, error)
+            raise
+        return Removal(machine=machine, orphans=(*services, *volumes))
+
+    def _allocate(self, machine_id: str, wireguard_key: str) -> tuple[Allocation, bool]:
+        """The machine's allocation, and whether this call made it (rather than finding the one
+        an interrupted join with the same key left)."""
+        made = False
+
+        def allocate(info: ClusterInfo | None) -> ClusterInfo:
+            nonlocal made
+            if info is None:
+                raise NoCluster()
+            made = False
+            held = info.allocations.get(machine_id)
+            if held is not None:
+                if held.wireguard_key != wireguard_key:
+                    raise MachineExists(machine_id, held.overlay_ip)
+                return info
+            for other, allocation in sorted(info.allocations.items()):
+                if allocation.wireguard_key == wireguard_key:
+                    raise DuplicateWireGuardKey(wireguard_key, other)
+            allocations = {**info.allocations, machine_id: next_allocation(info, wireguard_key)}
+            made = True
+            return info.model_copy(update={"allocations": allocations})
+
+        info = self._mutate("cluster", CLUSTER_KEY, ClusterInfo, allocate)
+        return info.allocations[machine_id], made
+
+    def _undo_allocation(
+        self, machine_id: str, allocation: Allocation, error: BaseException
+    ) -> None:
+        def undo(info: ClusterInfo | None) -> ClusterInfo:
+            if info is None:
+                raise NoCluster()
+            if info.allocations.get(machine_id) != allocation:
+                return info
+            left = {m: a for m, a in info.allocations.items() if m != machine_id}
+            return info.model_copy(update={"allocations": left})
+
+        try:
+            self._mutate("cluster", CLUSTER_KEY, ClusterInfo, undo)
+        except ControlPlaneError as undo_error:
+            error.add_note(
+                f"machine {machine_id!r}'s allocation ({allocation.overlay_ip}, "
+                f"{allocation.subnet}) stays reserved ({undo_error}): the same join, retried, "
+                "takes it"
+            )
+
+    def _delete_machine(self, machine_id: str, check: Callable[[Machine], None]) -> Machine:
+        """Delete the machine document by compare-and-swap, once ``check`` accepts its latest
+        version (a heartbeat between the read and the delete only makes it re-check)."""
+        removed: Machine | None = None
+        for _ in range(_MAX_ATTEMPTS):
+            stored = self._store.get("machines", machine_id)
+            current = Machine.model_validate(_decode(stored.value)[1]) if stored else None
+            if removed is not None and (current is None or current.created != removed.created):
+                # Gone since the conflict: our delete whose acknowledgement was lost, or a
+                # concurrent removal (and perhaps a re-join, which is another machine).
+                return removed
+            if stored is None or current is None:
+                raise UnknownMachine(machine_id)
+            check(current)
+            removed = current
+            try:
+                self._store.delete("machines", machine_id, stored.revision)
+                return removed
+            except RevisionConflict:
+                time.sleep(random.uniform(0, 0.002))
+        raise ControlPlaneBusy(f"machines/{machine_id}: {_MAX_ATTEMPTS} concurrent updates won")
+
+    def _free_allocation(self, machine_id: str) -> None:
+        if self._read("cluster", CLUSTER_KEY, ClusterInfo) is None:
+            return  # a machine registered without a cluster (the sandbox) holds no allocation
+
+        def free(info: ClusterInfo | None) -> ClusterInfo:
+            if info is None:
+                raise NoCluster()
+            rejoined = self._store.get("machines", machine_id) is not None
+            if machine_id not in info.allocations or rejoined:
+                return info  # nothing held, or the machine joined again meanwhile and keeps it
+            left = {m: a for m, a in info.allocations.items() if m != machine_id}
+            return info.model_copy(update={"allocations": left})
+
+        self._mutate("cluster", CLUSTER_KEY, ClusterInfo, free)
+
+    def _restore_machine(self, machine: Machine, error: BaseException) -> None:
+        try:
+            self._store.create("machines", machine.id, _encode(machine, ()))
+        except (ControlPlaneError, RevisionConflict) as restore_error:
+            error.add_note(
+                f"machine {machine.id!r} is deleted but its allocation ({machine.overlay_ip}, "
+                f"{machine.subnet}) stays reserved ({restore_error}): add it again with the same "
+                "WireGuard key, which takes that allocation, then remove it again"
+            )
+
+    # --- invites -------------------------------------------------------------------------------
+
+    def create_invite(self, ttl_s: float) -> Invite:
+        """A new single-use invite, valid for ``ttl_s`` seconds; its id goes into a join token."""
+        if not ttl_s > 0:
+            raise InvalidArgument(f"an invite's ttl must be positive seconds, got {ttl_s!r}")
+        now = utcnow()
+        invite = Invite(
+            id=secrets.token_hex(16), created=now, expires=now + timedelta(seconds=ttl_s)
+        )
+
+        def create(current: Invite | None) -> Invite:
+            if current is not None:
+                raise ControlPlaneBusy(f"invite id {invite.id} was drawn twice: try again")
+            return invite
+
+        return self._mutate("invites", invite.id, Invite, create)
+
+    def get_invite(self, invite_id: str) -> Invite:
+        invite = self._read("invites", _check_invite_id(invite_id), Invite)
+        if invite is None:
+            raise UnknownInvite(invite_id)
+        return invite
+
+    def consume_invite(self, invite_id: str, machine_id: str) -> Invite:
+        """Mark the invite used by ``machine_id``: an invite admits one machine, before it
+        expires (:class:`InviteUsed`, :class:`InviteExpired` otherwise)."""
+        check_name("machine id", machine_id)
+
+        def consume(current: Invite | None) -> Invite:
+            if current is None:
+                raise UnknownInvite(invite_id)
+            if current.used_by is not None and current.used_at is not None:
+                raise InviteUsed(invite_id, current.used_by, current.used_at)
+            now = utcnow()
+            if now >= current.expires:
+                raise InviteExpired(invite_id, current.expires)
+            return current.model_copy(update={"used_by": machine_id, "used_at": now})
+
+        return self._mutate("invites", _check_invite_id(invite_id), Invite, consume)
+
+    def release_invite(self, invite_id: str, machine_id: str) -> None:
+        """Undo :meth:`consume_invite` by the same machine, whose join failed afterwards; a
+        no-op for an invite it did not consume."""
+        check_name("machine id", machine_id)
+        invite = self._read("invites", _check_invite_id(invite_id), Invite)
+        if invite is None or invite.used_by != machine_id:
+            return
+
+        def release(current: Invite | None) -> Invite:
+            if current is None:
+                raise UnknownInvite(invite_id)
+            if current.used_by != machine_id:
+                return current
+            return current.model_copy(update={"used_by": None, "used_at": None})
+
+        self._mutate("invites", invite_id, Invite, release)
 
     # --- leases --------------------------------------------------------------------------------
 
@@ -425,6 +738,45 @@ class ControlPlane:
             except RevisionConflict:
                 time.sleep(random.uniform(0, 0.002))  # desynchronise the racers
         raise ControlPlaneBusy(f"{kind}/{key}: {_MAX_ATTEMPTS} concurrent updates in a row won")
+
+
+def _same_member(machine: Machine, wireguard_key: str) -> Machine:
+    """The member itself when it joined with ``wireguard_key``; another machine otherwise."""
+    if machine.wireguard_key != wireguard_key:
+        raise MachineExists(machine.id, machine.overlay_ip)
+    return machine
+
+
+def _check_invite_id(invite_id: str) -> str:
+    if not isinstance(invite_id, str) or not _INVITE_ID_RE.match(invite_id):
+        raise InvalidName("invite id", str(invite_id), "32 lowercase hex characters")
+    return invite_id
+
+
+def _validated(model: type[M], what: str, **fields: Any) -> M:
+    """``model`` of ``fields``; a field that does not validate is an :class:`InvalidArgument`
+    naming ``what`` and every problem."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidArgument(f"{what}: {_problems(exc)}") from None
+
+
+def _check_value(adapter: TypeAdapter[str], value: str, what: str) -> None:
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidArgument(f"{what} {value!r}: {_problems(exc)}") from None
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(_problem(detail) for detail in error.errors())
+
+
+def _problem(detail: ErrorDetails) -> str:
+    message = detail["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in detail["loc"])
+    return f"{where}: {message}" if where else message
 
 
 def _deploy_lock_namespace(name: str) -> str | None:
