@@ -32,9 +32,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-Manager = Literal["systemd", "process"]
 
 SYSTEMD_RUN_DIR = Path("/run/systemd/system")
 """Exists exactly when systemd is PID 1 (what ``sd_booted()`` tests)."""
@@ -148,8 +145,9 @@ def systemd_runs_this_machine() -> bool:
     return SYSTEMD_RUN_DIR.is_dir() and shutil.which("systemctl") is not None
 
 
-def start(daemon: Daemon) -> Manager:
-    """Starts ``daemon`` unless it already runs as declared; returns what runs it.
+def start(daemon: Daemon) -> str:
+    """Starts ``daemon`` unless it already runs as declared; returns what runs it: ``"systemd"``
+    or ``"process"``.
 
     A detached process already running with the same argv is left alone (same pid); one running
     with another argv is stopped first. Under systemd the unit is enabled, so it also starts at
