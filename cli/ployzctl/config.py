@@ -1,9 +1,11 @@
 """How ``ployzctl`` finds the cluster (the control plane and the operator's signing key), and
 how the commands that use it report its errors.
 
-- control plane: ``--control URL``, else ``$PLOYZ_CONTROL``, else ``$PLOYZ_CONTROL_URL`` and the
-  built-in default (see :mod:`ployz.control.url`);
-- operator key: ``--key PATH``, else ``$PLOYZ_KEY`` (needed only by commands that talk to agents);
+- control plane: ``--control URL``, else ``$PLOYZ_CONTROL``, else the membership of the machine
+  ployzctl runs on (``machine init``/``join`` saved it in the machine's home), else
+  ``$PLOYZ_CONTROL_URL`` and the built-in default (see :mod:`ployz.control.url`);
+- operator key: ``--key PATH``, else ``$PLOYZ_KEY``, else the key ``machine init`` made in the
+  machine's home (needed only by commands that talk to agents or sign join tokens);
 - agent port: ``--agent-port``, else ``$PLOYZ_AGENT_PORT``, else 7070.
 
 A SQLite control plane must already exist: a mistyped path must not silently create an empty
@@ -24,6 +26,7 @@ from ployz.agent.errors import AgentError
 from ployz.control import ControlPlane, ControlPlaneError, control_plane_url, open_control_plane
 from ployz.deploy.agents import DEFAULT_AGENT_PORT, AgentDirectory
 from ployz.deploy.errors import DeployError, ManifestError
+from ployz.deploy.membership.local import MachineHome, machine_home
 from ployz.transfer.keys import BadKey, load_private_key
 from ployzctl.output import fail, print_json
 
@@ -49,8 +52,16 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_AGENT_PORT})")
 
 
+def control_url(args: argparse.Namespace) -> str:
+    explicit = args.control or os.environ.get(CONTROL_ENV)
+    if not explicit:
+        member = MachineHome(machine_home()).load()
+        explicit = member.control if member else None
+    return control_plane_url(explicit)
+
+
 def open_control(args: argparse.Namespace) -> ControlPlane:
-    url = control_plane_url(args.control or os.environ.get(CONTROL_ENV))
+    url = control_url(args)
     scheme, _, path = url.partition("://")
     if scheme == "sqlite" and path and not Path(path).is_file():
         raise ConfigError(
@@ -59,14 +70,21 @@ def open_control(args: argparse.Namespace) -> ControlPlane:
     return open_control_plane(url)
 
 
-def agent_directory(args: argparse.Namespace) -> AgentDirectory:
+def operator_key(args: argparse.Namespace) -> Ed25519PrivateKey:
     path = args.key or os.environ.get(KEY_ENV)
     if not path:
-        raise ConfigError(f"no operator key: give --key PATH or set ${KEY_ENV}")
+        made_by_init = MachineHome(machine_home()).operator_key
+        if not made_by_init.exists():
+            raise ConfigError(f"no operator key: give --key PATH or set ${KEY_ENV}")
+        path = made_by_init
     try:
-        key: Ed25519PrivateKey = load_private_key(Path(path))
+        return load_private_key(Path(path))
     except BadKey as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def agent_directory(args: argparse.Namespace) -> AgentDirectory:
+    key = operator_key(args)
     port = args.agent_port or os.environ.get(AGENT_PORT_ENV) or DEFAULT_AGENT_PORT
     try:
         port = int(port)

@@ -60,3 +60,11 @@ def open_store(url: str) -> DocumentStore:
                 raise InvalidControlPlaneUrl(f"{url!r}: bad {name}: {exc}") from exc
         return NatsStore([f"nats://{h}" for h in hosts], **options)  # type: ignore[arg-type]
     raise InvalidControlPlaneUrl(f"{url!r}: the scheme must be sqlite:// or nats://")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the credentials a NATS URL may carry (``user:password@``), for output
+    and logs."""
+    scheme, sep, rest = url.partition("://")
+    hosts = [host.rpartition("@")[2] for host in rest.split(",")]
+    return scheme + sep + ",".join(hosts)

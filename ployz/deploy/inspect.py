@@ -33,6 +33,7 @@ def machine_rows(cp: ControlPlane) -> list[dict[str, Any]]:
             "liveness": liveness(m, now),
             "overlay_ip": m.overlay_ip,
             "subnet": m.subnet,
+            "endpoint": m.endpoint,
             "pool_size": m.capacity.pool_size,
             "pool_free": m.capacity.pool_free,
             "pool_used": m.capacity.pool_used,

@@ -1,7 +1,8 @@
-"""``python -m ployz.sandbox run [--machines N] -- CMD [ARGS...]``
+"""``python -m ployz.sandbox run [--machines N] [--control nats|sqlite] -- CMD [ARGS...]``
 
-Boots the real-ZFS VM, builds a cluster of N machines in it (see ``ployz.sandbox.cluster``), runs
-CMD as the operator with ``ployzctl`` configured, and exits with CMD's status.
+Boots the real-ZFS VM, builds a cluster of N machines in it with ``ployzctl machine init``,
+``invite`` and ``join`` (see ``ployz.sandbox.cluster``), runs CMD as the operator on the first
+machine with ``ployzctl`` configured, and exits with CMD's status.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from ployz.deploy.membership.local import ControlKind
 from ployz.sandbox.vm import VMError, run_in_vm
 
 GUEST_MEMORY = "6G"
@@ -20,11 +22,11 @@ def _in_vm() -> bool:
     return os.environ.get("PLOYZ_IN_VM") == "1" and os.path.exists("/dev/zfs")
 
 
-def _guest(machines: int, command: list[str]) -> int:
+def _guest(machines: int, control: ControlKind, command: list[str]) -> int:
     from ployz.sandbox.cluster import Cluster
     from ployz.sandbox.network import SandboxError
 
-    cluster = Cluster(machines)
+    cluster = Cluster(machines, control)
     try:
         try:
             cluster.start()
@@ -45,16 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     run = sub.add_parser("run", help="run CMD against a fresh sandbox cluster")
     run.add_argument("--machines", type=int, default=2)
+    run.add_argument("--control", choices=("nats", "sqlite"), default="nats",
+                     help="the control plane `machine init` creates (default nats)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     options = parser.parse_args(argv)
     command = options.command[1:] if options.command[:1] == ["--"] else options.command
     if not command:
         parser.error("give the command to run after --")
     if _in_vm():
-        return _guest(options.machines, command)
+        return _guest(options.machines, options.control, command)
     try:
         return run_in_vm([sys.executable, "-m", "ployz.sandbox", "run", "--machines",
-                          str(options.machines), "--", *command], memory=GUEST_MEMORY)
+                          str(options.machines), "--control", options.control, "--", *command],
+                         memory=GUEST_MEMORY)
     except VMError as exc:
         print(f"ployz sandbox: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,19 @@
-"""A sandbox cluster inside the ZFS VM: machines ``machine-a``, ``machine-b``, ... each with its own
-network namespace, pool on a sparse file, Docker daemon and agent, joined by WireGuard, sharing a
-SQLite control plane; the operator (the VM's own namespace) gets a signing key and an overlay
-address, so ``ployzctl`` works from there as it would on an operator's laptop.
+"""A sandbox cluster inside the ZFS VM, formed the way an operator forms one on real machines.
+
+Machines ``machine-a``, ``machine-b``, ... each get a network namespace on a bridged underlay, a
+pool on a sparse file and a Docker daemon: the hardware. Everything that makes them a cluster is
+the product's own: ``ployzctl machine init`` on the first (the control plane, NATS JetStream by
+default, and the operator key), ``machine invite`` and ``machine join`` on each other one, and
+the agents, which keep the WireGuard overlay from the machine facts. The operator works from the
+first machine: the process that builds the sandbox enters its namespace (see
+:mod:`ployz.sandbox.netns`), so the agent clients, ``ployzctl`` and the tests reach the overlay
+as a shell on that machine would.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -19,27 +24,22 @@ from pathlib import Path
 
 from ployz.agent.client import AgentClient
 from ployz.agent.remote import RemoteAgent
-from ployz.control import open_control_plane
-from ployz.control.models import Machine as MachineFact
+from ployz.deploy.membership import daemons
+from ployz.deploy.membership.local import ControlKind, MachineConfig, MachineHome
+from ployz.deploy.membership.reachability import wait_for_agent
 from ployz.runtime.docker_runtime import DockerRuntime
 from ployz.runtime.errors import DaemonUnreachable
 from ployz.runtime.testimage import ensure_test_image
-from ployz.sandbox.network import (
-    OPERATOR_HOST,
-    Endpoint,
-    SandboxError,
-    build_overlay,
-    build_underlay,
-    sh,
-    teardown,
-)
-from ployz.transfer.keys import generate_private_key, load_private_key, public_key_text
+from ployz.sandbox import netns
+from ployz.sandbox.network import Endpoint, SandboxError, attach, build_bridge, sh, teardown
+from ployz.transfer.keys import load_private_key
 
 ROOT = Path("/run/ployz")
 AGENT_PORT = 7070
-CONTAINER_PREFIX = "10.211"
 POOL_SIZE = os.environ.get("PLOYZ_SANDBOX_POOL_SIZE", "2G")
 START_TIMEOUT_S = 180.0
+INVITE_TTL = "15m"
+MAX_MACHINES = 20
 
 
 @dataclass
@@ -57,6 +57,18 @@ class Machine:
         return ROOT / self.id
 
     @property
+    def ployz_home(self) -> MachineHome:
+        """The machine's ployz directory, as ``machine init``/``join`` fill it."""
+        return MachineHome(self.home / "ployz")
+
+    @property
+    def config(self) -> MachineConfig:
+        config = self.ployz_home.load()
+        if config is None:
+            raise SandboxError(f"{self.id} is not a member yet")
+        return config
+
+    @property
     def pool(self) -> str:
         return self.id
 
@@ -65,28 +77,36 @@ class Machine:
         return str(self.home / "docker.sock")
 
     @property
+    def overlay_ip(self) -> str:
+        return self.config.overlay_ip
+
+    @property
     def agent_address(self) -> str:
-        return f"{self.endpoint.overlay_ip}:{AGENT_PORT}"
+        return f"{self.overlay_ip}:{AGENT_PORT}"
+
+    def member_arguments(self) -> list[str]:
+        """What ``init`` and ``join`` are told about this machine."""
+        return ["--pool", self.pool, "--endpoint", self.endpoint.wireguard_endpoint,
+                "--home", str(self.ployz_home.root), "--docker-socket", self.docker_socket]
+
+    def ployzctl(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """``ployzctl ARGS`` run on this machine (in its namespace); its stdout."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PLOYZ_")}
+        done = subprocess.run(self.endpoint.nsenter(sys.executable, "-m", "ployzctl", *args),
+                              capture_output=True, text=True, check=False,
+                              env={**clean, **(env or {})}, timeout=600)
+        if done.returncode != 0:
+            raise SandboxError(f"`ployzctl {' '.join(args[:2])}` on {self.id} failed "
+                               f"({done.returncode}): {done.stderr.strip()}")
+        return done.stdout
 
     def spawn(self, name: str, argv: list[str]) -> None:
-        """Starts a daemon in the machine's network namespace only: unlike ``ip netns exec``,
-        nsenter keeps the shared mount namespace, so datasets the agent mounts are visible to
-        the machine's dockerd (bind mounts into containers) and to the operator."""
+        """Starts a daemon of the test bed (containerd, dockerd) in the machine's namespace."""
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        prefix = ["nsenter", f"--net=/run/netns/{self.endpoint.netns}", "--"]
-        self.processes.append(subprocess.Popen(prefix + argv, stdout=log, stderr=log,
-                                               stdin=subprocess.DEVNULL,
+        self.processes.append(subprocess.Popen(self.endpoint.nsenter(*argv), stdout=log,
+                                               stderr=log, stdin=subprocess.DEVNULL,
                                                start_new_session=True))
         self.names.append(name)
-
-    def kill(self, name: str) -> None:
-        """Kills daemon ``name`` at once, as a crash or a lost machine would, and stops
-        expecting it to run."""
-        index = self.names.index(name)
-        process = self.processes.pop(index)
-        del self.names[index]
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
     def check_alive(self) -> None:
         for process, name in zip(self.processes, self.names, strict=True):
@@ -107,15 +127,6 @@ def _wait_for(what: str, ready: Callable[[], bool], machine: Machine,
     raise SandboxError(f"{what} did not come up within {timeout:.0f} s")
 
 
-def _connects(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _answers(runtime: DockerRuntime) -> bool:
     try:
         runtime.version()
@@ -126,16 +137,31 @@ def _answers(runtime: DockerRuntime) -> bool:
 
 
 class Cluster:
-    def __init__(self, count: int) -> None:
-        if not 1 <= count <= 20:
-            raise SandboxError("--machines must be between 1 and 20")
-        self.machines = [Machine(Endpoint(f"machine-{string.ascii_lowercase[i]}", i + 1,
-                                          f"pz-{string.ascii_lowercase[i]}"))
-                         for i in range(count)]
-        self.operator = Endpoint("operator", OPERATOR_HOST, None)
-        self.control_url = f"sqlite:///{ROOT / 'control.db'}"
-        self.operator_key = ROOT / "operator.key"
-        self.operator_pub = ROOT / "operator.pub"
+    def __init__(self, count: int, control: ControlKind = "nats") -> None:
+        if not 1 <= count <= MAX_MACHINES:
+            raise SandboxError(f"--machines must be between 1 and {MAX_MACHINES}")
+        self.control: ControlKind = control
+        self.machines = [self._new_machine(i) for i in range(count)]
+        self._built: list[Machine] = []
+
+    @staticmethod
+    def _new_machine(index: int) -> Machine:
+        letter = string.ascii_lowercase[index]
+        return Machine(Endpoint(f"machine-{letter}", index + 1, f"pz-{letter}"))
+
+    @property
+    def first(self) -> Machine:
+        return self.machines[0]
+
+    @property
+    def control_url(self) -> str:
+        """The control plane as the first machine reaches it (with its credentials)."""
+        return self.first.config.control
+
+    @property
+    def operator_key(self) -> Path:
+        """The operator key ``machine init`` made on the first machine."""
+        return self.first.ployz_home.operator_key
 
     def agent(self, machine: Machine, timeout_s: float = 120.0) -> RemoteAgent:
         """The typed client of ``machine``'s agent, signed with the operator key; close it
@@ -151,40 +177,63 @@ class Cluster:
 
     def start(self) -> None:
         ROOT.mkdir(parents=True, exist_ok=True)
-        key = generate_private_key(self.operator_key)
-        self.operator_pub.write_text(public_key_text(key.public_key()) + "\n")
-        endpoints = [m.endpoint for m in self.machines]
-        build_underlay(endpoints)
-        build_overlay([*endpoints, self.operator])
-        # One daemon at a time: under emulation, dockerds starting together time out waiting
-        # for their containerd.
+        build_bridge()
         for machine in self.machines:
-            self._make_pool(machine)
-            self._start_docker(machine)
-            self._load_image(machine)
-        self._register_machines()
-        for machine in self.machines:
-            self._spawn_agent(machine)
-        for machine in self.machines:
-            self._wait_for_agent(machine)
+            self._build(machine)
+        self.first.ployzctl("machine", "init", self.first.id, "--control", self.control,
+                            *self.first.member_arguments())
+        netns.enter(self.first.endpoint.netns_path)
+        for machine in self.machines[1:]:
+            self.join(machine)
+
+    def prepare_machine(self) -> Machine:
+        """A new machine's hardware (wires, pool, Docker), not yet a member: a machine bought
+        later, before ``machine join`` runs on it."""
+        machine = self._new_machine(len(self._built))
+        with netns.inside(netns.ROOT):
+            self._build(machine)
+        return machine
+
+    def forget(self, machine: Machine) -> None:
+        """After ``machine rm``: the machine is no longer one of the cluster's; its agent is
+        stopped as the operator would when decommissioning it."""
+        self.machines.remove(machine)
+        daemons.stop(machine.ployz_home.agent_daemon(machine.config))
+
+    def invite(self) -> str:
+        """A fresh join token, from the operator on the first machine."""
+        return self.operator_ployzctl("machine", "invite", "--ttl", INVITE_TTL).strip()
+
+    def join(self, machine: Machine) -> None:
+        machine.ployzctl("machine", "join", self.invite(), "--id", machine.id,
+                         *machine.member_arguments())
+        if machine not in self.machines:
+            self.machines.append(machine)
+
+    def operator_ployzctl(self, *args: str) -> str:
+        return self.first.ployzctl(*args, env=self.environment())
 
     def stop_agent(self, machine: Machine) -> None:
-        """Kills the machine's agent: to the others the machine is lost, its Docker and pool
-        stay as they were."""
-        machine.kill("agent")
+        """Kills the machine's agent at once: to the others the machine is lost, its Docker,
+        pool and WireGuard interface stay as they were."""
+        daemons.kill(machine.ployz_home.agent_daemon(machine.config))
 
     def start_agent(self, machine: Machine) -> None:
-        """Starts the machine's agent again after :meth:`stop_agent`, on the same state."""
-        self._spawn_agent(machine)
-        self._wait_for_agent(machine)
+        """Starts the machine's agent again after :meth:`stop_agent`, on the same state, as
+        its service manager would."""
+        agent = machine.ployz_home.agent_daemon(machine.config)
+        with netns.inside(machine.endpoint.netns_path):
+            daemons.start(agent)
+        wait_for_agent(agent, machine.config)
 
-    def _register_machines(self) -> None:
-        """Joins the machines to the control plane, as an operator adding machines would."""
-        with open_control_plane(self.control_url) as control:
-            for machine in self.machines:
-                control.register_machine(MachineFact(
-                    id=machine.id, overlay_ip=machine.endpoint.overlay_ip,
-                    subnet=f"{CONTAINER_PREFIX}.{machine.endpoint.host}.0/24"))
+    def _build(self, machine: Machine) -> None:
+        """The machine's hardware: wires, pool and Docker daemon (one at a time: under
+        emulation, dockerds starting together time out waiting for their containerd)."""
+        attach(machine.endpoint)
+        self._built.append(machine)
+        self._make_pool(machine)
+        self._start_docker(machine)
+        self._load_image(machine)
 
     def _make_pool(self, machine: Machine) -> None:
         machine.home.mkdir(parents=True, exist_ok=True)
@@ -219,19 +268,14 @@ class Cluster:
                   lambda: os.path.exists(machine.docker_socket) and _answers(runtime), machine)
         ensure_test_image(runtime)
 
-    def _spawn_agent(self, machine: Machine) -> None:
-        machine.spawn("agent", [
-            sys.executable, "-m", "ployz.agent.daemon", "--machine-id", machine.id,
-            "--listen", machine.agent_address, "--trust", str(self.operator_pub),
-            "--state-dir", str(machine.home / "agent"), "--pool", machine.pool,
-            "--docker-socket", machine.docker_socket, "--control", self.control_url])
-
-    def _wait_for_agent(self, machine: Machine) -> None:
-        _wait_for(f"agent of {machine.id} on {machine.agent_address}",
-                  lambda: _connects(machine.agent_address), machine)
-
     def stop(self) -> None:
-        for machine in self.machines:
+        for machine in self._built:
+            home = machine.ployz_home
+            config = home.load()
+            if config is not None:
+                daemons.stop(home.agent_daemon(config))
+                if config.nats:
+                    daemons.stop(home.nats_daemon())
             for process in reversed(machine.processes):
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGTERM)
@@ -240,7 +284,8 @@ class Cluster:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
-        for machine in self.machines:
+        for machine in self._built:
             subprocess.run(["zpool", "destroy", "-f", machine.pool], check=False,
                            capture_output=True)
-        teardown([m.endpoint for m in self.machines])
+        netns.enter(netns.ROOT)
+        teardown([m.endpoint for m in self._built])

@@ -4,11 +4,13 @@ key, and read the control plane's raw documents to prove that a refused command 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 from typing import Any
 
 from ployz.agent.remote import RemoteAgent
+from ployz.control import open_control_plane
+from ployz.control.store import KINDS
+from ployz.control.url import open_store
 from ployz.runtime.model import LABEL_NAMESPACE
 from ployz.sandbox.cluster import Cluster, Machine
 
@@ -20,11 +22,23 @@ def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
 
 
 def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
-    """Every control-plane document with its revision, but the machine facts that the agents'
-    heartbeats rewrite every few seconds: equal dumps mean the command wrote nothing."""
-    with sqlite3.connect(cluster.control_url.removeprefix("sqlite:///")) as db:
-        return db.execute("SELECT kind, key, revision, value FROM documents "
-                          "WHERE kind != 'machines' ORDER BY kind, key").fetchall()
+    """Every control-plane document with its revision, read through the store the control plane
+    is on (NATS in the sandbox), but the machine facts that the agents' heartbeats rewrite every
+    few seconds: equal dumps mean the command wrote nothing."""
+    store = open_store(cluster.control_url)
+    try:
+        return [(kind, key, doc.revision, doc.value)
+                for kind in KINDS if kind != "machines"
+                for key, doc in store.list(kind)]
+    finally:
+        store.close()
+
+
+def members(cluster: Cluster) -> dict[str, tuple[str, str | None, str | None]]:
+    """The machine facts' membership (overlay IP, WireGuard key, endpoint) without what the
+    heartbeats rewrite: equal values mean nobody joined, left or re-keyed."""
+    with open_control_plane(cluster.control_url) as cp:
+        return {m.id: (m.overlay_ip, m.wireguard_key, m.endpoint) for m in cp.list_machines()}
 
 
 def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:

@@ -47,7 +47,7 @@ def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
 
         transfer_id, secret = uuid.uuid4().hex, new_secret()
         address = dst.transfer.receive(transfer_id, target, secret=secret).address
-        assert address.startswith(b.endpoint.overlay_ip + ":")
+        assert address.startswith(b.overlay_ip + ":")
         sent = src.transfer.send(transfer_id, f"{source}@s1", address,
                                  ticket_for(cluster, transfer_id, target, guid), secret=secret)
         # the send's progress stays readable for a while after it ended, at 100 %

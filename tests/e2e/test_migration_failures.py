@@ -135,7 +135,7 @@ def cut_data_connections(cluster: Cluster) -> str:
     while True:
         killed = subprocess.run(
             ["ip", "netns", "exec", a.endpoint.netns, "ss", "-K", "-H", "-tn", "dst",
-             b.endpoint.overlay_ip, "dport", "!=", f":{AGENT_PORT}"],
+             b.overlay_ip, "dport", "!=", f":{AGENT_PORT}"],
             capture_output=True, text=True, check=True).stdout
         if killed.strip():
             return killed

@@ -1,5 +1,6 @@
-"""The sandbox cluster: machines reachable over the WireGuard overlay, agents answering signed
-calls there, each machine with its own pool and Docker daemon, all known to the control plane."""
+"""The sandbox cluster as ``machine init``/``invite``/``join`` formed it: machines reachable over
+the WireGuard overlay their agents keep, agents answering signed calls there, each machine with
+its own pool and Docker daemon, all known to the NATS control plane."""
 
 from __future__ import annotations
 
@@ -23,19 +24,23 @@ def test_agents_answer_signed_calls_over_the_overlay(cluster: Cluster) -> None:
             assert RemoteAgent(client).containers.has_image(TEST_IMAGE) is True
 
 
-def test_overlay_is_wireguard_between_namespaces(cluster: Cluster) -> None:
-    a, b = cluster.machines
-    shown = subprocess.run(["ip", "netns", "exec", str(a.endpoint.netns), "wg", "show", "wg0",
-                            "allowed-ips"], capture_output=True, text=True, check=True).stdout
-    assert f"{b.endpoint.overlay_ip}/32" in shown
+def test_overlay_is_kernel_wireguard_kept_by_the_agents(cluster: Cluster) -> None:
+    a, b = cluster.machines[:2]
+    shown = subprocess.run(["ip", "netns", "exec", a.endpoint.netns, "wg", "show",
+                            a.config.wireguard_interface, "allowed-ips"],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"{b.overlay_ip}/32" in shown
+    assert b.config.endpoint == b.endpoint.wireguard_endpoint
 
 
-def test_machines_are_in_the_control_plane_with_heartbeats(cluster: Cluster) -> None:
+def test_machines_are_in_the_nats_control_plane_with_heartbeats(cluster: Cluster) -> None:
+    assert cluster.control_url.startswith("nats://")
     with open_control_plane(cluster.control_url) as control:
         machines = {m.id: m for m in control.list_machines()}
-    assert set(machines) == {"machine-a", "machine-b"}
-    assert machines["machine-a"].overlay_ip == cluster.machines[0].endpoint.overlay_ip
-    assert all(m.lifecycle == "active" for m in machines.values())
+        assert control.get_cluster().allocations.keys() == machines.keys()
+    assert set(machines) == {m.id for m in cluster.machines}
+    assert machines["machine-a"].overlay_ip == cluster.machines[0].overlay_ip
+    assert all(m.lifecycle == "active" and m.last_heartbeat for m in machines.values())
 
 
 def test_ployzctl_is_configured_for_the_operator(cluster: Cluster) -> None:

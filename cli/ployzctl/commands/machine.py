@@ -1,5 +1,6 @@
-"""``ployzctl machine ls|drain|activate``: the cluster's machines as the control plane knows them,
-and taking one out of service (draining it, optionally moving its services away) or back."""
+"""``ployzctl machine ls|drain|activate`` (and init|invite|join|rm, see
+:mod:`ployzctl.commands.membership`): the cluster's machines as the control plane knows them, and
+taking one out of service (draining it, optionally moving its services away) or back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
 from ployz.transfer.units import format_size
-from ployzctl.commands import SUMMARIES
+from ployzctl.commands import SUMMARIES, membership
 from ployzctl.config import (
     add_agent_arguments,
     add_control_argument,
@@ -20,13 +21,14 @@ from ployzctl.config import (
 from ployzctl.events import EventPrinter, print_event
 from ployzctl.output import print_json, print_table
 
-_COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "POOL FREE", "POOL USED", "CONTAINERS",
-            "LAST HEARTBEAT")
+_COLUMNS = ("ID", "LIFECYCLE", "LIVENESS", "OVERLAY IP", "SUBNET", "ENDPOINT", "POOL FREE",
+            "POOL USED", "CONTAINERS", "LAST HEARTBEAT")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("machine", help=SUMMARIES["machine"])
     commands = parser.add_subparsers(dest="machine_command", required=True, metavar="SUBCOMMAND")
+    membership.register(commands)
     ls = commands.add_parser("ls", help="list machines: lifecycle, address, pool, heartbeat")
     add_control_argument(ls)
     ls.add_argument("--json", action="store_true", help="print a JSON array")
@@ -62,7 +64,8 @@ def _ls(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print_table(_COLUMNS, [
-        (r["id"], r["lifecycle"], r["liveness"], r["overlay_ip"], format_size(r["pool_free"]),
+        (r["id"], r["lifecycle"], r["liveness"], r["overlay_ip"], r["subnet"],
+         r["endpoint"] or "-", format_size(r["pool_free"]),
          format_size(r["pool_used"]), r["containers"], r["last_heartbeat"] or "never")
         for r in rows
     ])

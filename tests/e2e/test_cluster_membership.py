@@ -1,0 +1,218 @@
+"""Machines join and leave the sandbox cluster with the commands an operator runs on real
+machines: ``machine invite`` on the first, ``machine join`` on the new one, ``machine drain
+--migrate`` then ``machine rm``; every agent adds and drops the WireGuard peers by itself, and
+the control plane is NATS JetStream. Then the joins and removals that must be refused, each
+with its message and no change to the control plane or to any machine's WireGuard.
+
+The module borrows the session's two machines and adds its own (machine-c, machine-d); it takes
+them out again at its end, so the next modules see the cluster they expect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ployz.deploy.membership import daemons
+from ployz.deploy.membership.tokens import issue, parse
+from ployz.sandbox.cluster import Cluster, Machine
+from ployz.transfer.keys import load_private_key
+from tests.e2e.sandbox_operator import dump, members, ployzctl
+from tests.e2e.writer_service import containers, deploy_writer
+
+pytestmark = pytest.mark.timeout(1800)
+
+PEER_CHANGE_S = 30.0
+"""How soon every agent must have applied a membership change to its WireGuard peers."""
+
+
+def peers(machine: Machine) -> set[str]:
+    """The WireGuard public keys the machine's kernel interface has as peers, read with `wg`
+    from outside the product."""
+    shown = subprocess.run(["ip", "netns", "exec", machine.endpoint.netns, "wg", "show",
+                            machine.config.wireguard_interface, "peers"],
+                           capture_output=True, text=True, check=True).stdout
+    return set(shown.split())
+
+
+def wireguard_state(cluster: Cluster) -> dict[str, set[str]]:
+    return {m.id: peers(m) for m in cluster.machines}
+
+
+def wait_for(what: str, check: object, timeout_s: float = PEER_CHANGE_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:.0f} s"
+        time.sleep(0.5)
+
+
+def machine_rows(cluster: Cluster) -> dict[str, dict]:
+    done = ployzctl(cluster, "machine", "ls", "--json")
+    assert done.returncode == 0, done.stderr
+    return {row["id"]: row for row in json.loads(done.stdout)}
+
+
+@pytest.fixture(scope="module")
+def machine_c(cluster: Cluster) -> Iterator[Machine]:
+    """A third machine, joined with a token from `machine invite`; out again at the end."""
+    machine = cluster.prepare_machine()
+    cluster.join(machine)
+    yield machine
+    leave(cluster, machine)
+
+
+@pytest.fixture(scope="module")
+def spare(cluster: Cluster, machine_c: Machine) -> Machine:
+    """A machine with its hardware ready that has not joined: where bad joins are tried."""
+    return cluster.prepare_machine()
+
+
+def leave(cluster: Cluster, machine: Machine) -> None:
+    if machine not in cluster.machines:
+        return
+    for args in (("machine", "drain", machine.id, "--migrate"), ("machine", "rm", machine.id)):
+        done = ployzctl(cluster, *args)
+        assert done.returncode == 0, done.stderr
+    cluster.forget(machine)
+
+
+def join(machine: Machine, token: str, machine_id: str | None = None,
+         endpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``machine join`` on ``machine``, with the exit status kept (refusals are the point)."""
+    arguments = machine.member_arguments()
+    if endpoint is not None:
+        arguments[arguments.index("--endpoint") + 1] = endpoint
+    return subprocess.run(
+        machine.endpoint.nsenter("ployzctl", "machine", "join", token,
+                                 "--id", machine_id or machine.id, *arguments),
+        capture_output=True, text=True, check=False, timeout=600)
+
+
+def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
+        cluster: Cluster, machine_c: Machine) -> None:
+    rows = machine_rows(cluster)
+    assert set(rows) == {"machine-a", "machine-b", "machine-c"}
+    assert cluster.control_url.startswith("nats://")
+    for row in rows.values():
+        assert row["liveness"] == "alive" and row["lifecycle"] == "active"
+        assert row["endpoint"] and row["subnet"] and row["overlay_ip"]
+    assert len({row["overlay_ip"] for row in rows.values()}) == 3
+    assert len({row["subnet"] for row in rows.values()}) == 3
+    keys = {machine_id: key for machine_id, (_, key, _) in members(cluster).items()}
+    for machine in cluster.machines:
+        assert peers(machine) == {k for i, k in keys.items() if i != machine.id}
+
+
+def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
+        cluster: Cluster, machine_c: Machine, tmp_path: Path) -> None:
+    deploy_writer(cluster, tmp_path, "grow", fill_mib=8)
+    machine_d = cluster.prepare_machine()
+    cluster.join(machine_d)
+    try:
+        wait_for("every machine has machine-d as a peer",
+                 lambda: all(len(peers(m)) == len(cluster.machines) - 1
+                             for m in cluster.machines))
+        moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", machine_d.id)
+        assert moved.returncode == 0, moved.stderr
+        (running,) = containers(cluster, machine_d, "grow")
+        assert running.state == "running"
+        assert containers(cluster, cluster.machines[0], "grow") == []
+    finally:
+        drained = ployzctl(cluster, "machine", "drain", machine_d.id, "--migrate")
+        assert drained.returncode == 0, drained.stderr
+    assert containers(cluster, machine_d, "grow") == []
+    _, d_key, _ = members(cluster)[machine_d.id]
+    removed = ployzctl(cluster, "machine", "rm", machine_d.id)
+    assert removed.returncode == 0, removed.stderr
+    cluster.forget(machine_d)
+    assert machine_d.id not in machine_rows(cluster)
+    wait_for("no machine lists machine-d as a WireGuard peer",
+             lambda: all(d_key not in peers(m) for m in cluster.machines))
+
+
+def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(
+        cluster: Cluster, machine_c: Machine, tmp_path: Path) -> None:
+    deploy_writer(cluster, tmp_path, "busy", fill_mib=1)
+    before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
+    refused = ployzctl(cluster, "machine", "rm", "machine-a")
+    assert refused.returncode != 0
+    assert "service busy/writer" in refused.stderr and "volume busy/data" in refused.stderr
+    assert "drain" in refused.stderr
+    assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
+        before, members_before, wg_before)
+
+
+def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
+                            machine_id: str | None = None, endpoint: str | None = None) -> str:
+    """Runs a join that must be refused; returns its message after checking that the control
+    plane, the membership and every machine's WireGuard are as they were."""
+    before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
+    done = join(spare, token, machine_id, endpoint)
+    assert done.returncode != 0, done.stdout
+    assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
+        before, members_before, wg_before)
+    assert done.stderr.startswith("ployzctl: "), done.stderr
+    return done.stderr
+
+
+def test_an_expired_token_is_refused(cluster: Cluster, spare: Machine) -> None:
+    token = cluster.operator_ployzctl("machine", "invite", "--ttl", "1s").strip()
+    time.sleep(2)
+    message = _refused_without_change(cluster, spare, token)
+    assert "expired" in message and "machine invite" in message
+
+
+def test_a_used_token_is_refused(cluster: Cluster, spare: Machine) -> None:
+    """The spare joins as machine-x with a token; the same token then fails for machine-y."""
+    token = cluster.invite()
+    first = join(spare, token, "machine-x")
+    assert first.returncode == 0, first.stderr
+    try:
+        message = _refused_without_change(cluster, spare, token, "machine-y")
+        assert "was used by machine 'machine-x'" in message
+    finally:
+        for args in (("machine", "drain", "machine-x"), ("machine", "rm", "machine-x")):
+            done = ployzctl(cluster, *args)
+            assert done.returncode == 0, done.stderr
+        daemons.stop(spare.ployz_home.agent_daemon(spare.config))
+
+
+def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
+    token = cluster.invite()
+    prefix, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["expires"] += 86400
+    forged = ".".join([prefix, base64.urlsafe_b64encode(json.dumps(claims).encode())
+                       .decode().rstrip("="), signature])
+    message = _refused_without_change(cluster, spare, forged)
+    assert "not signed by an operator" in message
+
+
+def test_a_duplicate_machine_id_is_refused(cluster: Cluster, spare: Machine) -> None:
+    message = _refused_without_change(cluster, spare, cluster.invite(), "machine-b")
+    assert "machine-b" in message and "already a member" in message
+
+
+def test_an_endpoint_that_is_not_this_machines_is_refused(cluster: Cluster,
+                                                           spare: Machine) -> None:
+    message = _refused_without_change(cluster, spare, cluster.invite(),
+                                      endpoint="10.99.0.200:51820")
+    assert "10.99.0.200" in message and "not an address of this machine" in message
+
+
+def test_a_control_plane_that_does_not_answer_is_reported(cluster: Cluster,
+                                                          spare: Machine) -> None:
+    """A token signed by the cluster's operator but naming a control plane nobody answers at
+    (a firewall, a wrong address): the join says where it could not reach, and nothing
+    changes."""
+    claims = parse(cluster.invite()).token
+    unreachable = claims.model_copy(update={"control": "nats://10.99.0.250:4222"})
+    token = issue(unreachable, load_private_key(cluster.operator_key))
+    message = _refused_without_change(cluster, spare, token)
+    assert "nats://10.99.0.250:4222 does not answer" in message
