@@ -113,7 +113,6 @@ class Daemon:
         return self.home / f"{self.name}.log"
 
 
-
 def unit_text(daemon: Daemon) -> str:
     """The systemd service unit that runs ``daemon``."""
     environment = [
