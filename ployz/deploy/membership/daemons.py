@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ployz.deploy.membership.errors import MembershipError
+
 SYSTEMD_RUN_DIR = Path("/run/systemd/system")
 """Exists exactly when systemd is PID 1 (what ``sd_booted()`` tests)."""
 UNIT_DIR = Path("/etc/systemd/system")
@@ -60,7 +62,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 zombie, which would look alive in /proc) and Python does not warn about a lost child."""
 
 
-class DaemonError(Exception):
+class DaemonError(MembershipError):
     """A daemon could not be started or stopped; the message carries the tool's error or the
     daemon's last log lines."""
 
