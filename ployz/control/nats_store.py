@@ -353,15 +353,16 @@ class NatsWatch:
                 await self._resubscribe()
 
     async def _resubscribe(self) -> None:
-        assert self._sub is not None
-        with contextlib.suppress(Exception):  # the old consumer may be gone with its server
-            await self._sub.unsubscribe()
+        await self._unsubscribe()
+        failures = 0
         while True:
             try:
                 self._sub = await self._subscribe(self._on_message)
                 break
             except Exception as exc:  # the server is still away: keep trying until it is back
-                log.info("control-plane watch cannot subscribe yet: %r", exc)
+                if failures == 0:
+                    log.info("control-plane watch cannot subscribe yet (retrying): %r", exc)
+                failures += 1
                 await asyncio.sleep(_RETRY_PAUSE_S)
         self.changed()
 
@@ -371,6 +372,10 @@ class NatsWatch:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         if self._sub is not None:
+            # The consumer may be gone with its server; the server drops one left behind.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._sub.unsubscribe(), _REQUEST_TIMEOUT_S)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 
+import nats
 import pytest
 
 from ployz.control.store import DocumentStore, RevisionConflict
@@ -161,6 +163,44 @@ def test_nats_watch_survives_a_server_restart(private_nats_server) -> None:
         while watch.wait(3):
             pass  # the reconnect and the re-created consumer may each report one
         later(lambda: writer.create("machines", "machine-b", b"x"))
+        changed, took = timed_wait(watch, 30)
+        assert changed and took < PROMPT_S
+    finally:
+        watch.close()
+        store.close()
+        writer.close()
+
+
+def consumer_node(server_urls: list[str], stream: str) -> str:
+    """The server holding the one consumer of ``stream``: the watch's."""
+
+    async def ask() -> str:
+        nc = await nats.connect(servers=server_urls)
+        try:
+            (info,) = await nc.jetstream().consumers_info(stream)
+            assert info.cluster is not None and info.cluster.leader is not None
+            return info.cluster.leader
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_nats_watch_keeps_working_when_its_consumers_node_dies(nats_cluster) -> None:
+    hosts = ",".join(server.url for server in nats_cluster)
+    url = f"nats://{hosts}?replicas=3&timeout=30"
+    store, writer = open_store(url), open_store(url)
+    watch = store.watch("machines")
+    try:
+        writer.create("machines", "machine-a", b"x")
+        assert watch.wait(PROMPT_S)
+        node = consumer_node([f"nats://{s.url}" for s in nats_cluster], "KV_ployz-machines")
+        next(server for server in nats_cluster if server.name == node).kill()
+        writer.create("machines", "machine-b", b"x")  # retried until the cluster answers
+        assert watch.wait(30)
+        while watch.wait(4):
+            pass  # until the consumer is re-created elsewhere, which reports a change too
+        later(lambda: writer.create("machines", "machine-c", b"x"))
         changed, took = timed_wait(watch, 30)
         assert changed and took < PROMPT_S
     finally:
