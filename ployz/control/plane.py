@@ -246,7 +246,9 @@ class ControlPlane:
 
         The same id with the same key again returns the member as it is (a retried join, a
         re-run ``machine init``). Another machine with that key is :class:`DuplicateWireGuardKey`,
-        the id already a member with another key :class:`MachineExists`.
+        the id already a member with another key :class:`MachineExists`, full ranges
+        :class:`AddressesExhausted`. If the machine cannot be recorded once its addresses are
+        allocated, they are freed again.
         """
         check_name("machine id", machine_id)
         _check_value(_WIREGUARD_KEY, wireguard_key, f"machine {machine_id!r}: WireGuard key")
