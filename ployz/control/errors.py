@@ -105,6 +105,10 @@ class ControlPlaneUnavailable(ControlPlaneError):
     """The backing store did not answer in time (for NATS: no quorum, no server reachable)."""
 
 
+class ControlPlaneRefused(ControlPlaneError):
+    """The store answered but refused the credentials: retrying cannot help."""
+
+
 class ControlPlaneBusy(ControlPlaneError):
     """A compare-and-swap update lost the race too many times in a row."""
 

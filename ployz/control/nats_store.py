@@ -41,8 +41,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ployz.control.errors import ControlPlaneUnavailable, InvalidArgument
+from ployz.control.errors import ControlPlaneRefused, ControlPlaneUnavailable, InvalidArgument
 from ployz.control.store import KINDS, RevisionConflict, Versioned
+from ployz.control.url import redact_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -69,6 +70,26 @@ def _is_transient(error: Exception) -> bool:
     if isinstance(error, nats.js.errors.APIError) and error.err_code == _NO_SUITABLE_PEERS:
         return True
     return isinstance(error, _TRANSIENT)
+
+
+_AUTHORIZATION_VIOLATION = "Authorization Violation"
+
+
+async def _first_of(connect: Awaitable[None], refused: asyncio.Event, timeout: float) -> None:
+    """``connect`` within ``timeout``; a TimeoutError as soon as ``refused`` is set."""
+    connecting = asyncio.ensure_future(connect)
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait({connecting, refusal}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refusal.cancel()
+    if connecting not in done:
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await connecting
+        raise TimeoutError
+    connecting.result()
 
 
 def _versioned(entry: KeyValue.Entry) -> Versioned:
@@ -102,7 +123,7 @@ class NatsStore:
     ) -> None:
         if not _BUCKET_PREFIX_RE.match(bucket_prefix):
             raise InvalidArgument(f"bucket prefix {bucket_prefix!r}: letters, digits, '_' or '-'")
-        self.url = ",".join(servers)
+        self.url = redact_url(",".join(servers))
         self._servers = servers
         self._bucket_prefix = bucket_prefix
         self._replicas = replicas
@@ -113,6 +134,7 @@ class NatsStore:
         )
         self._thread.start()
         self._nc: Client | None = None
+        self._refused = asyncio.Event()
         self._buckets: dict[str, KeyValue] = {}
         self._watches: set[NatsWatch] = set()  # the open ones; used on the loop only
         try:
@@ -188,10 +210,12 @@ class NatsStore:
     async def _open(self) -> None:
         if self._nc is None:
             nc = Client()  # what nats.NATS names
+            refused = self._refused
             try:
                 # Reconnects are unlimited once connected (a cluster loses nodes); the first
-                # connection is bounded so a wrong URL fails instead of hanging.
-                await asyncio.wait_for(
+                # connection is bounded so a wrong URL fails instead of hanging, and ends at
+                # once when the server refuses the credentials (retrying cannot fix them).
+                await _first_of(
                     nc.connect(
                         servers=self._servers,
                         connect_timeout=2,
@@ -202,10 +226,16 @@ class NatsStore:
                         error_cb=self._on_connection_error,
                         reconnected_cb=self._on_reconnected,
                     ),
+                    refused,
                     self._timeout,
                 )
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 await nc.close()
+                if refused.is_set():
+                    raise ControlPlaneRefused(
+                        f"the NATS server at {self.url} refused this machine's credentials "
+                        "(authorization violation): the control-plane URL's user or password "
+                        "is wrong") from exc
                 raise ControlPlaneUnavailable(
                     f"no NATS server reachable at {self.url} within {self._timeout:.0f} s"
                 ) from exc
@@ -263,11 +293,12 @@ class NatsStore:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
 
-    @staticmethod
-    async def _on_connection_error(error: Exception) -> None:
+    async def _on_connection_error(self, error: Exception) -> None:
         # A lost server is routine in a cluster: the client reconnects to another one and calls
         # retry meanwhile, so this is worth a log line, not an error on the terminal.
         log.info("NATS connection error (reconnecting): %r", error)
+        if _AUTHORIZATION_VIOLATION in str(error):
+            self._refused.set()
 
     def _write(self, write: Callable[[], Awaitable[int]], kind: str, key: str) -> int:
         async def attempt() -> int:
