@@ -195,10 +195,12 @@ class Cluster:
         return machine
 
     def forget(self, machine: Machine) -> None:
-        """After ``machine rm``: the machine is no longer one of the cluster's; its agent is
-        stopped as the operator would when decommissioning it."""
-        self.machines.remove(machine)
-        daemons.stop(machine.ployz_home.agent_daemon(machine.config))
+        """After ``machine rm`` (or for a machine that never joined): it is no longer one of
+        the cluster's, and its daemons stop as they would when it is decommissioned; its
+        wires and pool stay until :meth:`stop`."""
+        if machine in self.machines:
+            self.machines.remove(machine)
+        self._halt(machine)
 
     def invite(self) -> str:
         """A fresh join token, from the operator on the first machine."""
@@ -225,6 +227,24 @@ class Cluster:
         with netns.inside(machine.endpoint.netns_path):
             daemons.start(agent)
         wait_for_agent(agent, machine.config)
+
+    @staticmethod
+    def _halt(machine: Machine) -> None:
+        """Stops every daemon of ``machine``: its agent and NATS server, then Docker."""
+        home = machine.ployz_home
+        config = home.load()
+        if config is not None:
+            daemons.stop(home.agent_daemon(config))
+            if config.nats:
+                daemons.stop(home.nats_daemon())
+        for process in reversed(machine.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in machine.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
     def _build(self, machine: Machine) -> None:
         """The machine's hardware: wires, pool and Docker daemon (one at a time: under
@@ -270,20 +290,7 @@ class Cluster:
 
     def stop(self) -> None:
         for machine in self._built:
-            home = machine.ployz_home
-            config = home.load()
-            if config is not None:
-                daemons.stop(home.agent_daemon(config))
-                if config.nats:
-                    daemons.stop(home.nats_daemon())
-            for process in reversed(machine.processes):
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-            for process in machine.processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            self._halt(machine)
         for machine in self._built:
             subprocess.run(["zpool", "destroy", "-f", machine.pool], check=False,
                            capture_output=True)

@@ -52,6 +52,12 @@ def wait_for(what: str, check: object, timeout_s: float = PEER_CHANGE_S) -> None
         time.sleep(0.5)
 
 
+def meshed(cluster: Cluster) -> bool:
+    """Whether every member's WireGuard has exactly the other members as peers."""
+    keys = {machine_id: key for machine_id, (_, key, _) in members(cluster).items()}
+    return all(peers(m) == {k for i, k in keys.items() if i != m.id} for m in cluster.machines)
+
+
 def machine_rows(cluster: Cluster) -> dict[str, dict]:
     done = ployzctl(cluster, "machine", "ls", "--json")
     assert done.returncode == 0, done.stderr
@@ -63,14 +69,17 @@ def machine_c(cluster: Cluster) -> Iterator[Machine]:
     """A third machine, joined with a token from `machine invite`; out again at the end."""
     machine = cluster.prepare_machine()
     cluster.join(machine)
+    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
     yield machine
     leave(cluster, machine)
 
 
 @pytest.fixture(scope="module")
-def spare(cluster: Cluster, machine_c: Machine) -> Machine:
+def spare(cluster: Cluster, machine_c: Machine) -> Iterator[Machine]:
     """A machine with its hardware ready that has not joined: where bad joins are tried."""
-    return cluster.prepare_machine()
+    machine = cluster.prepare_machine()
+    yield machine
+    cluster.forget(machine)
 
 
 def leave(cluster: Cluster, machine: Machine) -> None:
@@ -104,9 +113,7 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
         assert row["endpoint"] and row["subnet"] and row["overlay_ip"]
     assert len({row["overlay_ip"] for row in rows.values()}) == 3
     assert len({row["subnet"] for row in rows.values()}) == 3
-    keys = {machine_id: key for machine_id, (_, key, _) in members(cluster).items()}
-    for machine in cluster.machines:
-        assert peers(machine) == {k for i, k in keys.items() if i != machine.id}
+    assert meshed(cluster)
 
 
 def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
@@ -115,9 +122,7 @@ def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
     machine_d = cluster.prepare_machine()
     cluster.join(machine_d)
     try:
-        wait_for("every machine has machine-d as a peer",
-                 lambda: all(len(peers(m)) == len(cluster.machines) - 1
-                             for m in cluster.machines))
+        wait_for("every machine has machine-d as a peer", lambda: meshed(cluster))
         moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", machine_d.id)
         assert moved.returncode == 0, moved.stderr
         (running,) = containers(cluster, machine_d, "grow")
@@ -173,6 +178,9 @@ def test_a_used_token_is_refused(cluster: Cluster, spare: Machine) -> None:
     token = cluster.invite()
     first = join(spare, token, "machine-x")
     assert first.returncode == 0, first.stderr
+    _, x_key, _ = members(cluster)["machine-x"]
+    wait_for("every member has machine-x as a peer",
+             lambda: all(x_key in peers(m) for m in cluster.machines))
     try:
         message = _refused_without_change(cluster, spare, token, "machine-y")
         assert "was used by machine 'machine-x'" in message
@@ -181,6 +189,8 @@ def test_a_used_token_is_refused(cluster: Cluster, spare: Machine) -> None:
             done = ployzctl(cluster, *args)
             assert done.returncode == 0, done.stderr
         daemons.stop(spare.ployz_home.agent_daemon(spare.config))
+        wait_for("no member has machine-x as a peer",
+                 lambda: all(x_key not in peers(m) for m in cluster.machines))
 
 
 def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
