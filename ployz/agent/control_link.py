@@ -1,8 +1,9 @@
-"""The heartbeat callback that writes an agent's facts into the control plane.
+"""The agent's two links to the control plane: the heartbeat callback that writes its facts,
+and the machine facts its overlay follows.
 
 The only place where the agent meets :mod:`ployz.control`; imported by the daemon when it is
 given ``--control``. The machine must already be registered in the control plane (its overlay
-address and subnet are cluster facts the agent does not invent).
+address, subnet, WireGuard key and endpoint are cluster facts the agent does not invent).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ployz.agent.heartbeat import HeartbeatCallback
-from ployz.control.models import Capacity
+from ployz.agent.overlay import PeerFact
+from ployz.control.models import Capacity, Machine
 from ployz.control.plane import ControlPlane
 from ployz.control.url import open_control_plane
 
@@ -40,3 +42,41 @@ def control_plane_heartbeat(url: str) -> HeartbeatCallback:
         plane.heartbeat(machine_id, capacity_of(facts))
 
     return heartbeat
+
+
+class ControlPlaneMachines:
+    """:class:`~ployz.agent.overlay.MachineFacts` of the control plane at ``url``.
+
+    Opening it connects (the overlay opens it again after a failure); the watch is made before
+    the first read, so no change made after that read can be missed.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._plane = open_control_plane(url)
+        try:
+            self._watch = self._plane.watch_machines()
+        except BaseException:
+            self._plane.close()
+            raise
+
+    def machines(self) -> list[PeerFact]:
+        return [peer_fact(machine) for machine in self._plane.list_machines()]
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._watch.wait(timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._watch.close()
+        finally:
+            self._plane.close()
+
+
+def peer_fact(machine: Machine) -> PeerFact:
+    return PeerFact(
+        machine_id=machine.id,
+        overlay_ip=machine.overlay_ip,
+        subnet=machine.subnet,
+        wireguard_key=machine.wireguard_key,
+        endpoint=machine.endpoint,
+    )

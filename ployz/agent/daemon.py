@@ -4,6 +4,11 @@ Wires the pieces together: the state directory, the Docker runtime, the method g
 verification, the RPC server on the listen address, and the heartbeat. When listening it prints
 one JSON line, ``{"event": "listening", "machine_id": ..., "address": "HOST:PORT"}``, on stdout
 (useful with ``--listen HOST:0``); it stops cleanly on SIGTERM or SIGINT.
+
+With ``--wireguard IFNAME`` the agent also keeps the machine's WireGuard overlay: it makes the
+interface, its key, port and overlay address be so before it listens (``--listen`` is normally
+the overlay address), then keeps the interface's peers equal to the other machines' facts in the
+control plane (:mod:`ployz.agent.overlay`).
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import ipaddress
 import json
 import logging
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
@@ -27,8 +33,11 @@ from ployz.agent.auth import DEFAULT_WINDOW_S, RequestVerifier, now_ms
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.heartbeat import HeartbeatCallback, heartbeat_forever
+from ployz.agent.overlay import OverlayKeeper
 from ployz.agent.server import AgentServer
 from ployz.agent.state import AgentState
+from ployz.net.errors import NetError
+from ployz.net.keys import read_private_key
 from ployz.runtime.docker_runtime import DEFAULT_SOCKET, DockerRuntime
 from ployz.transfer.addresses import format_address, parse_address
 from ployz.transfer.keys import BadKey, read_public_key
@@ -37,9 +46,21 @@ METHOD_GROUPS = ("agent_info", "containers", "zfs_ops", "transfers")
 """Modules of :mod:`ployz.agent.methods` whose ``register(registry, context)`` is called."""
 
 DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_WIREGUARD_PORT = 51820
 WORKER_THREADS = 32
 
 log = logging.getLogger("ployz.agent")
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """This machine's end of the WireGuard overlay."""
+
+    ifname: str
+    private_key: str = field(repr=False)
+    listen_port: int
+    address: str
+    """The machine's overlay address with the overlay's prefix (``10.210.0.3/16``)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,7 @@ class AgentConfig:
     control_url: str | None = None
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     window_s: float = DEFAULT_WINDOW_S
+    overlay: OverlayConfig | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +97,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SECONDS",
                         help="largest accepted difference between a request's timestamp and "
                              f"this machine's clock (default {DEFAULT_WINDOW_S:g})")
+    overlay = parser.add_argument_group(
+        "overlay", "keep the machine's kernel WireGuard interface and its peers (needs --control)")
+    overlay.add_argument("--wireguard", metavar="IFNAME",
+                         help="the overlay's WireGuard interface (off unless given)")
+    overlay.add_argument("--wireguard-key", type=Path, metavar="PATH",
+                         help="file holding the machine's base64 private key (as `wg genkey` "
+                              "writes it)")
+    overlay.add_argument("--wireguard-port", type=int, default=DEFAULT_WIREGUARD_PORT,
+                         metavar="PORT",
+                         help=f"UDP port WireGuard listens on (default {DEFAULT_WIREGUARD_PORT})")
+    overlay.add_argument("--overlay", metavar="CIDR",
+                         help="this machine's overlay address with the overlay's prefix, "
+                              "e.g. 10.210.0.3/16")
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -101,7 +136,41 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         control_url=args.control,
         heartbeat_s=args.heartbeat_interval,
         window_s=args.request_window,
+        overlay=overlay_from_args(args),
     )
+
+
+def overlay_from_args(args: argparse.Namespace) -> OverlayConfig | None:
+    """None without --wireguard; raises ValueError naming the bad or missing argument."""
+    if args.wireguard is None:
+        for given, flag in ((args.wireguard_key, "--wireguard-key"), (args.overlay, "--overlay")):
+            if given is not None:
+                raise ValueError(f"{flag} needs --wireguard")
+        return None
+    from ployz.net.wireguard import check_ifname  # pyroute2: only for agents with an overlay
+
+    for needed, flag in ((args.wireguard_key, "--wireguard-key"), (args.overlay, "--overlay"),
+                         (args.control, "--control")):
+        if needed is None:
+            raise ValueError(f"--wireguard needs {flag}")
+    try:
+        check_ifname(args.wireguard)
+    except ValueError as exc:
+        raise ValueError(f"--wireguard: {exc}") from exc
+    if not 0 < args.wireguard_port < 65536:
+        raise ValueError("--wireguard-port must be in 1-65535")
+    if "/" not in args.overlay:
+        raise ValueError(f"--overlay: {args.overlay!r} has no prefix; give the overlay's, "
+                         "e.g. 10.210.0.3/16")
+    try:
+        address = ipaddress.ip_interface(args.overlay)
+    except ValueError as exc:
+        raise ValueError(f"--overlay: {exc}") from exc
+    try:
+        private_key = read_private_key(args.wireguard_key)
+    except ValueError as exc:
+        raise ValueError(f"--wireguard-key: {exc}") from exc
+    return OverlayConfig(args.wireguard, private_key, args.wireguard_port, str(address))
 
 
 def build_registry(context: AgentContext) -> MethodRegistry:
@@ -111,8 +180,9 @@ def build_registry(context: AgentContext) -> MethodRegistry:
     return registry
 
 
-async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None) -> None:
-    """Runs the agent until SIGTERM or SIGINT."""
+async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None,
+                overlay: OverlayKeeper | None = None) -> None:
+    """Runs the agent until SIGTERM or SIGINT; ``overlay`` runs from the moment it listens."""
     state = AgentState(config.state_dir)
     if state.interrupted_at_start:
         log.warning("%d operation(s) were interrupted by the last stop; see agent.operations",
@@ -137,6 +207,8 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None) -> Non
         context.address = format_address(*listener.sockets[0].getsockname()[:2])
         print(json.dumps({"event": "listening", "machine_id": config.machine_id,
                           "address": context.address}), flush=True)
+        if overlay is not None:
+            overlay.start()
         beating = (
             asyncio.create_task(
                 heartbeat_forever(context, heartbeat, config.heartbeat_s, heartbeat_thread)
@@ -152,9 +224,25 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None) -> Non
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
+        if overlay is not None:
+            await asyncio.to_thread(overlay.stop)
         await listener.wait_closed()
     context.runtime.close()
     state.close()
+
+
+def prepare_overlay(overlay: OverlayConfig, machine_id: str, control_url: str) -> OverlayKeeper:
+    """Makes the interface be as configured, now (the agent listens on its address next), and
+    returns the keeper of its peers. Runs before the event loop: pyroute2 runs its own."""
+    from ployz.agent.control_link import ControlPlaneMachines
+    from ployz.net.wireguard import WireGuardLink
+
+    with WireGuardLink(overlay.ifname) as link:
+        changes = link.ensure(overlay.private_key, overlay.listen_port, overlay.address)
+    for change in changes:
+        log.info("overlay interface %s: %s", overlay.ifname, change)
+    return OverlayKeeper(machine_id, lambda: WireGuardLink(overlay.ifname),
+                         lambda: ControlPlaneMachines(control_url))
 
 
 def run(config: AgentConfig) -> int:
@@ -165,7 +253,15 @@ def run(config: AgentConfig) -> int:
         from ployz.agent.control_link import control_plane_heartbeat
 
         heartbeat = control_plane_heartbeat(config.control_url)
-    uvloop.run(serve(config, heartbeat))
+    keeper = None
+    if config.overlay is not None:
+        assert config.control_url is not None  # config_from_args requires it
+        try:
+            keeper = prepare_overlay(config.overlay, config.machine_id, config.control_url)
+        except NetError as exc:
+            log.error("cannot set up the overlay: %s", exc)
+            return 1
+    uvloop.run(serve(config, heartbeat, keeper))
     return 0
 
 
