@@ -47,6 +47,13 @@ def public_key_of(private: str) -> str:
     return base64.b64encode(raw).decode()
 
 
+def canonical_key(text: str, what: str = "public key") -> str:
+    """``text`` in the one base64 spelling the kernel reports back. A decoder accepts other
+    spellings of the same 32 bytes (non-zero bits in the last character), and comparing one of
+    those with the kernel's would see two peers where there is one."""
+    return base64.b64encode(key_bytes(text, what)).decode()
+
+
 def key_bytes(text: str, what: str) -> bytes:
     """The 32 raw bytes of a base64 key; :class:`BadWireGuardKey` naming ``what`` otherwise."""
     try:

@@ -1,9 +1,10 @@
 """WireGuard peers as the kernel holds them (:class:`Peer`) and as they should be
 (:class:`PeerConfig`), and the changes that take one to the other (:func:`diff_peers`).
 
-Both sides normalise their allowed IPs (networks, host bits cleared, sorted) and endpoints
-(compressed IP text), so that comparing what the kernel reports with what the facts ask for does
-not see a change where there is none and touch a peer, which would be logged at every resync.
+Both sides normalise their public keys (canonical base64), allowed IPs (networks, host bits
+cleared, sorted) and endpoints (compressed IP text), so that comparing what the kernel reports
+with what the facts ask for does not see a change where there is none and touch a peer, which
+would be logged at every resync.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from ployz.net.keys import canonical_key
 
 KEEPALIVE_S = 25
 """Persistent keepalive of every peer: keeps NAT mappings open and handshakes fresh."""
@@ -53,6 +56,7 @@ class PeerConfig:
     persistent_keepalive_s: int = KEEPALIVE_S
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "public_key", canonical_key(self.public_key))
         object.__setattr__(self, "allowed_ips", normalize_allowed_ips(self.allowed_ips))
 
 

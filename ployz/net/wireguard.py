@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,8 +81,7 @@ class WireGuardLink:
         changes = []
         index = self._index()
         if index is None:
-            with self._netlink("create the WireGuard interface"):
-                self._ipr.link("add", ifname=self.ifname, kind="wireguard")
+            self._create()
             changes.append("created")
             index = self._index()
             assert index is not None
@@ -119,22 +118,9 @@ class WireGuardLink:
     # --- peers -----------------------------------------------------------------------------
 
     def peers(self) -> list[Peer]:
-        """The kernel's peers, by public key. A large dump spans several messages, and one
-        peer's allowed IPs may continue in the next message: they are merged here."""
+        """The kernel's peers, by public key."""
         with self._netlink("list the peers"):
-            messages = list(self._wireguard().info(self.ifname))
-        merged: dict[str, dict[str, Any]] = {}
-        for message in messages:
-            for nla in message.get_attr("WGDEVICE_A_PEERS") or ():
-                key = _text(nla.get_attr("WGPEER_A_PUBLIC_KEY"))
-                fields = merged.setdefault(key, {"allowed_ips": []})
-                fields["allowed_ips"] += [ip["addr"] for ip in
-                                          nla.get_attr("WGPEER_A_ALLOWEDIPS") or ()]
-                for name, attr in _PEER_ATTRS.items():
-                    value = nla.get_attr(attr)
-                    if value is not None:
-                        fields[name] = value
-        return [_peer(key, fields) for key, fields in sorted(merged.items())]
+            return peers_of(self._wireguard().info(self.ifname))
 
     def set_peer(self, peer: PeerConfig) -> None:
         """Adds the peer or replaces its endpoint (unless None), allowed IPs and keepalive."""
@@ -162,9 +148,17 @@ class WireGuardLink:
         try:
             yield
         except PyrouteNetlinkError as exc:
-            if exc.code == errno.EOPNOTSUPP and operation == "create the WireGuard interface":
-                raise WireGuardUnavailable("no link kind 'wireguard'") from exc
             raise NetlinkError(operation, self.ifname, exc.code) from exc
+
+    def _create(self) -> None:
+        """Creating the link loads the wireguard module if it is loadable: a kernel that does
+        not know the link kind has no WireGuard."""
+        try:
+            self._ipr.link("add", ifname=self.ifname, kind="wireguard")
+        except PyrouteNetlinkError as exc:
+            if exc.code == errno.EOPNOTSUPP:
+                raise WireGuardUnavailable("no link kind 'wireguard'") from exc
+            raise NetlinkError("create the WireGuard interface", self.ifname, exc.code) from exc
 
     def _wireguard(self) -> Any:
         """The generic netlink socket, opened at first use: only after the interface exists may
@@ -231,6 +225,24 @@ def _text(key: bytes | str) -> str:
 def _kind_of(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return None if info is None else info.get_attr("IFLA_INFO_KIND")
+
+
+def peers_of(messages: Iterable[Any]) -> list[Peer]:
+    """The peers of a device dump (pyroute2 messages), by public key. A large dump spans
+    several messages, and one peer's allowed IPs may go on in the next message under the same
+    key: they are merged."""
+    merged: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        for nla in message.get_attr("WGDEVICE_A_PEERS") or ():
+            fields = merged.setdefault(_text(nla.get_attr("WGPEER_A_PUBLIC_KEY")),
+                                       {"allowed_ips": []})
+            fields["allowed_ips"] += [ip["addr"] for ip in
+                                      nla.get_attr("WGPEER_A_ALLOWEDIPS") or ()]
+            for name, attr in _PEER_ATTRS.items():
+                value = nla.get_attr(attr)
+                if value is not None:
+                    fields[name] = value
+    return [_peer(key, fields) for key, fields in sorted(merged.items())]
 
 
 def _peer(public_key: str, fields: dict[str, Any]) -> Peer:

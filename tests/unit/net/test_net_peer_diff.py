@@ -3,15 +3,14 @@ is never touched."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import pytest
 
 from ployz.net.peers import KEEPALIVE_S, Endpoint, Peer, PeerChanges, PeerConfig, diff_peers
 
-KEY_A = "A" * 43 + "="
-KEY_B = "B" * 43 + "="
-KEY_C = "C" * 43 + "="
+KEY_A, KEY_B, KEY_C = (base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2, 3))
 
 
 def wanted(key: str, ip: str = "10.98.0.2", *allowed: str) -> PeerConfig:
@@ -90,6 +89,13 @@ def test_every_peer_keeps_its_nat_mapping_open():
     assert wanted(KEY_A).persistent_keepalive_s == KEEPALIVE_S == 25
 
 
+def test_public_keys_compare_in_their_canonical_spelling():
+    spelled_otherwise = "B" * 43 + "="  # decodes to the same bytes as "B" * 42 + "A="
+    peer = PeerConfig(spelled_otherwise, None, ("10.212.0.2/32",))
+    assert peer.public_key == "B" * 42 + "A="
+    assert not diff_peers([peer], [held(PeerConfig("B" * 42 + "A=", None, ("10.212.0.2/32",)))])
+
+
 def test_bad_values_are_refused():
     with pytest.raises(ValueError):
         Endpoint("not-an-ip", 51820)
@@ -97,3 +103,5 @@ def test_bad_values_are_refused():
         Endpoint("10.98.0.2", 0)
     with pytest.raises(ValueError):
         PeerConfig(KEY_A, None, ("10.212.0.300/32",))
+    with pytest.raises(ValueError, match="public key"):
+        PeerConfig("c2hvcnQ=", None, ("10.212.0.2/32",))
