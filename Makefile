@@ -54,9 +54,10 @@ fuzz: setup
 		$(PY) tests/fuzz/run.py $$harness --seconds $(FUZZ_SECONDS) --asan || status=1; \
 	done; exit $$status
 
-# One VM boot runs the whole real-ZFS suite and the sandbox end-to-end tests.
+# One VM boot runs the whole real-ZFS suite, the kernel WireGuard tests and the sandbox
+# end-to-end tests.
 test-zfs: setup
-	$(PY) -m ployz.sandbox.vm pytest tests/zfs tests/e2e
+	$(PY) -m ployz.sandbox.vm pytest tests/zfs tests/vm tests/e2e
 
 # Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
 bench-zfs: setup
