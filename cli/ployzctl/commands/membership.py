@@ -28,10 +28,8 @@ from ployzctl.config import (
 )
 from ployzctl.output import print_json
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-
-def register(commands: Subparsers) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = commands.add_parser("init", help="create the cluster on its first machine")
     init.add_argument("machine", metavar="MACHINE", help="this machine's id")
     _add_member_arguments(init)
