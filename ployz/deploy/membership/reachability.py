@@ -43,20 +43,26 @@ def connects(host: str, port: int, timeout_s: float = 1.0) -> bool:
 
 
 def wait_until(what: str, ready: Callable[[], bool], timeout_s: float,
-               check: Callable[[], None] = lambda: None) -> None:
+               check: Callable[[], None] = lambda: None,
+               detail: Callable[[], str] = lambda: "") -> None:
+    """Until ``ready()``; ``check()`` raises to end the wait early; ``detail()`` is appended to
+    the timeout's message (a daemon's log)."""
     deadline = time.monotonic() + timeout_s
     while not ready():
         check()
         if time.monotonic() > deadline:
-            raise MembershipError(f"{what} within {timeout_s:.0f} s")
+            raise MembershipError(f"{what} within {timeout_s:.0f} s{detail()}")
         time.sleep(POLL_S)
 
 
 def wait_for_agent(agent: Daemon, config: MachineConfig) -> None:
     """Until the agent listens on its overlay address; fails at once when it exits."""
+    def log() -> str:
+        return f"; its log: {daemons.log_tail(agent)}"
+
     def alive() -> None:
         if not daemons.running(agent):
-            raise MembershipError(f"the agent exited; its log: {daemons.log_tail(agent)}")
+            raise MembershipError(f"the agent exited{log()}")
 
     wait_until(f"the agent did not listen on {config.overlay_ip}:{config.agent_port}",
-               lambda: connects(config.overlay_ip, config.agent_port), AGENT_START_S, alive)
+               lambda: connects(config.overlay_ip, config.agent_port), AGENT_START_S, alive, log)
