@@ -18,7 +18,7 @@ from ployz.deploy.membership.daemons import Daemon
 from ployz.deploy.membership.errors import MembershipError
 from ployz.deploy.membership.local import MachineConfig
 
-AGENT_START_S = 120.0
+AGENT_START_S = 300.0
 """An agent under software emulation takes tens of seconds to import and listen."""
 
 OVERLAY_S = 60.0
