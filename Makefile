@@ -55,9 +55,9 @@ fuzz: setup
 	done; exit $$status
 
 # One VM boot runs the whole real-ZFS suite, the kernel WireGuard tests and the sandbox
-# end-to-end tests.
+# end-to-end tests; 6G, as the membership tests run five machines' Docker daemons and agents.
 test-zfs: setup
-	$(PY) -m ployz.sandbox.vm pytest tests/zfs tests/vm tests/e2e
+	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/zfs tests/vm tests/e2e
 
 # Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
 bench-zfs: setup

@@ -26,7 +26,7 @@ from ployz.transfer.keys import load_private_key
 from tests.e2e.sandbox_operator import dump, members, ployzctl
 from tests.e2e.writer_service import containers, deploy_writer
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = pytest.mark.timeout(900)
 
 PEER_CHANGE_S = 30.0
 """How soon every agent must have applied a membership change to its WireGuard peers."""
