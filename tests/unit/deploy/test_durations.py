@@ -17,5 +17,5 @@ def test_durations_people_write(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "h", "1w", "-5m", "0", "1 hour", "5m30s"])
 def test_other_text_is_refused_with_the_accepted_forms(text: str) -> None:
-    with pytest.raises(ValueError, match="90s, 15m, 1h or 2d|positive"):
+    with pytest.raises(ValueError, match=r"90s, 15m, 1h or 2d|positive"):
         parse_duration(text)
