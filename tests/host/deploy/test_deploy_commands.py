@@ -175,10 +175,11 @@ def test_machine_ls_lists_every_machine(cluster: Cluster):
 
     table = cluster.ployzctl("machine", "ls")
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "LIFECYCLE", "LIVENESS", "OVERLAY", "IP", "POOL", "FREE",
-                              "POOL", "USED", "CONTAINERS", "LAST", "HEARTBEAT"]
-    assert rows[1].split()[:7] == ["machine-b", "active", "alive", "10.210.0.3", "1.0G", "3.0G",
-                                   "1"]
+    assert header.split() == ["ID", "LIFECYCLE", "LIVENESS", "OVERLAY", "IP", "SUBNET",
+                              "ENDPOINT", "POOL", "FREE", "POOL", "USED", "CONTAINERS", "LAST",
+                              "HEARTBEAT"]
+    assert rows[1].split()[:9] == ["machine-b", "active", "alive", "10.210.0.3",
+                                   machines[1]["subnet"], "-", "1.0G", "3.0G", "1"]
     assert rows[2].split()[1] == "draining"
     assert cluster.dump() == before
 
