@@ -186,12 +186,13 @@ class Cluster:
         for machine in self.machines[1:]:
             self.join(machine)
 
-    def prepare_machine(self) -> Machine:
-        """A new machine's hardware (wires, pool, Docker), not yet a member: a machine bought
-        later, before ``machine join`` runs on it."""
+    def prepare_machine(self, docker: bool = True) -> Machine:
+        """A new machine's hardware (wires, pool and, unless ``docker`` is False, Docker), not
+        yet a member: a machine bought later, before ``machine join`` runs on it. Without
+        Docker it can join (its agent starts without one) but not run services."""
         machine = self._new_machine(len(self._built))
         with netns.inside(netns.ROOT):
-            self._build(machine)
+            self._build(machine, docker)
         return machine
 
     def forget(self, machine: Machine) -> None:
@@ -246,14 +247,15 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
 
-    def _build(self, machine: Machine) -> None:
+    def _build(self, machine: Machine, docker: bool = True) -> None:
         """The machine's hardware: wires, pool and Docker daemon (one at a time: under
         emulation, dockerds starting together time out waiting for their containerd)."""
         attach(machine.endpoint)
         self._built.append(machine)
         self._make_pool(machine)
-        self._start_docker(machine)
-        self._load_image(machine)
+        if docker:
+            self._start_docker(machine)
+            self._load_image(machine)
 
     def _make_pool(self, machine: Machine) -> None:
         machine.home.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,9 @@ def machine_c(cluster: Cluster) -> Iterator[Machine]:
 
 @pytest.fixture(scope="module")
 def spare(cluster: Cluster, machine_c: Machine) -> Iterator[Machine]:
-    """A machine with its hardware ready that has not joined: where bad joins are tried."""
-    machine = cluster.prepare_machine()
+    """A machine with its wires and pool ready that has not joined: where bad joins are tried
+    (no Docker: it never runs a service)."""
+    machine = cluster.prepare_machine(docker=False)
     yield machine
     cluster.forget(machine)
 
