@@ -31,9 +31,9 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
 REPORTS = PROJECT / "reports"
-# The whole real-ZFS and sandbox suite, with room to spare: under emulation it took 40-50 min
-# once every frame carried an AES-GCM tag (computed by emulated vector instructions).
-DEFAULT_TIMEOUT = 75 * 60
+# The whole real-ZFS and sandbox suite, with room to spare: under emulation it takes about 65 min
+# since the membership tests join and remove machines (every agent start costs ~45 s there).
+DEFAULT_TIMEOUT = 80 * 60
 # qemu's emulated CPU without the fast-string features. With them, the kernel (and glibc) copy
 # memory with `rep movsb`, which software emulation runs a byte at a time: a pipe then moves
 # 128 MiB in 2.4 CPU s instead of 0.6, so every copy weighs four times what it does on hardware
