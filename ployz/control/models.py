@@ -59,6 +59,10 @@ def _check_subnet(value: str) -> str:
     return value
 
 
+IPAddress = Annotated[str, AfterValidator(_check_ip)]
+Network = Annotated[str, AfterValidator(_check_subnet)]
+
+
 class Fact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ployz.control.models import Endpoint, Identifier, WireGuardKey
+from ployz.control.models import Endpoint, Identifier, IPAddress, Network, WireGuardKey
 from ployz.transfer.keys import parse_public_key, public_key_text
 
 PREFIX = "ployz-join-1."
@@ -79,16 +78,6 @@ class ExpiredToken(TokenError):
         self.expires = expires
 
 
-def _check_ip(value: str) -> str:
-    ipaddress.ip_address(value)
-    return value
-
-
-def _check_network(value: str) -> str:
-    ipaddress.ip_network(value, strict=False)
-    return value
-
-
 def _check_public_key(value: str) -> str:
     parse_public_key(value)  # BadKey is a ValueError: pydantic reports it against the field
     return value
@@ -102,7 +91,7 @@ class TokenPeer(_Payload):
     """A machine of the overlay as the new machine's WireGuard interface needs it."""
 
     id: Identifier
-    overlay_ip: Annotated[str, AfterValidator(_check_ip)]
+    overlay_ip: IPAddress
     wireguard_key: WireGuardKey
     endpoint: Endpoint
 
@@ -117,7 +106,7 @@ class JoinToken(_Payload):
     """The control-plane URL the new machine uses; may carry NATS credentials."""
     trust: tuple[Annotated[str, AfterValidator(_check_public_key)], ...] = Field(min_length=1)
     """Operator public keys, ``ed25519:BASE64``."""
-    overlay: Annotated[str, AfterValidator(_check_network)]
+    overlay: Network
     """The overlay network's CIDR."""
     peers: tuple[TokenPeer, ...]
 
