@@ -207,11 +207,15 @@ class Cluster:
         """A fresh join token, from the operator on the first machine."""
         return self.operator_ployzctl("machine", "invite", "--ttl", INVITE_TTL).strip()
 
-    def join(self, machine: Machine) -> None:
-        machine.ployzctl("machine", "join", self.invite(), "--id", machine.id,
+    def join(self, machine: Machine, token: str | None = None) -> str:
+        """``machine join`` on ``machine`` with ``token`` (a fresh invite when None); returns
+        the token, spent now."""
+        token = token or self.invite()
+        machine.ployzctl("machine", "join", token, "--id", machine.id,
                          *machine.member_arguments())
         if machine not in self.machines:
             self.machines.append(machine)
+        return token
 
     def operator_ployzctl(self, *args: str) -> str:
         return self.first.ployzctl(*args, env=self.environment())

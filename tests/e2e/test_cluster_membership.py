@@ -1,14 +1,17 @@
-"""Machines join and leave the sandbox cluster with the commands an operator runs on real
-machines: ``machine invite`` on the first, ``machine join`` on the new one, ``machine drain
---migrate`` then ``machine rm``; every agent adds and drops the WireGuard peers by itself, and
-the control plane is NATS JetStream. Then the joins and removals that must be refused, each
-with its message and no change to the control plane or to any machine's WireGuard: those a real
-member is needed for (a used token, a duplicate id, a busy machine) and a forged token. The
-refusals that come before the control plane knows anything (expired token, foreign endpoint,
-unreachable control plane) are in tests/host/membership/test_join_refusals.py.
+"""Machines join and leave the sandbox cluster with the commands an operator runs on real machines:
+a service runs, then ``machine invite`` on the first machine and ``machine join`` on a new one,
+the service moves there, then ``machine drain --migrate`` and ``machine rm``; every agent adds
+and drops the WireGuard peers by itself, and the control plane is NATS JetStream. Then the joins
+and removals that must be refused, each with its message and no change to the control plane or
+to any machine's WireGuard: those a real member is needed for (a used token, a duplicate id, a
+busy machine) and a forged token. The refusals that come before the control plane knows anything
+(expired token, foreign endpoint, unreachable control plane) are in
+tests/host/membership/test_join_refusals.py.
 
-The module borrows the session's two machines and adds its own (machine-c, machine-d); it takes
-them out again at its end, so the next modules see the cluster they expect.
+The module borrows the session's two machines and adds its own: machine-c, which joins and
+leaves, and a spare with wires and a pool but no Docker, which never joins (the bad joins are
+tried there; the used token is machine-c's). Both are gone at the module's end, so the next
+modules see the cluster they expect.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
-from ployz.deploy.membership import daemons
 from ployz.sandbox.cluster import Cluster, Machine
 from tests.e2e.sandbox_operator import dump, members, ployzctl
 from tests.e2e.writer_service import containers, deploy_writer
@@ -65,19 +67,35 @@ def machine_rows(cluster: Cluster) -> dict[str, dict]:
     return {row["id"]: row for row in json.loads(done.stdout)}
 
 
+@dataclass
+class Joined:
+    """The third machine, and the token it joined with (spent: the used-token test reuses it)."""
+
+    machine: Machine
+    token: str
+
+
 @pytest.fixture(scope="module")
-def machine_c(cluster: Cluster) -> Iterator[Machine]:
-    """A third machine, joined with a token from `machine invite`; out again at the end."""
+def grow(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A service that exists before the third machine joins; the namespace it runs in."""
+    deploy_writer(cluster, tmp_path_factory.mktemp("grow"), "grow", fill_mib=8)
+    return "grow"
+
+
+@pytest.fixture(scope="module")
+def machine_c(cluster: Cluster, grow: str) -> Iterator[Joined]:
+    """A third machine, joined with a token from `machine invite` after a service exists; out
+    again at the end (the move test takes it out itself)."""
     machine = cluster.prepare_machine()
-    cluster.join(machine)
+    token = cluster.join(machine)
     wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
-    yield machine
+    yield Joined(machine, token)
     leave(cluster, machine)
 
 
 @pytest.fixture(scope="module")
-def spare(cluster: Cluster, machine_c: Machine) -> Iterator[Machine]:
-    """A machine with its wires and pool ready that has not joined: where bad joins are tried
+def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
+    """A machine with its wires and pool ready that never joins: where bad joins are tried
     (no Docker: it never runs a service)."""
     machine = cluster.prepare_machine(docker=False)
     yield machine
@@ -105,8 +123,13 @@ def join(machine: Machine, token: str, machine_id: str | None = None,
         capture_output=True, text=True, check=False, timeout=600)
 
 
+def host_of(cluster: Cluster, namespace: str) -> Machine:
+    (machine,) = [m for m in cluster.machines if containers(cluster, m, namespace)]
+    return machine
+
+
 def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
-        cluster: Cluster, machine_c: Machine) -> None:
+        cluster: Cluster, machine_c: Joined) -> None:
     rows = machine_rows(cluster)
     assert set(rows) == {"machine-a", "machine-b", "machine-c"}
     assert cluster.control_url.startswith("nats://")
@@ -118,38 +141,36 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
     assert meshed(cluster)
 
 
-def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
-        cluster: Cluster, machine_c: Machine, tmp_path: Path) -> None:
-    deploy_writer(cluster, tmp_path, "grow", fill_mib=8)
-    machine_d = cluster.prepare_machine()
-    cluster.join(machine_d)
-    try:
-        wait_for("every machine has machine-d as a peer", lambda: meshed(cluster))
-        moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", machine_d.id)
-        assert moved.returncode == 0, moved.stderr
-        (running,) = containers(cluster, machine_d, "grow")
-        assert running.state == "running"
-        assert containers(cluster, cluster.machines[0], "grow") == []
-    finally:
-        drained = ployzctl(cluster, "machine", "drain", machine_d.id, "--migrate")
-        assert drained.returncode == 0, drained.stderr
-    assert containers(cluster, machine_d, "grow") == []
-    _, d_key, _ = members(cluster)[machine_d.id]
-    removed = ployzctl(cluster, "machine", "rm", machine_d.id)
+def test_a_service_moves_to_the_joined_machine_which_then_drains_and_leaves(
+        cluster: Cluster, machine_c: Joined, grow: str) -> None:
+    c = machine_c.machine
+    moved = ployzctl(cluster, "migrate", "apply", f"{grow}/writer", "--to", c.id)
+    assert moved.returncode == 0, moved.stderr
+    (running,) = containers(cluster, c, grow)
+    assert running.state == "running"
+    assert host_of(cluster, grow) is c
+    drained = ployzctl(cluster, "machine", "drain", c.id, "--migrate")
+    assert drained.returncode == 0, drained.stderr
+    assert containers(cluster, c, grow) == []
+    assert host_of(cluster, grow) is not c
+    _, c_key, _ = members(cluster)[c.id]
+    removed = ployzctl(cluster, "machine", "rm", c.id)
     assert removed.returncode == 0, removed.stderr
-    cluster.forget(machine_d)
-    assert machine_d.id not in machine_rows(cluster)
-    wait_for("no machine lists machine-d as a WireGuard peer",
-             lambda: all(d_key not in peers(m) for m in cluster.machines))
+    cluster.forget(c)
+    assert c.id not in machine_rows(cluster)
+    wait_for("no machine lists machine-c as a WireGuard peer",
+             lambda: all(c_key not in peers(m) for m in cluster.machines))
+    assert meshed(cluster)
 
 
 def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(
-        cluster: Cluster, machine_c: Machine, tmp_path: Path) -> None:
-    deploy_writer(cluster, tmp_path, "busy", fill_mib=1)
+        cluster: Cluster, grow: str) -> None:
+    busy = host_of(cluster, grow)
     before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
-    refused = ployzctl(cluster, "machine", "rm", "machine-a")
+    refused = ployzctl(cluster, "machine", "rm", busy.id)
     assert refused.returncode != 0
-    assert "service busy/writer" in refused.stderr and "volume busy/data" in refused.stderr
+    assert f"service {grow}/writer" in refused.stderr
+    assert f"volume {grow}/data" in refused.stderr
     assert "drain" in refused.stderr
     assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
         before, members_before, wg_before)
@@ -168,24 +189,10 @@ def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
     return done.stderr
 
 
-def test_a_used_token_is_refused(cluster: Cluster, spare: Machine) -> None:
-    """The spare joins as machine-x with a token; the same token then fails for machine-y."""
-    token = cluster.invite()
-    first = join(spare, token, "machine-x")
-    assert first.returncode == 0, first.stderr
-    _, x_key, _ = members(cluster)["machine-x"]
-    wait_for("every member has machine-x as a peer",
-             lambda: all(x_key in peers(m) for m in cluster.machines))
-    try:
-        message = _refused_without_change(cluster, spare, token, "machine-y")
-        assert "was used by machine 'machine-x'" in message
-    finally:
-        for args in (("machine", "drain", "machine-x"), ("machine", "rm", "machine-x")):
-            done = ployzctl(cluster, *args)
-            assert done.returncode == 0, done.stderr
-        daemons.stop(spare.ployz_home.agent_daemon(spare.config))
-        wait_for("no member has machine-x as a peer",
-                 lambda: all(x_key not in peers(m) for m in cluster.machines))
+def test_a_used_token_is_refused(cluster: Cluster, machine_c: Joined, spare: Machine) -> None:
+    """machine-c's token, spent when it joined, fails for any other machine."""
+    message = _refused_without_change(cluster, spare, machine_c.token, "machine-y")
+    assert "was used by machine 'machine-c'" in message
 
 
 def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
