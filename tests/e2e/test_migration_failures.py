@@ -1,9 +1,9 @@
 """``ployzctl migrate apply`` going wrong in the sandbox, each failure ending consistent: a data
 connection cut mid-pre-copy resumes; a ployzctl killed at any phase boundary leaves a state that
-``apply`` run again completes; a target pool that fills up, or a target agent lost before the
-commit, aborts with the service running on its source again, and ``apply`` run again, once the
-cause is gone, completes. At every point the control plane names exactly one owner of the
-volume: machine-a until the commit, machine-b after it."""
+``apply`` run again settles and goes on from; a target pool that fills up, or a target agent
+lost before the commit, aborts with the service running on its source again, and ``apply`` run
+again, once the cause is gone, completes. At every point the control plane names exactly one
+owner of the volume: machine-a until the commit, machine-b after it."""
 
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ from tests.e2e.writer_service import containers, continued_lines, deploy_writer,
 pytestmark = pytest.mark.timeout(1800)
 
 FINAL_SEND = {"event": "phase", "phase": "final-send"}
-KILL_PHASES = ["pre-copy", "fence", "final-send", "start", "commit", "cleanup"]
+KILL_CHAINS = [["pre-copy", "fence", "final-send", "start", "commit"], ["cleanup"]]
+"""The phase boundaries a ``ployzctl`` is killed at: every one before the commit and the commit
+itself in one chain of runs (each run settles the one before it); after the commit in another,
+as a committed run leaves no later boundary to be killed at."""
 
 
 class Apply:
@@ -165,35 +168,52 @@ def test_a_connection_cut_mid_pre_copy_resumes(cluster: Cluster, tmp_path: Path)
     assert_moved(cluster, "cut", run, run.before_fence)
 
 
-@pytest.mark.parametrize("phase", KILL_PHASES)
-def test_killed_at_a_phase_boundary_then_apply_again_completes(
-        cluster: Cluster, tmp_path: Path, phase: str) -> None:
-    namespace = f"kill-{phase}"
+def check_recovery(run: Apply, killed_at: str) -> None:
+    """What a run after one killed at ``killed_at`` must do first: settle that run, rolling it
+    back if it was killed before its commit, finishing its cleanup if after."""
+    (recovered,) = run.of("recover")
+    if killed_at == "cleanup":
+        assert recovered["action"] == "cleanup"
+        assert run.of("start") == []  # the committed run is finished, not run again
+    elif killed_at != "commit":  # killed at the commit, it may have landed or not: both settle
+        assert recovered["action"] == "roll-back"
+    if recovered["action"] == "roll-back":
+        (rolled_back,) = run.of("rolled-back")
+        assert rolled_back["left"] == []
+
+
+@pytest.mark.parametrize("phases", KILL_CHAINS, ids=["-".join(c) for c in KILL_CHAINS])
+def test_killed_at_each_phase_boundary_then_apply_again_completes(
+        cluster: Cluster, tmp_path: Path, phases: list[str]) -> None:
+    """Each run is killed at the next phase boundary of the chain, so that every run but the
+    first also settles the one before it; the last run completes the move."""
+    namespace = f"kill-{phases[0]}"
     deploy_writer(cluster, tmp_path, namespace, fill_mib=4)
-    killed = Apply(cluster, namespace)
-    for event in killed:
-        if event == {"event": "phase", "phase": phase}:
-            killed.process.kill()
-            break
-    assert killed.finish()[0] == -signal.SIGKILL
-    # Whatever it got to, the volume has exactly one owner.
-    owners = [v["owner"] for v in service(cluster, namespace)["volumes"]]
-    assert owners in (["machine-a"], ["machine-b"])
+    before_fence: list[int] | None = None
+    previous: str | None = None
+    for phase in phases:
+        killed = Apply(cluster, namespace)
+        for event in killed:
+            if event == {"event": "phase", "phase": phase}:
+                killed.process.kill()
+                break
+        assert killed.finish()[0] == -signal.SIGKILL, f"the run did not reach {phase}"
+        if previous is not None:
+            check_recovery(killed, previous)
+        before_fence = killed.before_fence or before_fence
+        # Whatever it got to, the volume has exactly one owner.
+        owners = [v["owner"] for v in service(cluster, namespace)["volumes"]]
+        assert owners in (["machine-a"], ["machine-b"])
+        previous = phase
 
     again = Apply(cluster, namespace)
     status, stderr = again.finish()
     assert status == 0, stderr
-    (recovered,) = again.of("recover")
-    if phase == "cleanup":
-        assert recovered["action"] == "cleanup"
-        assert again.of("start") == []  # the committed run is finished, not run again
-    elif phase != "commit":  # killed at the commit, it may have landed or not: both settle
-        assert recovered["action"] == "roll-back"
-    if recovered["action"] == "roll-back":
-        (rolled_back,) = again.of("rolled-back")
-        assert rolled_back["left"] == []
+    assert previous is not None
+    check_recovery(again, previous)
+    if again.of("rolled-back"):
         assert [e["phase"] for e in again.of("phase")][-2:] == ["commit", "cleanup"]
-    assert_moved(cluster, namespace, again, again.before_fence or killed.before_fence)
+    assert_moved(cluster, namespace, again, again.before_fence or before_fence)
 
 
 def fill_pool(hog: str) -> None:
