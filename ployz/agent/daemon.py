@@ -89,8 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", help="the ZFS pool this agent manages")
     parser.add_argument("--docker-socket", default=DEFAULT_SOCKET, metavar="PATH",
                         help=f"Docker daemon's unix socket (default {DEFAULT_SOCKET})")
-    parser.add_argument("--control", metavar="URL",
-                        help="control plane URL to heartbeat to (sqlite:///... or nats://...)")
+    control = parser.add_mutually_exclusive_group()
+    control.add_argument("--control", metavar="URL",
+                         help="control plane URL to heartbeat to (sqlite:///... or nats://...)")
+    control.add_argument("--control-file", type=Path, metavar="PATH",
+                         help="file holding that URL: a NATS URL carries the cluster's "
+                              "credentials, which a command line shows to every local user")
     parser.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_S,
                         metavar="SECONDS", help="seconds between heartbeats")
     parser.add_argument("--request-window", type=float, default=DEFAULT_WINDOW_S,
@@ -126,6 +130,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         raise ValueError("--heartbeat-interval must be positive")
     if args.request_window <= 0:
         raise ValueError("--request-window must be positive")
+    if args.control_file is not None:
+        args.control = read_control_file(args.control_file)
     return AgentConfig(
         machine_id=args.machine_id,
         listen=listen,
@@ -140,6 +146,18 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
 
 
+def read_control_file(path: Path) -> str:
+    """The URL in ``path``; raises ValueError naming the file when it cannot be read or holds
+    no URL."""
+    try:
+        url = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"--control-file: cannot read {path}: {exc.strerror}") from exc
+    if not url or "\n" in url:
+        raise ValueError(f"--control-file: {path} must hold one control-plane URL")
+    return url
+
+
 def overlay_from_args(args: argparse.Namespace) -> OverlayConfig | None:
     """None without --wireguard; raises ValueError naming the bad or missing argument."""
     if args.wireguard is None:
@@ -150,7 +168,7 @@ def overlay_from_args(args: argparse.Namespace) -> OverlayConfig | None:
     from ployz.net.wireguard import check_ifname  # pyroute2: only for agents with an overlay
 
     for needed, flag in ((args.wireguard_key, "--wireguard-key"), (args.overlay, "--overlay"),
-                         (args.control, "--control")):
+                         (args.control, "--control or --control-file")):
         if needed is None:
             raise ValueError(f"--wireguard needs {flag}")
     try:

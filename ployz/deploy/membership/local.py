@@ -111,13 +111,16 @@ class MachineHome:
             return None
         return MachineConfig.model_validate_json(text)
 
+    @property
+    def control_file(self) -> Path:
+        """The control-plane URL alone, which the agent reads: on its command line the NATS
+        credentials in it would show to every local user."""
+        return self.root / "control.url"
+
     def save(self, config: MachineConfig) -> None:
-        """Written to a temporary file and renamed: a crash leaves the old file or the new one."""
-        partial = self.config_path.with_suffix(".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(config.model_dump_json(indent=2) + "\n")
-        partial.replace(self.config_path)
+        """The membership, then the agent's control file from it."""
+        _write_private(self.config_path, config.model_dump_json(indent=2) + "\n")
+        _write_private(self.control_file, config.control + "\n")
 
     @property
     def nats_config(self) -> Path:
@@ -142,7 +145,7 @@ class MachineHome:
             *(arg for key in config.trust for arg in ("--trust", key)),
             "--state-dir", str(self.agent_state),
             "--pool", config.pool,
-            "--control", config.control,
+            "--control-file", str(self.control_file),
             "--wireguard", config.wireguard_interface,
             "--wireguard-key", str(self.wireguard_key),
             "--wireguard-port", config.endpoint.rsplit(":", 1)[1],
@@ -152,3 +155,13 @@ class MachineHome:
             argv += ["--docker-socket", config.docker_socket]
         return Daemon(name=AGENT_DAEMON, argv=tuple(argv), home=self.root,
                       description=f"ployz agent of machine {config.id}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Mode 0600, written to a temporary file and renamed: a crash leaves the old file or the
+    new one."""
+    partial = path.with_suffix(".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    partial.replace(path)

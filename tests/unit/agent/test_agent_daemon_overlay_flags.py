@@ -55,7 +55,7 @@ def test_overlay_flags_make_the_overlay_config(base: list[str], key_file: Path):
     (["--wireguard", "wg0", "--overlay", "10.212.0.1/16", "--control", "sqlite:///c.db"],
      "--wireguard needs --wireguard-key"),
     (["--wireguard", "wg0", "--wireguard-key", "KEY", "--overlay", "10.212.0.1/16"],
-     "--wireguard needs --control"),
+     "--wireguard needs --control or --control-file"),
     (["--wireguard", "wg0", "--wireguard-key", "KEY", "--control", "sqlite:///c.db"],
      "--wireguard needs --overlay"),
     (["--wireguard", "a-much-too-long-name", "--wireguard-key", "KEY", "--overlay",
@@ -74,3 +74,27 @@ def test_each_missing_or_bad_piece_is_named(base: list[str], key_file: Path, ext
     argv = [str(key_file) if arg == "KEY" else arg for arg in extra]
     with pytest.raises(ValueError, match=message):
         parse([*base, *argv])
+
+
+def test_the_control_url_can_come_from_a_file(base: list[str], tmp_path: Path):
+    url = "nats://ployz:secret@10.0.0.1:4222"
+    path = tmp_path / "control.url"
+    path.write_text(url + "\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(
+        [*base, "--control-file", str(path)])).control_url == url
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "--control-file: cannot read .*control.url"),
+    ("", "--control-file: .*control.url must hold one control-plane URL"),
+    ("nats://a:4222\nnats://b:4222\n", "must hold one control-plane URL"),
+])
+def test_an_unreadable_or_empty_control_file_is_named(base: list[str], tmp_path: Path,
+                                                     content: str | None, message: str):
+    path = tmp_path / "control.url"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        parse([*base, "--control-file", str(path)])
