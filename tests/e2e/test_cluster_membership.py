@@ -1,17 +1,17 @@
 """Machines join and leave the sandbox cluster with the commands an operator runs on real machines:
-a service runs, then ``machine invite`` on the first machine and ``machine join`` on a new one,
-the service moves there, then ``machine drain --migrate`` and ``machine rm``; every agent adds
-and drops the WireGuard peers by itself, and the control plane is NATS JetStream. Then the joins
-and removals that must be refused, each with its message and no change to the control plane or
-to any machine's WireGuard: those a real member is needed for (a used token, a duplicate id, a
-busy machine) and a forged token. The refusals that come before the control plane knows anything
-(expired token, foreign endpoint, unreachable control plane) are in
-tests/host/membership/test_join_refusals.py.
+``machine invite`` on the first machine and ``machine join`` on a new one make three; a fourth
+joins after a service exists and the service moves there; ``machine drain --migrate`` and
+``machine rm`` take it out. Every agent adds and drops the WireGuard peers by itself, and the
+control plane is NATS JetStream. Then the joins and removals that must be refused, each with its
+message and no change to the control plane or to any machine's WireGuard: those a real member is
+needed for (a used token, a duplicate id, a busy machine) and a forged token. The refusals that
+come before the control plane knows anything (expired token, foreign endpoint, unreachable
+control plane) are in tests/host/membership/test_join_refusals.py.
 
-The module borrows the session's two machines and adds its own: machine-c, which joins and
-leaves, and a spare with wires and a pool but no Docker, which never joins (the bad joins are
-tried there; the used token is machine-c's). Both are gone at the module's end, so the next
-modules see the cluster they expect.
+The module borrows the session's two machines and adds machine-c and machine-d, and a spare with
+wires and a pool but no Docker, which never joins: the bad joins are tried there (the used token
+is machine-d's). All three are gone at the module's end, so the next modules see the cluster
+they expect.
 """
 
 from __future__ import annotations
@@ -67,34 +67,27 @@ def machine_rows(cluster: Cluster) -> dict[str, dict]:
     return {row["id"]: row for row in json.loads(done.stdout)}
 
 
+@pytest.fixture(scope="module")
+def machine_c(cluster: Cluster) -> Iterator[Machine]:
+    """A third machine, joined with a token from `machine invite`; out again at the end."""
+    machine = cluster.prepare_machine()
+    cluster.join(machine)
+    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
+    yield machine
+    leave(cluster, machine)
+
+
 @dataclass
-class Joined:
-    """The third machine, and the token it joined with (spent: the used-token test reuses it)."""
+class Left:
+    """The fourth machine, gone again, and the token it joined with: spent, which the
+    used-token test tries again."""
 
     machine: Machine
     token: str
 
 
 @pytest.fixture(scope="module")
-def grow(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A service that exists before the third machine joins; the namespace it runs in."""
-    deploy_writer(cluster, tmp_path_factory.mktemp("grow"), "grow", fill_mib=8)
-    return "grow"
-
-
-@pytest.fixture(scope="module")
-def machine_c(cluster: Cluster, grow: str) -> Iterator[Joined]:
-    """A third machine, joined with a token from `machine invite` after a service exists; out
-    again at the end (the move test takes it out itself)."""
-    machine = cluster.prepare_machine()
-    token = cluster.join(machine)
-    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
-    yield Joined(machine, token)
-    leave(cluster, machine)
-
-
-@pytest.fixture(scope="module")
-def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
+def spare(cluster: Cluster, machine_c: Machine) -> Iterator[Machine]:
     """A machine with its wires and pool ready that never joins: where bad joins are tried
     (no Docker: it never runs a service)."""
     machine = cluster.prepare_machine(docker=False)
@@ -129,7 +122,7 @@ def host_of(cluster: Cluster, namespace: str) -> Machine:
 
 
 def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
-        cluster: Cluster, machine_c: Joined) -> None:
+        cluster: Cluster, machine_c: Machine) -> None:
     rows = machine_rows(cluster)
     assert set(rows) == {"machine-a", "machine-b", "machine-c"}
     assert cluster.control_url.startswith("nats://")
@@ -141,36 +134,55 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
     assert meshed(cluster)
 
 
-def test_a_service_moves_to_the_joined_machine_which_then_drains_and_leaves(
-        cluster: Cluster, machine_c: Joined, grow: str) -> None:
-    c = machine_c.machine
-    moved = ployzctl(cluster, "migrate", "apply", f"{grow}/writer", "--to", c.id)
+@pytest.fixture(scope="module")
+def machine_d(cluster: Cluster, machine_c: Machine,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Left]:
+    """The story of a fourth machine: it joins after a service exists, the service moves to
+    it, it is drained and removed. Its steps are checked by the tests that take it."""
+    deploy_writer(cluster, tmp_path_factory.mktemp("grow"), "grow", fill_mib=1)
+    machine = cluster.prepare_machine()
+    token = cluster.join(machine)
+    try:
+        yield Left(machine, token)
+    finally:
+        leave(cluster, machine)
+
+
+def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
+        cluster: Cluster, machine_d: Left) -> None:
+    d = machine_d.machine
+    wait_for("every machine has machine-d as a peer", lambda: meshed(cluster))
+    moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", d.id)
     assert moved.returncode == 0, moved.stderr
-    (running,) = containers(cluster, c, grow)
+    (running,) = containers(cluster, d, "grow")
     assert running.state == "running"
-    assert host_of(cluster, grow) is c
-    drained = ployzctl(cluster, "machine", "drain", c.id, "--migrate")
+    assert host_of(cluster, "grow") is d
+
+
+def test_drain_then_rm_empties_the_machine_and_every_wireguard_drops_it(
+        cluster: Cluster, machine_d: Left) -> None:
+    d = machine_d.machine
+    drained = ployzctl(cluster, "machine", "drain", d.id, "--migrate")
     assert drained.returncode == 0, drained.stderr
-    assert containers(cluster, c, grow) == []
-    assert host_of(cluster, grow) is not c
-    _, c_key, _ = members(cluster)[c.id]
-    removed = ployzctl(cluster, "machine", "rm", c.id)
+    assert containers(cluster, d, "grow") == []
+    assert host_of(cluster, "grow") is not d
+    _, d_key, _ = members(cluster)[d.id]
+    removed = ployzctl(cluster, "machine", "rm", d.id)
     assert removed.returncode == 0, removed.stderr
-    cluster.forget(c)
-    assert c.id not in machine_rows(cluster)
-    wait_for("no machine lists machine-c as a WireGuard peer",
-             lambda: all(c_key not in peers(m) for m in cluster.machines))
+    cluster.forget(d)
+    assert d.id not in machine_rows(cluster)
+    wait_for("no machine lists machine-d as a WireGuard peer",
+             lambda: all(d_key not in peers(m) for m in cluster.machines))
     assert meshed(cluster)
 
 
 def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(
-        cluster: Cluster, grow: str) -> None:
-    busy = host_of(cluster, grow)
+        cluster: Cluster, machine_d: Left) -> None:
+    busy = host_of(cluster, "grow")
     before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
     refused = ployzctl(cluster, "machine", "rm", busy.id)
     assert refused.returncode != 0
-    assert f"service {grow}/writer" in refused.stderr
-    assert f"volume {grow}/data" in refused.stderr
+    assert "service grow/writer" in refused.stderr and "volume grow/data" in refused.stderr
     assert "drain" in refused.stderr
     assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
         before, members_before, wg_before)
@@ -189,10 +201,10 @@ def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
     return done.stderr
 
 
-def test_a_used_token_is_refused(cluster: Cluster, machine_c: Joined, spare: Machine) -> None:
-    """machine-c's token, spent when it joined, fails for any other machine."""
-    message = _refused_without_change(cluster, spare, machine_c.token, "machine-y")
-    assert "was used by machine 'machine-c'" in message
+def test_a_used_token_is_refused(cluster: Cluster, machine_d: Left, spare: Machine) -> None:
+    """machine-d's token, spent when it joined, fails for any other machine."""
+    message = _refused_without_change(cluster, spare, machine_d.token, "machine-y")
+    assert "was used by machine 'machine-d'" in message
 
 
 def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
