@@ -24,9 +24,12 @@ import resource
 import socket
 import sys
 
-from ployz.transfer import FileSink, FileSource, Receiver, Sender, Sink, Source
+from ployz.transfer.endpoints import Sink, Source
+from ployz.transfer.files import FileSink, FileSource
 from ployz.transfer.keys import load_private_key, load_public_key
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
+from ployz.transfer.receiver import Receiver
+from ployz.transfer.sender import Sender
 
 
 def own_cpu() -> float:

@@ -48,7 +48,9 @@ from bench.datapath import sshd
 from bench.rounds import rotated
 from bench.splice import splice_all
 from ployz._xfer import frame_checksum
-from ployz.transfer import FileSink, FileSource, Receiver, Sender
+from ployz.transfer.files import FileSink, FileSource
+from ployz.transfer.receiver import Receiver
+from ployz.transfer.sender import Sender
 
 MiB = 1 << 20
 SIZE = int(os.environ.get("PLOYZ_BENCH_MIB", "1024")) * MiB

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from ployz.transfer import Progress
+from ployz.transfer.progress import Progress
 from ployz.transfer.units import format_decimal_size
 
 WIDTH = 30

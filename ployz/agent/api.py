@@ -17,7 +17,8 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
-from ployz.zfs import ResumeToken, Snapshot
+from ployz.zfs.resume import ResumeToken
+from ployz.zfs.snapshots import Snapshot
 
 Props = dict[str, int | str | None]
 """ZFS properties by name, as read: numbers as integers, text otherwise, None when unset."""

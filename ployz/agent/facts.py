@@ -12,8 +12,9 @@ from typing import Any
 from ployz.agent.auth import now_ms
 from ployz.agent.context import AgentContext
 from ployz.agent.methods.zfs_ops import pool_capacity
-from ployz.runtime import LABEL_NAMESPACE, RuntimeFailure
-from ployz.zfs import ZFSError
+from ployz.runtime.errors import RuntimeFailure
+from ployz.runtime.model import LABEL_NAMESPACE
+from ployz.zfs.errors import ZFSError
 
 
 def collect_facts(context: AgentContext) -> dict[str, Any]:

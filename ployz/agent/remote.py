@@ -29,7 +29,8 @@ from ployz.agent.api import (
 )
 from ployz.agent.client import AgentClient
 from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
-from ployz.zfs import ResumeToken, Snapshot
+from ployz.zfs.resume import ResumeToken
+from ployz.zfs.snapshots import Snapshot
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ployz.runtime import DaemonUnreachable
 from ployz.runtime.docker_runtime import DockerRuntime
+from ployz.runtime.errors import DaemonUnreachable
 from ployz.runtime.testimage import ensure_test_image
 
 DOCKERD_START_TIMEOUT_S = 90.0

@@ -8,8 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from ployz.agent import AgentClient, AgentError
+from ployz.agent.client import AgentClient
 from ployz.agent.daemon import add_arguments, config_from_args, run
+from ployz.agent.errors import AgentError
 from ployz.transfer.keys import BadKey, generate_private_key, load_private_key, public_key_text
 from ployzctl.commands import SUMMARIES
 from ployzctl.output import fail, print_json

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ployz.deploy.drain import drain
 from ployz.deploy.inspect import machine_rows
 from ployz.transfer.units import format_size
 from ployzctl.commands import SUMMARIES, membership
@@ -74,6 +73,10 @@ def _ls(args: argparse.Namespace) -> int:
 
 @reported
 def _drain(args: argparse.Namespace) -> int:
+    # Imported here: draining brings in the migration orchestrator and the agent client, which
+    # `machine ls`, `invite` or `rm` would otherwise load too, at seconds each under emulation.
+    from ployz.deploy.drain import drain
+
     emit = print_event if args.json else EventPrinter(sys.stdout)
     with open_control(args) as cp, agent_directory(args) as agents:
         outcomes = drain(cp, agents, args.machine, migrate_services=args.migrate,

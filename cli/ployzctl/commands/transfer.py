@@ -30,19 +30,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.transfer import (
-    FileSink,
-    FileSource,
-    Receiver,
-    ReceiverTimeouts,
-    RetryPolicy,
-    Sender,
-    SenderTimeouts,
-    TransferError,
-)
 from ployz.transfer.addresses import parse_address
+from ployz.transfer.errors import TransferError
+from ployz.transfer.files import FileSink, FileSource
 from ployz.transfer.keys import BadKey, generate_keypair, load_private_key, load_public_key
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
+from ployz.transfer.receiver import Receiver, ReceiverTimeouts
+from ployz.transfer.sender import RetryPolicy, Sender, SenderTimeouts
 from ployz.transfer.units import parse_rate
 from ployzctl.commands import SUMMARIES
 from ployzctl.output import fail, print_json

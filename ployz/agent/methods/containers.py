@@ -8,7 +8,7 @@ from __future__ import annotations
 from ployz.agent.api import ContainerApi
 from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
-from ployz.runtime import RuntimeFailure
+from ployz.runtime.errors import RuntimeFailure
 
 _MUTATING = ("create", "start", "stop", "remove")
 _READING = ("inspect", "list", "wait_ready", "has_image")

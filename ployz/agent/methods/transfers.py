@@ -44,17 +44,13 @@ from ployz.agent.context import AgentContext
 from ployz.agent.dispatch import MethodRegistry
 from ployz.agent.errors import BadSecret, NoTrustedKey, SecretMismatch, UnknownTransfer
 from ployz.agent.methods.zfs_ops import confine
-from ployz.transfer import (
-    Progress,
-    Receiver,
-    ReceiveResult,
-    ReceiverTimeouts,
-    Sender,
-    Sink,
-    Source,
-    TransferError,
-)
 from ployz.transfer.addresses import parse_address
+from ployz.transfer.endpoints import Sink, Source
+from ployz.transfer.errors import TransferError
+from ployz.transfer.progress import Progress
+from ployz.transfer.receiver import Receiver, ReceiverTimeouts
+from ployz.transfer.results import ReceiveResult
+from ployz.transfer.sender import Sender
 from ployz.transfer.session import parse_secret
 from ployz.transfer.zfs_endpoints import ZfsSink, ZfsSource
 

@@ -14,10 +14,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.agent import AgentClient, public_key_text
 from ployz.agent.auth import sign_request, signing_payload
+from ployz.agent.client import AgentClient
 from ployz.agent.protocol import encode_frame, recv_frame
 from ployz.transfer.addresses import parse_address
+from ployz.transfer.keys import public_key_text
 
 MACHINE_ID = "machine-a"
 START_TIMEOUT_S = 30.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.agent import AuthRefused
+from ployz.agent.errors import AuthRefused
 from ployz.agent.protocol import IDENTIFY
 from tests.host.agent.agent_process import MACHINE_ID, error_code, signed
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ployz.agent import load_private_key, public_key_text
+from ployz.transfer.keys import load_private_key, public_key_text
 from tests.host.agent.agent_process import MACHINE_ID
 
 pytestmark = pytest.mark.host

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ployz.agent import BadParams, RemoteError
-from ployz.runtime import Mount, ServiceSpec, service_labels
+from ployz.agent.errors import BadParams, RemoteError
+from ployz.runtime.model import Mount, ServiceSpec, service_labels
 
 pytestmark = pytest.mark.host
 

@@ -18,7 +18,7 @@ from ployz.agent.context import AgentContext
 from ployz.agent.errors import RemoteError, SecretMismatch, UnknownTransfer
 from ployz.agent.methods.transfers import RECEIVE_STATE_GRACE_S, TransferMethods
 from ployz.agent.remote import RemoteAgent
-from ployz.transfer import FileSink, FileSource
+from ployz.transfer.files import FileSink, FileSource
 from ployz.transfer.session import new_secret
 from ployz.transfer.tickets import Target, Ticket, sign
 

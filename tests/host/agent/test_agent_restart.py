@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.agent import AgentTimeout, AgentUnreachable, RemoteError
-from ployz.runtime import ServiceSpec
+from ployz.agent.errors import AgentTimeout, AgentUnreachable, RemoteError
+from ployz.runtime.model import ServiceSpec
 from tests.host.agent.agent_process import MACHINE_ID, RawConnection, error_code, signed
 
 pytestmark = pytest.mark.host

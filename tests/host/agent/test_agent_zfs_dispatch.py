@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.agent import BadParams, RemoteError, UnknownMethod
+from ployz.agent.errors import BadParams, RemoteError, UnknownMethod
 
 pytestmark = pytest.mark.host
 

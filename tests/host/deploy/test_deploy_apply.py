@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from ployz.control import Machine, deploy_lock_name
-from ployz.runtime import service_labels
 from ployz.runtime.docker_runtime import DockerRuntime
+from ployz.runtime.model import service_labels
 from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import load_private_key
 from tests.host.agent.agent_process import MACHINE_ID, AgentProcess

@@ -9,23 +9,25 @@ from pathlib import Path
 import docker
 import pytest
 
-from ployz.runtime import (
-    LABEL_DEPLOY,
+from ployz.runtime.docker_runtime import DockerRuntime
+from ployz.runtime.errors import (
     ContainerExists,
     ContainerExited,
     ContainerNotFound,
     ContainerUnhealthy,
     DaemonUnreachable,
-    Healthcheck,
     ImageMissing,
-    Mount,
     MountSourceMissing,
+    WaitTimeout,
+)
+from ployz.runtime.model import (
+    LABEL_DEPLOY,
+    Healthcheck,
+    Mount,
     Resources,
     ServiceSpec,
-    WaitTimeout,
     service_labels,
 )
-from ployz.runtime.docker_runtime import DockerRuntime
 
 pytestmark = pytest.mark.host
 

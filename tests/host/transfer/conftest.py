@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.transfer import FileSink, Receiver, ReceiveResult, ReceiverTimeouts
+from ployz.transfer.files import FileSink
 from ployz.transfer.keys import generate_keypair
+from ployz.transfer.receiver import Receiver, ReceiverTimeouts
+from ployz.transfer.results import ReceiveResult
 from tests.host.transfer.relay import Plan, Relay
 from tests.host.transfer.transfer_cli import Cli, KeyFiles
 from tests.host.transfer.transfer_data import make_data

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ployz.transfer import FileSource, Sender
+from ployz.transfer.files import FileSource
 from ployz.transfer.progress import Progress
+from ployz.transfer.sender import Sender
 from tests.host.transfer.transfer_data import same_bytes, whole_stream_checksum
 
 FRAME = 64 * 1024

@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ployz.transfer import (
-    ChecksumMismatch,
-    FileSource,
-    RetriesExhausted,
-    RetryPolicy,
-    Sender,
-)
+from ployz.transfer.errors import ChecksumMismatch, RetriesExhausted
+from ployz.transfer.files import FileSource
+from ployz.transfer.sender import RetryPolicy, Sender
 from tests.host.transfer.relay import Relay, cut_at_byte, flip_at_byte
 from tests.host.transfer.transfer_data import same_bytes, whole_stream_checksum
 

@@ -14,18 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ployz.transfer import (
-    ConnectionLost,
-    FileSource,
-    ReceiverTimeouts,
-    Refused,
-    Sender,
-    Target,
-    Ticket,
-    session,
-)
 from ployz.transfer import protocol as p
-from ployz.transfer.tickets import sign
+from ployz.transfer import session
+from ployz.transfer.errors import ConnectionLost, Refused
+from ployz.transfer.files import FileSource
+from ployz.transfer.receiver import ReceiverTimeouts
+from ployz.transfer.sender import Sender
+from ployz.transfer.tickets import Target, Ticket, sign
 from tests.host.transfer.transfer_data import same_bytes
 
 FRAME = 64 * 1024

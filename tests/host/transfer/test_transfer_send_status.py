@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ployz.agent.context import AgentContext
 from ployz.agent.errors import UnknownTransfer
 from ployz.agent.methods.transfers import TransferMethods
-from ployz.transfer import FileSource, TransferError
+from ployz.transfer.errors import TransferError
+from ployz.transfer.files import FileSource
 from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.session import parse_secret
 from ployz.transfer.tickets import Target, Ticket, sign

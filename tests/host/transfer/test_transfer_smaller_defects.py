@@ -26,8 +26,10 @@ from pathlib import Path
 import pytest
 
 from ployz._xfer import frame_checksum
-from ployz.transfer import FileSource, RetryPolicy, Sender, TransferError
+from ployz.transfer.errors import TransferError
 from ployz.transfer.faults import failure_from
+from ployz.transfer.files import FileSource
+from ployz.transfer.sender import RetryPolicy, Sender
 from tests.host.transfer.peer import Peer
 from tests.host.transfer.relay import (
     FLAG_CONTROL,

@@ -7,7 +7,7 @@ import pytest
 
 from ployz.agent.errors import UnknownTransfer
 from ployz.agent.methods.transfers import SendProgress
-from ployz.transfer import Progress
+from ployz.transfer.progress import Progress
 
 
 class Clock:

@@ -38,9 +38,10 @@ from ployz.agent.errors import AgentUnreachable, UnknownTransfer
 from ployz.control.models import Machine
 from ployz.runtime.errors import ContainerNotFound, ImageMissing
 from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
-from ployz.zfs import ResumeToken, Snapshot
 from ployz.zfs.errors import DatasetBusy, DatasetExists, DatasetNotFound, SnapshotHeld
 from ployz.zfs.names import dataset_of
+from ployz.zfs.resume import ResumeToken
+from ployz.zfs.snapshots import Snapshot
 
 _guids = itertools.count(1000)
 

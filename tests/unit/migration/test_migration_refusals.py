@@ -18,12 +18,14 @@ from ployz.control import (
     deploy_lock_name,
     open_control_plane,
 )
-from ployz.deploy import MachineDraining, UnknownPlacement, make_plan, parse_manifest
+from ployz.deploy.errors import MachineDraining, UnknownPlacement
+from ployz.deploy.manifest import parse_manifest
 from ployz.deploy.migration.errors import MalformedServiceRef, MigrationRefused
 from ployz.deploy.migration.plan import moved_manifest
 from ployz.deploy.migration.record import MigrationRecord, VolumeRecord, snapshot_name
 from ployz.deploy.migration.ref import ServiceRef, parse_service_ref
 from ployz.deploy.migration.settle import MIGRATION
+from ployz.deploy.plan import make_plan
 from ployz.deploy.run import unfinished
 from ployz.deploy.specs import service_fact
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ployz.runtime import ContainerExited, DaemonUnreachable, MountSourceMissing
+from ployz.runtime.errors import ContainerExited, DaemonUnreachable, MountSourceMissing
 
 
 def test_exit_status_or_restart_is_stated():

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ployz.runtime import Healthcheck, Mount, ServiceSpec, service_labels
-from ployz.runtime.model import absolute_path, unreserved_labels
+from ployz.runtime.model import (
+    Healthcheck,
+    Mount,
+    ServiceSpec,
+    absolute_path,
+    service_labels,
+    unreserved_labels,
+)
 
 BASE = {"namespace": "shop", "service": "db", "deploy": "d-42", "image": "busybox:1"}
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.transfer import Target, Ticket
 from ployz.transfer.keys import (
     BadKey,
     generate_keypair,
@@ -19,7 +18,7 @@ from ployz.transfer.keys import (
     public_key_text,
     read_public_key,
 )
-from ployz.transfer.tickets import sign, verify
+from ployz.transfer.tickets import Target, Ticket, sign, verify
 
 
 def test_private_key_file_round_trip(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.transfer import RetryPolicy
 from ployz.transfer.progress import ProgressMeter
+from ployz.transfer.sender import RetryPolicy
 
 
 class Clock:

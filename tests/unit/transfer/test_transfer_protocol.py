@@ -11,9 +11,8 @@ import time
 import pytest
 
 import ployz._xfer as native
-from ployz.transfer import ChecksumMismatch, IdleTimeout, ProtocolError
 from ployz.transfer import protocol as p
-from ployz.transfer.errors import IntegrityError
+from ployz.transfer.errors import ChecksumMismatch, IdleTimeout, IntegrityError, ProtocolError
 from ployz.transfer.session import (
     KEY_SIZE,
     KIND_DATA,

@@ -9,9 +9,11 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ployz.transfer import Target, Ticket, TicketRefused
+from ployz.transfer.errors import TicketRefused
 from ployz.transfer.tickets import (
     DOMAIN,
+    Target,
+    Ticket,
     sign,
     verify,
 )

@@ -14,7 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz import zfs
-from ployz.transfer import Receiver, ReceiverTimeouts, RetryPolicy, Sender, SendResult
+from ployz.transfer.receiver import Receiver, ReceiverTimeouts
+from ployz.transfer.results import SendResult
+from ployz.transfer.sender import RetryPolicy, Sender
 from ployz.transfer.zfs_endpoints import ZfsSink, ZfsSource
 from tests.host.transfer.relay import Relay, cut_at_byte
 from tests.zfs.zfshelpers import send_receive, sh, write_file
