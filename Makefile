@@ -54,10 +54,10 @@ fuzz: setup
 		$(PY) tests/fuzz/run.py $$harness --seconds $(FUZZ_SECONDS) --asan || status=1; \
 	done; exit $$status
 
-# One VM boot runs the whole real-ZFS suite, the kernel WireGuard tests and the sandbox
-# end-to-end tests; 6G, as the membership tests run five machines' Docker daemons and agents.
+# One VM boot runs the whole real-ZFS suite and the sandbox end-to-end tests (kernel WireGuard
+# included); 6G, as the membership tests run four machines' Docker daemons and agents.
 test-zfs: setup
-	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/zfs tests/vm tests/e2e
+	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/zfs tests/e2e
 
 # Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
 bench-zfs: setup

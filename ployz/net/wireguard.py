@@ -106,15 +106,6 @@ class WireGuardLink:
             changes.append("up")
         return changes
 
-    def delete(self) -> bool:
-        """Deletes the interface (and with it its peers and addresses); False if there was none."""
-        index = self._index()
-        if index is None:
-            return False
-        with self._netlink("delete the interface"):
-            self._ipr.link("del", index=index)
-        return True
-
     # --- peers -----------------------------------------------------------------------------
 
     def peers(self) -> list[Peer]:

@@ -25,23 +25,16 @@ from dataclasses import dataclass
 
 import pytest
 
+from ployz.control import open_control_plane
 from ployz.sandbox.cluster import Cluster, Machine
 from tests.e2e.sandbox_operator import dump, members, ployzctl
+from tests.e2e.wireguard_view import peer_rows, peers
 from tests.e2e.writer_service import containers, deploy_writer
 
 pytestmark = pytest.mark.timeout(900)
 
 PEER_CHANGE_S = 30.0
 """How soon every agent must have applied a membership change to its WireGuard peers."""
-
-
-def peers(machine: Machine) -> set[str]:
-    """The WireGuard public keys the machine's kernel interface has as peers, read with `wg`
-    from outside the product."""
-    shown = subprocess.run(["ip", "netns", "exec", machine.endpoint.netns, "wg", "show",
-                            machine.config.wireguard_interface, "peers"],
-                           capture_output=True, text=True, check=True).stdout
-    return set(shown.split())
 
 
 def wireguard_state(cluster: Cluster) -> dict[str, set[str]]:
@@ -132,6 +125,15 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
     assert len({row["overlay_ip"] for row in rows.values()}) == 3
     assert len({row["subnet"] for row in rows.values()}) == 3
     assert meshed(cluster)
+    with open_control_plane(cluster.control_url) as cp:
+        facts = {m.id: m for m in cp.list_machines()}
+    for machine in cluster.machines:
+        shown = peer_rows(machine)
+        for other in (f for f in facts.values() if f.id != machine.id):
+            assert other.wireguard_key is not None
+            peer = shown[other.wireguard_key]
+            assert (peer.endpoint, peer.allowed_ips, peer.keepalive) == (
+                other.endpoint, {f"{other.overlay_ip}/32", other.subnet}, "25"), machine.id
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from ployz.deploy.inspect import service_rows
 from ployz.runtime.model import LABEL_DEPLOY
 from ployz.sandbox.cluster import AGENT_PORT, Cluster, Machine
 from tests.e2e.sandbox_operator import agent, remove_services
+from tests.e2e.wireguard_view import peer_rows
 from tests.e2e.writer_service import containers, continued_lines, deploy_writer, lines, log_path
 
 pytestmark = pytest.mark.timeout(1800)
@@ -282,6 +283,9 @@ def agent_lost(cluster: Cluster, machine: Machine) -> Iterator[None]:
 def test_target_agent_lost_before_commit_aborts_then_apply_again_completes(
         cluster: Cluster, tmp_path: Path) -> None:
     b = cluster.machines[1]
+    peers_before = peer_rows(b)
+    agent_log = b.ployz_home.agent_daemon(b.config).log
+    log_before = agent_log.stat().st_size
     deploy_writer(cluster, tmp_path, "lost", fill_mib=4)
     run = Apply(cluster, "lost")
     for event in run:
@@ -314,3 +318,13 @@ def test_target_agent_lost_before_commit_aborts_then_apply_again_completes(
     (rolled_back,) = again.of("rolled-back")
     assert rolled_back["deploy_id"] == aborted["deploy_id"] and rolled_back["left"] == []
     assert_moved(cluster, "lost", again, again.before_fence)
+
+    # The restarted agent found its WireGuard peers in place, through all its reconciles since:
+    # it changed none (a peer removed and added again would count its bytes from zero).
+    peers_after = peer_rows(b)
+    assert set(peers_after) == set(peers_before)
+    assert all(peers_after[k].rx_bytes >= peers_before[k].rx_bytes for k in peers_before)
+    with agent_log.open("rb") as log:
+        log.seek(log_before)
+        since = log.read().decode(errors="replace")
+    assert "overlay peer" not in since, since
