@@ -11,8 +11,10 @@ from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
 from ployz.control.store import KINDS
 from ployz.control.url import open_store
+from ployz.deploy.membership.invitation import invite
 from ployz.runtime.model import LABEL_NAMESPACE
 from ployz.sandbox.cluster import Cluster, Machine
+from ployz.transfer.keys import load_private_key
 
 
 def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
@@ -39,6 +41,14 @@ def members(cluster: Cluster) -> dict[str, tuple[str, str | None, str | None]]:
     heartbeats rewrite: equal values mean nobody joined, left or re-keyed."""
     with open_control_plane(cluster.control_url) as cp:
         return {m.id: (m.overlay_ip, m.wireguard_key, m.endpoint) for m in cp.list_machines()}
+
+
+def fresh_token(cluster: Cluster) -> str:
+    """A join token made in this process, as ``machine invite`` makes it: for the joins that
+    must be refused, which need a valid token but not another ployzctl start (tens of seconds
+    under emulation; the joins that succeed take theirs from ``machine invite``)."""
+    with open_control_plane(cluster.control_url) as cp:
+        return invite(cp, load_private_key(cluster.operator_key), cluster.control_url)
 
 
 def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:

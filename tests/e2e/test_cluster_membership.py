@@ -27,7 +27,7 @@ import pytest
 
 from ployz.control import open_control_plane
 from ployz.sandbox.cluster import Cluster, Machine
-from tests.e2e.sandbox_operator import dump, members, ployzctl
+from tests.e2e.sandbox_operator import dump, fresh_token, members, ployzctl
 from tests.e2e.wireguard_view import peer_rows, peers
 from tests.e2e.writer_service import containers, deploy_writer
 
@@ -210,7 +210,7 @@ def test_a_used_token_is_refused(cluster: Cluster, machine_d: Left, spare: Machi
 
 
 def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
-    token = cluster.invite()
+    token = fresh_token(cluster)
     prefix, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["expires"] += 86400
@@ -221,5 +221,5 @@ def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
 
 
 def test_a_duplicate_machine_id_is_refused(cluster: Cluster, spare: Machine) -> None:
-    message = _refused_without_change(cluster, spare, cluster.invite(), "machine-b")
+    message = _refused_without_change(cluster, spare, fresh_token(cluster), "machine-b")
     assert "machine-b" in message and "already a member" in message
