@@ -56,7 +56,10 @@ fuzz: setup
 
 # One VM boot runs the whole real-ZFS suite and the sandbox end-to-end tests (kernel WireGuard
 # included); 6G, as the membership tests run four machines' Docker daemons and agents.
+# The bytecode is compiled here first: the guest sees the checkout read-only, so a module without
+# a fresh .pyc would be compiled again by every process that imports it, under emulation.
 test-zfs: setup
+	$(PY) -m compileall -q ployz cli tests bench
 	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/zfs tests/e2e
 
 # Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
