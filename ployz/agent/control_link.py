@@ -27,6 +27,7 @@ def capacity_of(facts: dict[str, Any]) -> Capacity | None:
         pool_free=facts["pool_free"],
         pool_used=facts["pool_used"],
         containers=facts["containers"] or 0,
+        runtime_up=facts["containers"] is not None,
     )
 
 

@@ -77,6 +77,9 @@ class Capacity(Fact):
     pool_free: int = Field(default=0, ge=0)
     pool_used: int = Field(default=0, ge=0)
     containers: int = Field(default=0, ge=0)
+    runtime_up: bool = True
+    """False when the agent could not reach its container runtime (Docker) at that heartbeat:
+    the machine cannot start a service, so a drain does not move one there."""
 
 
 def _check_wireguard_key(value: str) -> str:

@@ -46,9 +46,10 @@ def services_on(cp: ControlPlane, machine_id: str) -> list[ServiceRef]:
 
 
 def candidates(cp: ControlPlane, machine_id: str) -> list[str]:
-    """Active, heartbeating machines other than ``machine_id``, most free pool space first."""
+    """Active, heartbeating machines other than ``machine_id`` that reach their container
+    runtime, most free pool space first."""
     usable = [m for m in cp.list_machines() if m.id != machine_id and m.lifecycle == "active"
-              and m.last_heartbeat is not None]
+              and m.last_heartbeat is not None and m.capacity.runtime_up]
     return [m.id for m in sorted(usable, key=lambda m: (-m.capacity.pool_free, m.id))]
 
 

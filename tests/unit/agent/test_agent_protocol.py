@@ -58,4 +58,7 @@ def test_capacity_fact_from_agent_facts():
     assert (capacity.pool_size, capacity.pool_free, capacity.pool_used, capacity.containers) == (
         1000, 700, 300, 2
     )
+    assert capacity.runtime_up
     assert capacity_of({"pool_free": None, "pool_used": None, "containers": None}) is None
+    without_docker = capacity_of({"pool_free": 700, "pool_used": 300, "containers": None})
+    assert without_docker is not None and not without_docker.runtime_up

@@ -15,7 +15,7 @@ import pytest
 from ployz.control import Capacity, ControlPlane, deploy_lock_name, open_control_plane
 from ployz.control.errors import StaleFencingToken
 from ployz.deploy.apply import deploy
-from ployz.deploy.drain import drain
+from ployz.deploy.drain import candidates, drain
 from ployz.deploy.events import Event
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.errors import MigrationAborted, MigrationFailedAfterCommit
@@ -199,3 +199,10 @@ def test_a_drain_moves_the_machines_services_through_the_same_run(
                                                                  "moved")
     moved(cp, agents)
     assert cp.get_machine("machine-a").lifecycle == "draining"
+
+
+def test_a_drain_does_not_pick_a_machine_without_a_container_runtime(
+        cp: ControlPlane, register_machines: RegisterMachines) -> None:
+    """machine-c has the most free space but its agent reaches no Docker: machine-b is chosen."""
+    register_machines(cp, ["machine-c"], Capacity(pool_free=64 << 30, runtime_up=False))
+    assert candidates(cp, "machine-a") == ["machine-b"]
