@@ -233,6 +233,17 @@ class Cluster:
             daemons.start(agent)
         wait_for_agent(agent, machine.config)
 
+    def kill_control_server(self) -> None:
+        """SIGKILLs the JetStream server on the first machine (the control plane with
+        ``--control nats``): its clients see it vanish mid-call."""
+        daemons.kill(self.first.ployz_home.nats_daemon())
+
+    def start_control_server(self) -> None:
+        """Starts the JetStream server again on its stored state, as its service manager
+        (``Restart=on-failure``) would after :meth:`kill_control_server`."""
+        with netns.inside(self.first.endpoint.netns_path):
+            daemons.start(self.first.ployz_home.nats_daemon())
+
     @staticmethod
     def _halt(machine: Machine) -> None:
         """Stops every daemon of ``machine``: its agent and NATS server, then Docker."""

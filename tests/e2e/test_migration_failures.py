@@ -1,9 +1,10 @@
 """``ployzctl migrate apply`` going wrong in the sandbox, each failure ending consistent: a data
-connection cut mid-pre-copy resumes; a ployzctl killed at any phase boundary leaves a state that
-``apply`` run again settles and goes on from; a target pool that fills up, or a target agent
-lost before the commit, aborts with the service running on its source again, and ``apply`` run
-again, once the cause is gone, completes. At every point the control plane names exactly one
-owner of the volume: machine-a until the commit, machine-b after it."""
+connection cut mid-pre-copy resumes; the JetStream server killed mid-pre-copy and restarted is
+waited for; a ployzctl killed at any phase boundary leaves a state that ``apply`` run again
+settles and goes on from; a target pool that fills up, or a target agent lost before the commit,
+aborts with the service running on its source again, and ``apply`` run again, once the cause is
+gone, completes. At every point the control plane names exactly one owner of the volume:
+machine-a until the commit, machine-b after it."""
 
 from __future__ import annotations
 
@@ -181,6 +182,27 @@ def check_recovery(run: Apply, killed_at: str) -> None:
     if recovered["action"] == "roll-back":
         (rolled_back,) = run.of("rolled-back")
         assert rolled_back["left"] == []
+
+
+def test_the_control_server_killed_during_pre_copy_then_restarted_the_migration_completes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The one JetStream server dies while data flows and comes back 3 s later, as its unit
+    restarts it: the run's control-plane calls and its lock's renewals wait for it, and the
+    migration commits once."""
+    deploy_writer(cluster, tmp_path, "nats", fill_mib=64)
+    run = Apply(cluster, "nats")
+    for event in run:
+        if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
+            cluster.kill_control_server()
+            time.sleep(3)
+            cluster.start_control_server()
+            break
+    else:
+        pytest.fail("the run's full send never moved any data")
+    status, stderr = run.finish()
+    assert status == 0, stderr
+    assert run.of("aborting") == [] and len(run.of("committed")) == 1
+    assert_moved(cluster, "nats", run, run.before_fence)
 
 
 @pytest.mark.parametrize("phases", KILL_CHAINS, ids=["-".join(c) for c in KILL_CHAINS])
