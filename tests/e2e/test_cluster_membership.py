@@ -8,10 +8,11 @@ needed for (a used token, a duplicate id, a busy machine) and a forged token. Th
 come before the control plane knows anything (expired token, foreign endpoint, unreachable
 control plane) are in tests/host/membership/test_join_refusals.py.
 
-The module borrows the session's two machines and adds machine-c (no Docker), machine-d, and a
-spare with wires and a pool but no Docker, which never joins: the bad joins are tried there (the
-used token is machine-d's). All three are gone at the module's end, so the next modules see the
-cluster they expect.
+The module borrows the session's two machines and adds three: machine-c (no Docker); a spare
+with wires and a pool but no Docker, which never joins, where the bad joins are tried (the used
+token is machine-c's) before any service runs (a writer's syncs slow every command under
+emulation); and the fourth member, named machine-e after the spare. All three are gone at the
+module's end, so the next modules see the cluster they expect.
 """
 
 from __future__ import annotations
@@ -61,34 +62,47 @@ def machine_rows(cluster: Cluster) -> dict[str, dict]:
     return {row["id"]: row for row in json.loads(done.stdout)}
 
 
-@pytest.fixture(scope="module")
-def machine_c(cluster: Cluster) -> Iterator[Machine]:
-    """A third machine, joined with a token from `machine invite`; out again at the end. It
-    has no Docker (a member need not run services; a drain passes it by), which saves its
-    daemons' start under emulation."""
-    machine = cluster.prepare_machine(docker=False)
-    cluster.join(machine)
-    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
-    yield machine
-    leave(cluster, machine)
-
-
 @dataclass
-class Left:
-    """The fourth machine, gone again, and the token it joined with: spent, which the
-    used-token test tries again."""
+class Joined:
+    """A machine that joined, and its token: spent, which the used-token test tries again."""
 
     machine: Machine
     token: str
 
 
 @pytest.fixture(scope="module")
-def spare(cluster: Cluster, machine_c: Machine) -> Iterator[Machine]:
+def machine_c(cluster: Cluster) -> Iterator[Joined]:
+    """A third machine, joined with a token from `machine invite`; out again at the end. It
+    has no Docker (a member need not run services; a drain passes it by), which saves its
+    daemons' start under emulation."""
+    machine = cluster.prepare_machine(docker=False)
+    token = cluster.join(machine)
+    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
+    yield Joined(machine, token)
+    leave(cluster, machine)
+
+
+@pytest.fixture(scope="module")
+def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
     """A machine with its wires and pool ready that never joins: where bad joins are tried
     (no Docker: it never runs a service)."""
     machine = cluster.prepare_machine(docker=False)
     yield machine
     cluster.forget(machine)
+
+
+@pytest.fixture(scope="module")
+def machine_d(cluster: Cluster, machine_c: Joined,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """The story of a fourth machine: it joins after a service exists, the service moves to
+    it, it is drained and removed. Its steps are checked by the tests that take it."""
+    deploy_writer(cluster, tmp_path_factory.mktemp("grow"), "grow", fill_mib=1)
+    machine = cluster.prepare_machine()
+    cluster.join(machine)
+    try:
+        yield machine
+    finally:
+        leave(cluster, machine)
 
 
 def leave(cluster: Cluster, machine: Machine) -> None:
@@ -120,7 +134,7 @@ def host_of(cluster: Cluster, namespace: str) -> Machine:
 
 
 def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
-        cluster: Cluster, machine_c: Machine) -> None:
+        cluster: Cluster, machine_c: Joined) -> None:
     rows = machine_rows(cluster)
     assert set(rows) == {"machine-a", "machine-b", "machine-c"}
     assert cluster.control_url.startswith("nats://")
@@ -141,60 +155,6 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
                 other.endpoint, {f"{other.overlay_ip}/32", other.subnet}, "25"), machine.id
 
 
-@pytest.fixture(scope="module")
-def machine_d(cluster: Cluster, machine_c: Machine,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Left]:
-    """The story of a fourth machine: it joins after a service exists, the service moves to
-    it, it is drained and removed. Its steps are checked by the tests that take it."""
-    deploy_writer(cluster, tmp_path_factory.mktemp("grow"), "grow", fill_mib=1)
-    machine = cluster.prepare_machine()
-    token = cluster.join(machine)
-    try:
-        yield Left(machine, token)
-    finally:
-        leave(cluster, machine)
-
-
-def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
-        cluster: Cluster, machine_d: Left) -> None:
-    d = machine_d.machine
-    wait_for("every machine has machine-d as a peer", lambda: meshed(cluster))
-    moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", d.id)
-    assert moved.returncode == 0, moved.stderr
-    (running,) = containers(cluster, d, "grow")
-    assert running.state == "running"
-    assert host_of(cluster, "grow") is d
-
-
-def test_drain_then_rm_empties_the_machine_and_every_wireguard_drops_it(
-        cluster: Cluster, machine_d: Left) -> None:
-    d = machine_d.machine
-    drained = ployzctl(cluster, "machine", "drain", d.id, "--migrate")
-    assert drained.returncode == 0, drained.stderr
-    assert containers(cluster, d, "grow") == []
-    assert host_of(cluster, "grow") in cluster.machines[:2]  # not machine-c, which has no Docker
-    _, d_key, _ = members(cluster)[d.id]
-    removed = ployzctl(cluster, "machine", "rm", d.id)
-    assert removed.returncode == 0, removed.stderr
-    cluster.forget(d)
-    assert d.id not in machine_rows(cluster)
-    wait_for("no machine lists machine-d as a WireGuard peer",
-             lambda: all(d_key not in peers(m) for m in cluster.machines))
-    assert meshed(cluster)
-
-
-def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(
-        cluster: Cluster, machine_d: Left) -> None:
-    busy = host_of(cluster, "grow")
-    before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
-    refused = ployzctl(cluster, "machine", "rm", busy.id)
-    assert refused.returncode != 0
-    assert "service grow/writer" in refused.stderr and "volume grow/data" in refused.stderr
-    assert "drain" in refused.stderr
-    assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
-        before, members_before, wg_before)
-
-
 def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
                             machine_id: str | None = None, endpoint: str | None = None) -> str:
     """Runs a join that must be refused; returns its message after checking that the control
@@ -208,10 +168,10 @@ def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
     return done.stderr
 
 
-def test_a_used_token_is_refused(cluster: Cluster, machine_d: Left, spare: Machine) -> None:
-    """machine-d's token, spent when it joined, fails for any other machine."""
-    message = _refused_without_change(cluster, spare, machine_d.token, "machine-y")
-    assert "was used by machine 'machine-d'" in message
+def test_a_used_token_is_refused(cluster: Cluster, machine_c: Joined, spare: Machine) -> None:
+    """machine-c's token, spent when it joined, fails for any other machine."""
+    message = _refused_without_change(cluster, spare, machine_c.token, "machine-y")
+    assert "was used by machine 'machine-c'" in message
 
 
 def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
@@ -228,3 +188,44 @@ def test_a_forged_token_is_refused(cluster: Cluster, spare: Machine) -> None:
 def test_a_duplicate_machine_id_is_refused(cluster: Cluster, spare: Machine) -> None:
     message = _refused_without_change(cluster, spare, fresh_token(cluster), "machine-b")
     assert "machine-b" in message and "already a member" in message
+
+
+def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
+        cluster: Cluster, machine_d: Machine) -> None:
+    d = machine_d
+    wait_for(f"every machine has {d.id} as a peer", lambda: meshed(cluster))
+    assert len(cluster.machines) == 4
+    moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", d.id)
+    assert moved.returncode == 0, moved.stderr
+    (running,) = containers(cluster, d, "grow")
+    assert running.state == "running"
+    assert host_of(cluster, "grow") is d
+
+
+def test_drain_then_rm_empties_the_machine_and_every_wireguard_drops_it(
+        cluster: Cluster, machine_d: Machine) -> None:
+    d = machine_d
+    drained = ployzctl(cluster, "machine", "drain", d.id, "--migrate")
+    assert drained.returncode == 0, drained.stderr
+    assert containers(cluster, d, "grow") == []
+    assert host_of(cluster, "grow") in cluster.machines[:2]  # not machine-c, which has no Docker
+    _, d_key, _ = members(cluster)[d.id]
+    removed = ployzctl(cluster, "machine", "rm", d.id)
+    assert removed.returncode == 0, removed.stderr
+    cluster.forget(d)
+    assert d.id not in machine_rows(cluster)
+    wait_for(f"no machine lists {d.id} as a WireGuard peer",
+             lambda: all(d_key not in peers(m) for m in cluster.machines))
+    assert meshed(cluster)
+
+
+def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(
+        cluster: Cluster, machine_d: Machine) -> None:
+    busy = host_of(cluster, "grow")
+    before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
+    refused = ployzctl(cluster, "machine", "rm", busy.id)
+    assert refused.returncode != 0
+    assert "service grow/writer" in refused.stderr and "volume grow/data" in refused.stderr
+    assert "drain" in refused.stderr
+    assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
+        before, members_before, wg_before)
