@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -24,3 +25,11 @@ def in_vm() -> None:
         pytest.fail("real-ZFS tests run inside the test VM: "
                     "`python -m ployz.sandbox.vm pytest tests/zfs` (or `make test-zfs`)",
                     pytrace=False)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In the VM, a failure's traceback is printed as it happens: the run lasts most of an hour
+    and ends, when it overruns, without pytest's final summary."""
+    if report.failed and os.environ.get("PLOYZ_IN_VM"):
+        print(f"\n--- {report.nodeid} failed ({report.when}) ---\n{report.longreprtext}\n",
+              file=sys.stderr, flush=True)
