@@ -26,12 +26,19 @@ def wait_for_heartbeat(url: str) -> Machine:
     return machine
 
 
-def test_heartbeat_reaches_the_control_plane(start_agent, dockerd, tmp_path: Path):
+@pytest.mark.parametrize("given", ["--control", "--control-file"])
+def test_heartbeat_reaches_the_control_plane(start_agent, dockerd, tmp_path: Path, given: str):
+    """The URL on the command line, or in the file the membership commands write for it."""
     url = f"sqlite://{tmp_path / 'control.db'}"
     with open_control_plane(url) as plane:
         plane.register_machine(Machine(id=MACHINE_ID, overlay_ip="10.210.0.2",
                                        subnet="10.210.0.0/24"))
-    agent = start_agent("--docker-socket", dockerd.socket, "--control", url,
+    if given == "--control-file":
+        (tmp_path / "control.url").write_text(url + "\n")
+        control = ["--control-file", str(tmp_path / "control.url")]
+    else:
+        control = ["--control", url]
+    agent = start_agent("--docker-socket", dockerd.socket, *control,
                         "--heartbeat-interval", "0.2")
 
     machine = wait_for_heartbeat(url)
