@@ -175,19 +175,28 @@ class NatsStore:
         self._call(delete)
 
     def list(self, kind: str, prefix: str = "") -> list[tuple[str, Versioned]]:
+        """Every live key under ``prefix``, each at its latest revision. The keys are the
+        subjects the bucket's stream holds and each value is read on its own: a KV watch (what
+        nats-py's ``keys()`` uses too) repeats or misses keys updated while it delivers, and
+        can even end empty, and the machine facts are rewritten by every heartbeat. A key
+        deleted between the two steps is left out."""
+
         async def scan() -> list[tuple[str, Versioned]]:
-            watcher = await self._buckets[kind].watch(
-                f"{prefix}.>" if prefix else ">", include_history=False, ignore_deletes=True
-            )
+            assert self._nc is not None
+            bucket = self._bucket_name(kind)
+            subjects = f"$KV.{bucket}."
+            js = self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
+            info = await js.stream_info(f"KV_{bucket}", subjects_filter=subjects + (
+                f"{prefix}.>" if prefix else ">"))
             found = []
-            try:
-                async for entry in watcher:
-                    if entry is None:  # the watcher has delivered every current value
-                        break
-                    found.append((entry.key, _versioned(entry)))
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py
-            return sorted(found)
+            for subject in sorted(info.state.subjects or {}):
+                key = subject[len(subjects):]
+                try:
+                    entry = await self._buckets[kind].get(key)
+                except nats.js.errors.KeyNotFoundError:  # deleted (the subject keeps a marker)
+                    continue
+                found.append((key, _versioned(entry)))
+            return found
 
         return self._call(scan)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,27 @@ def test_state_survives_reopening(control_url: str) -> None:
         cp.register_machine(Machine(id="machine-a", overlay_ip="10.0.0.1", subnet="10.0.0.0/24"))
     with open_control_plane(control_url) as cp:
         assert cp.get_machine("machine-a").overlay_ip == "10.0.0.1"
+
+
+def test_listing_while_heartbeats_rewrite_the_facts_finds_each_machine_once(
+        cp: ControlPlane, control_url: str, machines) -> None:
+    """Two agents heartbeat as fast as they can while the operator lists: every list has each
+    machine exactly once (on NATS a KV watch would repeat, miss or lose them all)."""
+    stop = threading.Event()
+
+    def beat(machine_id: str) -> None:
+        with open_control_plane(control_url) as plane:
+            while not stop.is_set():
+                plane.heartbeat(machine_id)
+
+    beaters = [threading.Thread(target=beat, args=(m,)) for m in machines[:2]]
+    for thread in beaters:
+        thread.start()
+    try:
+        listings = [[m.id for m in cp.list_machines()] for _ in range(150)]
+    finally:
+        stop.set()
+        for thread in beaters:
+            thread.join()
+    assert all(listing == list(machines) for listing in listings), [
+        listing for listing in listings if listing != list(machines)][:3]
