@@ -31,8 +31,8 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
 REPORTS = PROJECT / "reports"
-# The whole real-ZFS and sandbox suite, with room to spare: under emulation it takes about 65 min
-# since the membership tests join and remove machines (every agent start costs ~45 s there).
+# The whole real-ZFS and sandbox suite, with room to spare: under emulation it takes about 60 min
+# (every agent or ployzctl start costs tens of seconds there).
 DEFAULT_TIMEOUT = 80 * 60
 # qemu's emulated CPU without the fast-string features. With them, the kernel (and glibc) copy
 # memory with `rep movsb`, which software emulation runs a byte at a time: a pipe then moves
