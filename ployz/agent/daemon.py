@@ -130,8 +130,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         raise ValueError("--heartbeat-interval must be positive")
     if args.request_window <= 0:
         raise ValueError("--request-window must be positive")
-    if args.control_file is not None:
-        args.control = read_control_file(args.control_file)
+    control_url = (read_control_file(args.control_file) if args.control_file is not None
+                   else args.control)
     return AgentConfig(
         machine_id=args.machine_id,
         listen=listen,
@@ -139,10 +139,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         state_dir=args.state_dir,
         pool=args.pool,
         docker_socket=args.docker_socket,
-        control_url=args.control,
+        control_url=control_url,
         heartbeat_s=args.heartbeat_interval,
         window_s=args.request_window,
-        overlay=overlay_from_args(args),
+        overlay=overlay_from_args(args, control_url),
     )
 
 
@@ -158,7 +158,8 @@ def read_control_file(path: Path) -> str:
     return url
 
 
-def overlay_from_args(args: argparse.Namespace) -> OverlayConfig | None:
+def overlay_from_args(args: argparse.Namespace,
+                      control_url: str | None) -> OverlayConfig | None:
     """None without --wireguard; raises ValueError naming the bad or missing argument."""
     if args.wireguard is None:
         for given, flag in ((args.wireguard_key, "--wireguard-key"), (args.overlay, "--overlay")):
@@ -168,7 +169,7 @@ def overlay_from_args(args: argparse.Namespace) -> OverlayConfig | None:
     from ployz.net.wireguard import check_ifname  # pyroute2: only for agents with an overlay
 
     for needed, flag in ((args.wireguard_key, "--wireguard-key"), (args.overlay, "--overlay"),
-                         (args.control, "--control or --control-file")):
+                         (control_url, "--control or --control-file")):
         if needed is None:
             raise ValueError(f"--wireguard needs {flag}")
     try:

@@ -20,12 +20,12 @@ name a password the server does not know.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ployz.private_files import write_private
 from ployz.transfer.addresses import format_address
 
 DEFAULT_PORT = 4222
@@ -138,11 +138,7 @@ class NatsServerConfig:
         """Writes :meth:`render` to ``path`` whole (a temporary file renamed), mode 0600: it
         holds the cluster's credentials."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(self.render())
-        partial.replace(path)
+        write_private(path, self.render())
 
 
 def _check_host(host: str) -> None:

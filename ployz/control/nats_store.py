@@ -182,11 +182,9 @@ class NatsStore:
         deleted between the two steps is left out."""
 
         async def scan() -> list[tuple[str, Versioned]]:
-            assert self._nc is not None
             bucket = self._bucket_name(kind)
             subjects = f"$KV.{bucket}."
-            js = self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
-            info = await js.stream_info(f"KV_{bucket}", subjects_filter=subjects + (
+            info = await self._jetstream().stream_info(f"KV_{bucket}", subjects_filter=subjects + (
                 f"{prefix}.>" if prefix else ">"))
             found = []
             for subject in sorted(info.state.subjects or {}):
@@ -251,7 +249,7 @@ class NatsStore:
             self._nc = nc
         # Short requests, retried by _call until the overall timeout: a request sent to a node
         # that just died would otherwise wait out a long timeout before the retry that succeeds.
-        js = self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
+        js = self._jetstream()
         for kind in KINDS:
             if kind in self._buckets:
                 continue
@@ -264,6 +262,10 @@ class NatsStore:
                     bucket=bucket, history=1, replicas=self._replicas
                 )
 
+    def _jetstream(self) -> JetStreamContext:
+        assert self._nc is not None
+        return self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
+
     def _bucket_name(self, kind: str) -> str:
         return f"{self._bucket_prefix}-{kind}"
 
@@ -275,7 +277,7 @@ class NatsStore:
         subject ``$KV.B.K``.
         """
         assert self._nc is not None
-        js = self._nc.jetstream(timeout=min(_REQUEST_TIMEOUT_S, self._timeout))
+        js = self._jetstream()
         return await js.subscribe(
             f"$KV.{bucket}.>",
             stream=f"KV_{bucket}",

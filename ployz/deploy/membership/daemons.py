@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ployz.deploy.membership.errors import MembershipError
+from ployz.private_files import write_private
 
 SYSTEMD_RUN_DIR = Path("/run/systemd/system")
 """Exists exactly when systemd is PID 1 (what ``sd_booted()`` tests)."""
@@ -156,7 +157,7 @@ def start(daemon: Daemon) -> str:
     """
     text = unit_text(daemon)
     daemon.home.mkdir(parents=True, exist_ok=True)
-    _write_private(daemon.unit_copy, text)
+    write_private(daemon.unit_copy, text)
     if systemd_runs_this_machine():
         _start_unit(daemon, text)
         return "systemd"
@@ -233,7 +234,7 @@ def _start_unit(daemon: Daemon, text: str) -> None:
     if installed == text:
         _systemctl("enable", "--now", daemon.name)
         return
-    _write_private(unit, text)
+    write_private(unit, text)
     _systemctl("daemon-reload")
     if installed is None:
         _systemctl("enable", "--now", daemon.name)
@@ -269,7 +270,7 @@ def _spawn(daemon: Daemon) -> None:
             raise DaemonError(f"cannot start {daemon.name}: {daemon.argv[0]}: "
                               f"{exc.strerror or exc}") from exc
     _children[child.pid] = child
-    _write_private(daemon.pid_file, f"{child.pid}\n")
+    write_private(daemon.pid_file, f"{child.pid}\n")
     _wait_for_exec(child.pid)
 
 
@@ -372,16 +373,6 @@ def _gone_within(pid: int, timeout_s: float) -> bool:
 
 
 # --- files and quoting ---------------------------------------------------------------------
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Written whole (a temporary file renamed) and readable by root only: a daemon's command
-    line can carry the control plane's credentials."""
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    partial.replace(path)
 
 
 def _exec_word(word: str, first: bool) -> str:

@@ -24,6 +24,7 @@ from ployz.deploy.agents import DEFAULT_AGENT_PORT
 from ployz.deploy.membership.daemons import Daemon
 from ployz.deploy.membership.errors import MembershipError
 from ployz.net.keys import generate_private_key, read_private_key, write_private_key
+from ployz.private_files import write_private
 
 HOME_ENV = "PLOYZ_HOME"
 DEFAULT_HOME = Path("/var/lib/ployz")
@@ -119,8 +120,8 @@ class MachineHome:
 
     def save(self, config: MachineConfig) -> None:
         """The membership, then the agent's control file from it."""
-        _write_private(self.config_path, config.model_dump_json(indent=2) + "\n")
-        _write_private(self.control_file, config.control + "\n")
+        write_private(self.config_path, config.model_dump_json(indent=2) + "\n")
+        write_private(self.control_file, config.control + "\n")
 
     @property
     def nats_config(self) -> Path:
@@ -155,13 +156,3 @@ class MachineHome:
             argv += ["--docker-socket", config.docker_socket]
         return Daemon(name=AGENT_DAEMON, argv=tuple(argv), home=self.root,
                       description=f"ployz agent of machine {config.id}")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Mode 0600, written to a temporary file and renamed: a crash leaves the old file or the
-    new one."""
-    partial = path.with_suffix(".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    partial.replace(path)
