@@ -8,13 +8,46 @@ address, subnet, WireGuard key and endpoint are cluster facts the agent does not
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
 from typing import Any
 
 from ployz.agent.heartbeat import HeartbeatCallback
 from ployz.agent.overlay import PeerFact
+from ployz.control.errors import ControlPlaneMoved
 from ployz.control.models import Capacity, Machine
 from ployz.control.plane import ControlPlane
-from ployz.control.url import open_control_plane
+from ployz.control.url import open_control_plane, redact_url
+from ployz.private_files import write_private
+
+log = logging.getLogger(__name__)
+
+
+class ControlLocation:
+    """Where the agent reaches the control plane: the URL it was given, until the control plane
+    moves (from the first machine's single JetStream server onto the replicated servers, when
+    the third machine joins). An open then follows the move, and the new URL replaces the old
+    one in the agent's control file: the agent restarted, and ``ployzctl`` on the machine, go
+    there directly, and no longer depend on the old server."""
+
+    def __init__(self, url: str, control_file: Path | None = None) -> None:
+        self._url = url
+        self._file = control_file
+        self._lock = threading.Lock()  # the heartbeat and the overlay open from two threads
+
+    def open(self) -> ControlPlane:
+        with self._lock:
+            url = self._url
+        plane = open_control_plane(url)
+        if plane.location != url:
+            with self._lock:
+                self._url = plane.location
+                if self._file is not None:
+                    write_private(self._file, plane.location + "\n")
+            log.info("the control plane moved to %s; %s now names it",
+                     redact_url(plane.location), self._file or "this agent")
+        return plane
 
 
 def capacity_of(facts: dict[str, Any]) -> Capacity | None:
@@ -31,16 +64,23 @@ def capacity_of(facts: dict[str, Any]) -> Capacity | None:
     )
 
 
-def control_plane_heartbeat(url: str) -> HeartbeatCallback:
+def control_plane_heartbeat(location: ControlLocation) -> HeartbeatCallback:
     """The control plane is opened at the first beat, in the heartbeat's own thread, and again
-    after a failed open: an agent starts and serves even while its control plane is down."""
+    after a failed open: an agent starts and serves even while its control plane is down. A
+    beat refused because the control plane moved is sent again where it went."""
     plane: ControlPlane | None = None
 
     def heartbeat(machine_id: str, facts: dict[str, Any]) -> None:
         nonlocal plane
         if plane is None:
-            plane = open_control_plane(url)
-        plane.heartbeat(machine_id, capacity_of(facts))
+            plane = location.open()
+        try:
+            plane.heartbeat(machine_id, capacity_of(facts))
+        except ControlPlaneMoved:
+            plane.close()
+            plane = None
+            plane = location.open()
+            plane.heartbeat(machine_id, capacity_of(facts))
 
     return heartbeat
 
@@ -49,11 +89,13 @@ class ControlPlaneMachines:
     """:class:`~ployz.agent.overlay.MachineFacts` of the control plane at ``url``.
 
     Opening it connects (the overlay opens it again after a failure); the watch is made before
-    the first read, so no change made after that read can be missed.
+    the first read, so no change made after that read can be missed. A store sealed by a move
+    no longer changes: reading it then fails, so that the overlay opens the facts anew, where
+    the control plane went.
     """
 
-    def __init__(self, url: str) -> None:
-        self._plane = open_control_plane(url)
+    def __init__(self, location: ControlLocation) -> None:
+        self._plane = location.open()
         try:
             self._watch = self._plane.watch_machines()
         except BaseException:
@@ -61,6 +103,9 @@ class ControlPlaneMachines:
             raise
 
     def machines(self) -> list[PeerFact]:
+        moved_to = self._plane.moved_to()
+        if moved_to is not None:
+            raise ControlPlaneMoved(f"the control plane moved to {redact_url(moved_to)}")
         return [peer_fact(machine) for machine in self._plane.list_machines()]
 
     def wait(self, timeout_s: float) -> bool:

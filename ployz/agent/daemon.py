@@ -25,6 +25,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,6 +42,9 @@ from ployz.net.keys import read_private_key
 from ployz.runtime.docker_runtime import DEFAULT_SOCKET, DockerRuntime
 from ployz.transfer.addresses import format_address, parse_address
 from ployz.transfer.keys import BadKey, read_public_key
+
+if TYPE_CHECKING:  # imported when used: an agent without a control plane never loads it
+    from ployz.agent.control_link import ControlLocation
 
 METHOD_GROUPS = ("agent_info", "containers", "zfs_ops", "transfers")
 """Modules of :mod:`ployz.agent.methods` whose ``register(registry, context)`` is called."""
@@ -72,6 +76,8 @@ class AgentConfig:
     pool: str | None = None
     docker_socket: str = DEFAULT_SOCKET
     control_url: str | None = None
+    control_file: Path | None = None
+    """Where ``control_url`` came from; rewritten when the control plane moves."""
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     window_s: float = DEFAULT_WINDOW_S
     overlay: OverlayConfig | None = None
@@ -140,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         pool=args.pool,
         docker_socket=args.docker_socket,
         control_url=control_url,
+        control_file=args.control_file,
         heartbeat_s=args.heartbeat_interval,
         window_s=args.request_window,
         overlay=overlay_from_args(args, control_url),
@@ -250,7 +257,8 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None,
     state.close()
 
 
-def prepare_overlay(overlay: OverlayConfig, machine_id: str, control_url: str) -> OverlayKeeper:
+def prepare_overlay(overlay: OverlayConfig, machine_id: str,
+                    location: ControlLocation) -> OverlayKeeper:
     """Makes the interface be as configured, now (the agent listens on its address next), and
     returns the keeper of its peers. Runs before the event loop: pyroute2 runs its own."""
     from ployz.agent.control_link import ControlPlaneMachines
@@ -261,22 +269,24 @@ def prepare_overlay(overlay: OverlayConfig, machine_id: str, control_url: str) -
     for change in changes:
         log.info("overlay interface %s: %s", overlay.ifname, change)
     return OverlayKeeper(machine_id, lambda: WireGuardLink(overlay.ifname),
-                         lambda: ControlPlaneMachines(control_url))
+                         lambda: ControlPlaneMachines(location))
 
 
 def run(config: AgentConfig) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     heartbeat = None
+    location = None
     if config.control_url is not None:
-        from ployz.agent.control_link import control_plane_heartbeat
+        from ployz.agent.control_link import ControlLocation, control_plane_heartbeat
 
-        heartbeat = control_plane_heartbeat(config.control_url)
+        location = ControlLocation(config.control_url, config.control_file)
+        heartbeat = control_plane_heartbeat(location)
     keeper = None
     if config.overlay is not None:
-        assert config.control_url is not None  # config_from_args requires it
+        assert location is not None  # config_from_args requires a control URL
         try:
-            keeper = prepare_overlay(config.overlay, config.machine_id, config.control_url)
+            keeper = prepare_overlay(config.overlay, config.machine_id, location)
         except NetError as exc:
             log.error("cannot set up the overlay: %s", exc)
             return 1

@@ -109,6 +109,12 @@ class ControlPlaneRefused(ControlPlaneError):
     """The store answered but refused the credentials: retrying cannot help."""
 
 
+class ControlPlaneMoved(ControlPlaneError):
+    """The store was sealed when the control plane moved to the cluster's replicated JetStream
+    servers: it still answers reads, takes no write, and names where the control plane is now.
+    Opening the control plane by the old URL follows the move, so running again succeeds."""
+
+
 class ControlPlaneBusy(ControlPlaneError):
     """A compare-and-swap update lost the race too many times in a row."""
 

@@ -5,11 +5,11 @@ configuration file this module renders: clients on the machine's address, a user
 required of every client, the JetStream store in the machine's home, HTTP monitoring (if asked
 for) on 127.0.0.1 only.
 
-For now that server is standalone. The model has room for cluster routes (``cluster_port`` and
-``routes``, rendered only when given), but nats-server 2.9 cannot turn a standalone JetStream
-server into a clustered one in place (a new meta group does not adopt the standalone streams),
-and a clustered server on its own never starts JetStream: forming three servers is later work,
-with each of them configured clustered from its first start.
+A cluster starts on one such server, standalone (``machine init``), and moves to three
+clustered servers, one on each of its first three machines, when the third one joins (see
+``ployz.control.relocation``): nats-server 2.9 cannot turn a standalone JetStream server into a
+clustered one in place, so each clustered server is configured clustered from its first start
+(``cluster_port`` and ``routes``), and the first machine runs both.
 
 The credentials are restricted to the characters a URL carries unencoded (letters, digits,
 ``-._~``): nats-py sends the user and password of a ``nats://user:password@host`` URL without

@@ -41,7 +41,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ployz.control.errors import ControlPlaneRefused, ControlPlaneUnavailable, InvalidArgument
+from ployz.control.errors import (
+    ControlPlaneMoved,
+    ControlPlaneRefused,
+    ControlPlaneUnavailable,
+    InvalidArgument,
+)
 from ployz.control.store import KINDS, RevisionConflict, Versioned
 from ployz.control.url import redact_url
 
@@ -64,6 +69,9 @@ _TRANSIENT = (
 _NO_SUITABLE_PEERS = 10005
 # "wrong last sequence": the expected-last-subject-sequence check of a write failed.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+# "invalid operation on sealed stream": the bucket was sealed when the control plane moved.
+_SEALED = 10109
+_LOCATION_KEY = "url"
 
 
 def _is_transient(error: Exception) -> bool:
@@ -170,7 +178,7 @@ class NatsStore:
                     raise RevisionConflict(
                         f"{kind}/{key} is no longer at revision {revision}"
                     ) from exc
-                raise
+                raise self._moved_error(exc) from exc
 
         self._call(delete)
 
@@ -203,6 +211,59 @@ class NatsStore:
         watch = NatsWatch(self._loop, lambda cb: self._subscribe_changes(bucket, cb), self._watches)
         self._call(watch.start)
         return watch
+
+    def moved_to(self) -> str | None:
+        async def read() -> str | None:
+            try:
+                bucket = await self._jetstream().key_value(self._location_bucket)
+                entry = await bucket.get(_LOCATION_KEY)
+            except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+                return None
+            return (entry.value or b"").decode()
+
+        return self._call(read)
+
+    # --- moving the control plane (``ployz.control.relocation``) -------------------------------
+
+    def replicas(self) -> int:
+        """How many servers hold each bucket (that of the machine facts stands for all)."""
+        async def read() -> int:
+            info = await self._jetstream().stream_info(f"KV_{self._bucket_name('machines')}")
+            return info.config.num_replicas or 1
+
+        return self._call(read)
+
+    def seal(self) -> None:
+        """Makes every bucket read-only for good (JetStream's ``sealed`` stream flag); a write
+        then raises :class:`ControlPlaneMoved`. Idempotent."""
+        async def seal() -> None:
+            js = self._jetstream()
+            for kind in KINDS:
+                config = (await js.stream_info(f"KV_{self._bucket_name(kind)}")).config
+                if not config.sealed:
+                    config.sealed = True
+                    await js.update_stream(config)
+
+        self._call(seal)
+
+    def publish_location(self, url: str) -> None:
+        """Records where the control plane moved to, for :meth:`moved_to`: in a bucket of its
+        own, written after the sealed ones were copied, so no reader follows to an incomplete
+        copy."""
+        async def publish() -> None:
+            js = self._jetstream()
+            try:
+                bucket = await js.key_value(self._location_bucket)
+            except nats.js.errors.BucketNotFoundError:
+                bucket = await js.create_key_value(bucket=self._location_bucket, history=1,
+                                                   replicas=self._replicas)
+            await bucket.put(_LOCATION_KEY, url.encode())
+
+        self._call(publish)
+
+    @property
+    def _location_bucket(self) -> str:
+        return f"{self._bucket_prefix}-location"
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -317,8 +378,18 @@ class NatsStore:
                 return await write()
             except nats.js.errors.KeyWrongLastSequenceError as exc:
                 raise RevisionConflict(f"{kind}/{key}: {exc}") from exc
+            except nats.js.errors.APIError as exc:
+                raise self._moved_error(exc) from exc
 
         return self._call(attempt)
+
+    def _moved_error(self, error: nats.js.errors.APIError) -> Exception:
+        """:class:`ControlPlaneMoved` for a write refused by a sealed bucket, else ``error``."""
+        if error.err_code != _SEALED:
+            return error
+        return ControlPlaneMoved(
+            f"the control plane at {self.url} has moved to the cluster's replicated JetStream "
+            "servers and takes no more writes: run the command again (the same URL leads there)")
 
     def _call(self, operation: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``operation`` on the store's loop, retrying transient cluster errors."""

@@ -122,12 +122,24 @@ def _decode(raw: bytes) -> tuple[list[str], dict[str, Any]]:
 class ControlPlane:
     """Reads and atomic updates of the cluster's facts. Thread-safe; one per process is enough."""
 
-    def __init__(self, store: DocumentStore) -> None:
+    def __init__(self, store: DocumentStore, location: str | None = None) -> None:
         self._store = store
+        self._location = location or store.url
 
     @property
     def url(self) -> str:
+        """Where the store is, without credentials: for output and logs."""
         return self._store.url
+
+    @property
+    def location(self) -> str:
+        """The URL this control plane was reached at, credentials included: the one to keep
+        (after a move has been followed, not the one given)."""
+        return self._location
+
+    def moved_to(self) -> str | None:
+        """Where the control plane moved to, if this store was sealed by a move."""
+        return self._store.moved_to()
 
     def close(self) -> None:
         self._store.close()

@@ -141,6 +141,10 @@ class SqliteStore:
     def watch(self, kind: str) -> SqliteWatch:
         return SqliteWatch(lambda: self._changes(kind))
 
+    def moved_to(self) -> str | None:
+        """Never: only a single NATS server's control plane moves (to replicated servers)."""
+        return None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

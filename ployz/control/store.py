@@ -71,4 +71,9 @@ class DocumentStore(Protocol):
 
     def watch(self, kind: str) -> StoreWatch: ...
 
+    def moved_to(self) -> str | None:
+        """The URL of the store that took this one's documents over, once it has (then this
+        one is sealed: reads answer, writes raise ``ControlPlaneMoved``); None before."""
+        ...
+
     def close(self) -> None: ...

@@ -29,11 +29,23 @@ def control_plane_url(explicit: str | None = None) -> str:
 
 
 def open_control_plane(url: str | None = None) -> ControlPlane:
-    """Connect to (and for SQLite, create if needed) the control plane at ``url``."""
-    return ControlPlane(open_store(control_plane_url(url)))
+    """Connect to (and for SQLite, create if needed) the control plane at ``url``, or where it
+    moved to from there (see ``ployz.control.relocation``): ``location`` says which."""
+    url = control_plane_url(url)
+    store = open_store(url)
+    try:
+        moved_to = store.moved_to()
+    except BaseException:
+        store.close()
+        raise
+    if moved_to is None:
+        return ControlPlane(store, url)
+    store.close()
+    return ControlPlane(open_store(moved_to), moved_to)
 
 
 def open_store(url: str) -> DocumentStore:
+    """The store at ``url`` itself, never following a move."""
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite":
         from ployz.control.sqlite_store import SqliteStore
@@ -45,9 +57,7 @@ def open_store(url: str) -> DocumentStore:
         from ployz.control.nats_store import NatsStore
 
         parts = urlsplit(url)
-        hosts = [h for h in parts.netloc.split(",") if h]
-        if not hosts or parts.path not in ("", "/"):
-            raise InvalidControlPlaneUrl(f"{url!r}: expected nats://host:port[,host:port...]")
+        servers = nats_servers(url)
         options: dict[str, object] = {}
         for name, values in parse_qs(parts.query).items():
             if name not in _NATS_PARAMS:
@@ -58,8 +68,18 @@ def open_store(url: str) -> DocumentStore:
                 options[name] = _NATS_PARAMS[name](values[-1])
             except ValueError as exc:
                 raise InvalidControlPlaneUrl(f"{url!r}: bad {name}: {exc}") from exc
-        return NatsStore([f"nats://{h}" for h in hosts], **options)  # type: ignore[arg-type]
+        return NatsStore(servers, **options)  # type: ignore[arg-type]
     raise InvalidControlPlaneUrl(f"{url!r}: the scheme must be sqlite:// or nats://")
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of a ``nats://`` URL, one ``nats://[user:password@]host:port`` each."""
+    parts = urlsplit(url)
+    hosts = [h for h in parts.netloc.split(",") if h]
+    if parts.scheme != "nats" or not hosts or parts.path not in ("", "/"):
+        raise InvalidControlPlaneUrl(f"{redact_url(url)!r}: expected "
+                                     "nats://host:port[,host:port...]")
+    return [f"nats://{h}" for h in hosts]
 
 
 def redact_url(url: str) -> str:

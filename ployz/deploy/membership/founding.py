@@ -3,7 +3,8 @@
 It makes, or finds from an earlier run, everything the cluster starts from: the operator key
 (the trust anchor every agent checks requests against and every join token is signed with), the
 machine's WireGuard key pair, the control plane (the embedded SQLite file, or a JetStream server
-whose configuration it writes), the cluster fact with its overlay range, this machine's overlay
+whose configuration it writes, and this machine's server of the replicated JetStream cluster to
+come: see ``replication``), the cluster fact with its overlay range, this machine's overlay
 address and subnet, and the agent's unit. Every step reuses what is already there, so running
 it again changes nothing and restarts nothing.
 """
@@ -21,12 +22,14 @@ from ployz.control.url import redact_url
 from ployz.deploy.membership import daemons
 from ployz.deploy.membership.local import (
     NATS_DAEMON,
+    REPLICA_DAEMON,
     WIREGUARD_PORT,
     ControlKind,
     MachineConfig,
     MachineHome,
 )
 from ployz.deploy.membership.reachability import wait_for_agent, wait_for_control
+from ployz.deploy.membership.replication import start_replica
 from ployz.net.keys import public_key_of
 from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import generate_private_key, load_private_key, public_key_text
@@ -83,9 +86,12 @@ def init_machine(options: InitOptions) -> Membership:
         server.write(home.nats_config)
         started[NATS_DAEMON] = daemons.start(home.nats_daemon())
         url = server.client_url()
+        started[REPLICA_DAEMON] = start_replica(home, options.machine_id, url, server.host,
+                                                [server.host])
     else:
         url = f"sqlite:///{home.control_db}"
     with wait_for_control(url) as cp:
+        url = cp.location  # where a re-run finds the control plane moved to
         cluster = cp.create_cluster(options.cluster, trust)
         machine = cp.add_machine(options.machine_id, wireguard_public, endpoint)
         cluster = cp.get_cluster()

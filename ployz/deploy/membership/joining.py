@@ -5,7 +5,9 @@ being an address of this machine, the control plane answering, the token's signa
 the trust the control plane holds, not the one the token claims), its expiry, and the machine id
 being free. Only then is the invite consumed and the machine added (the control plane allocates
 its overlay address and subnet); an addition that fails gives the invite back. The other
-machines' agents see the new fact and add the peer themselves: nothing is run on them.
+machines' agents see the new fact and add the peer themselves: nothing is run on them. With
+NATS, each of the first three machines starts a server of the replicated JetStream cluster, and
+the third moves the control plane onto them (``replication``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ from ployz.control.url import redact_url
 from ployz.deploy.membership import daemons, tokens
 from ployz.deploy.membership.errors import MembershipError
 from ployz.deploy.membership.founding import Membership, with_port
-from ployz.deploy.membership.local import MachineConfig, MachineHome
+from ployz.deploy.membership.local import REPLICA_DAEMON, MachineConfig, MachineHome
 from ployz.deploy.membership.reachability import (
     OVERLAY_S,
     connects,
     wait_for_agent,
     wait_for_control,
     wait_until,
+)
+from ployz.deploy.membership.replication import (
+    REPLICAS,
+    check_no_deploy_running,
+    host_of,
+    is_single_server,
+    move_to_replicas,
+    start_replica,
 )
 from ployz.net.keys import public_key_of, read_private_key
 from ployz.transfer.addresses import parse_address
@@ -56,17 +66,47 @@ def join_machine(options: JoinOptions) -> Membership:
         if token.cluster != cluster.name:
             raise MembershipError(f"the token is for cluster {token.cluster!r}, but the control "
                                   f"plane at {redact_url(token.control)} holds {cluster.name!r}")
+        forming = _completes_replicas(cp, options.machine_id)
+        if forming:
+            check_no_deploy_running(cp)
         machine = _add(cp, home, options.machine_id, endpoint, token.invite)
+        started: dict[str, str] = {}
+        control = _serve_replica(cp, home, machine, started)
         config = MachineConfig(
             id=machine.id, cluster=cluster.name, pool=options.pool, endpoint=endpoint,
-            overlay_ip=machine.overlay_ip, overlay=cluster.overlay, control=token.control,
-            trust=cluster.trust, docker_socket=options.docker_socket)
+            overlay_ip=machine.overlay_ip, overlay=cluster.overlay, control=control,
+            trust=cluster.trust, docker_socket=options.docker_socket,
+            nats=REPLICA_DAEMON in started)
         home.save(config)
         agent = home.agent_daemon(config)
-        started = {agent.name: daemons.start(agent)}
+        started[agent.name] = daemons.start(agent)
         wait_for_agent(agent, config)
         _wait_for_overlay(cp, config)
-        return Membership(cp.get_machine(machine.id), cluster, redact_url(token.control), started)
+        return Membership(cp.get_machine(machine.id), cluster, redact_url(control), started)
+
+
+def _completes_replicas(cp: ControlPlane, machine_id: str) -> bool:
+    """Whether this join makes the third machine of a cluster still on its single server."""
+    others = [m for m in cp.list_machines() if m.id != machine_id]
+    return is_single_server(cp.location) and len(others) == REPLICAS - 1
+
+
+def _serve_replica(cp: ControlPlane, home: MachineHome, machine: Machine,
+                   started: dict[str, str]) -> str:
+    """Starts this machine's replicated JetStream server if it is one of the first three
+    machines, moves the control plane onto the three servers when it is the third, and returns
+    the control URL to keep."""
+    if home.replica_config.exists() and not is_single_server(cp.location):
+        started[REPLICA_DAEMON] = daemons.start(home.replica_daemon())  # a join run again
+        return cp.location
+    members = cp.list_machines()
+    if not is_single_server(cp.location) or len(members) > REPLICAS:
+        return cp.location
+    started[REPLICA_DAEMON] = start_replica(home, machine.id, cp.location, host_of(machine),
+                                            [host_of(m) for m in members])
+    if len(members) < REPLICAS:
+        return cp.location
+    return move_to_replicas(cp, members)
 
 
 def check_local_endpoint(endpoint: str) -> None:

@@ -33,6 +33,7 @@ WIREGUARD_INTERFACE = "ployz0"
 WIREGUARD_PORT = 51820
 AGENT_DAEMON = "ployzd"
 NATS_DAEMON = "ployz-nats"
+REPLICA_DAEMON = "ployz-nats-replica"
 
 ControlKind = Literal["sqlite", "nats"]
 
@@ -105,12 +106,19 @@ class MachineHome:
         self.root.chmod(0o700)
 
     def load(self) -> MachineConfig | None:
-        """The saved membership, or None when this machine has not joined a cluster."""
+        """The saved membership, or None when this machine has not joined a cluster. Its
+        control URL is the control file's: the agent rewrites that file when the control plane
+        moves (to the replicated JetStream servers), so ``ployzctl`` follows the agent."""
         try:
             text = self.config_path.read_text()
         except FileNotFoundError:
             return None
-        return MachineConfig.model_validate_json(text)
+        config = MachineConfig.model_validate_json(text)
+        try:
+            control = self.control_file.read_text().strip()
+        except FileNotFoundError:
+            return config
+        return config.model_copy(update={"control": control}) if control else config
 
     @property
     def control_file(self) -> Path:
@@ -127,13 +135,27 @@ class MachineHome:
     def nats_config(self) -> Path:
         return self.nats_dir / "nats-server.conf"
 
+    @property
+    def replica_config(self) -> Path:
+        return self.nats_dir / "replica.conf"
+
     def nats_daemon(self) -> Daemon:
-        """The JetStream server, on the configuration ``init`` wrote."""
+        """The first machine's single JetStream server, on the configuration ``init`` wrote."""
+        return self._nats_daemon(NATS_DAEMON, self.nats_config,
+                                 "ployz control plane (NATS JetStream, single server)")
+
+    def replica_daemon(self) -> Daemon:
+        """This machine's server of the replicated JetStream cluster (the first three machines
+        each run one)."""
+        return self._nats_daemon(REPLICA_DAEMON, self.replica_config,
+                                 "ployz control plane (NATS JetStream, replicated)")
+
+    def _nats_daemon(self, name: str, config: Path, description: str) -> Daemon:
         binary = shutil.which("nats-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
         if binary is None:
             raise MembershipError("nats-server is not installed (Debian package nats-server)")
-        return Daemon(name=NATS_DAEMON, argv=(binary, "-c", str(self.nats_config)),
-                      home=self.root, description="ployz control plane (NATS JetStream)")
+        return Daemon(name=name, argv=(binary, "-c", str(config)), home=self.root,
+                      description=description)
 
     def agent_daemon(self, config: MachineConfig) -> Daemon:
         """The agent's command line: everything it needs comes from the membership, so the same

@@ -1,0 +1,149 @@
+"""The control plane moves from a single JetStream server to three replicated ones: every fact
+arrives, the old store refuses writes from then on, and the old URL leads to the new servers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import nats
+import pytest
+
+from ployz.agent.control_link import ControlLocation, ControlPlaneMachines, control_plane_heartbeat
+from ployz.control import (
+    ControlPlaneMoved,
+    Machine,
+    PutService,
+    Service,
+    deploy_lock_name,
+    open_control_plane,
+)
+from ployz.control.nats_store import NatsStore
+from ployz.control.relocation import relocate
+from ployz.control.store import KINDS
+from ployz.control.url import open_store
+from tests.host.control.conftest import NatsServer
+
+
+def documents(store: NatsStore) -> dict[str, dict[str, bytes]]:
+    return {kind: {key: doc.value for key, doc in store.list(kind)} for kind in KINDS}
+
+
+def replicas_of(servers: list[NatsServer], stream: str) -> tuple[int, int]:
+    """The stream's configured replicas and how many peers follow its leader."""
+    async def ask() -> tuple[int, int]:
+        nc = await nats.connect(servers=[f"nats://{s.url}" for s in servers])
+        try:
+            info = await nc.jetstream().stream_info(stream)
+            assert info.cluster is not None
+            return info.config.num_replicas or 1, len(info.cluster.replicas or [])
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_a_move_copies_every_fact_seals_the_old_store_and_the_old_url_leads_on(
+        private_nats_server: NatsServer, nats_cluster: list[NatsServer]) -> None:
+    old_url = f"nats://{private_nats_server.url}"
+    new_url = "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3"
+    with open_control_plane(old_url) as cp:
+        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
+                                    subnet="10.210.1.0/24"))
+        lock = cp.acquire(deploy_lock_name("shop"), holder="deploy-1", ttl=60)
+        cp.commit("shop", lock.token, [PutService(service=Service(
+            namespace="shop", name="web", image="busybox", machine="machine-a"))])
+        cp.release(lock.name, lock.token)
+    source = open_store(old_url)
+    target = open_store(new_url)
+    assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
+    try:
+        before = documents(source)
+        assert relocate(source, target, new_url) == sum(len(d) for d in before.values())
+        assert documents(target) == before
+        assert target.replicas() == 3
+        assert replicas_of(nats_cluster, "KV_ployz-namespaces") == (3, 2)
+
+        # Run again (a move that stopped halfway): nothing changes, nothing fails.
+        revisions = {kind: dict(target.list(kind)) for kind in KINDS}
+        relocate(source, target, new_url)
+        assert {kind: dict(target.list(kind)) for kind in KINDS} == revisions
+        assert source.moved_to() == new_url
+    finally:
+        source.close()
+        target.close()
+
+    with open_control_plane(old_url) as followed:
+        assert followed.location == new_url
+        assert followed.get_service("shop", "web").machine == "machine-a"
+        followed.heartbeat("machine-a", None)  # the new store takes writes
+    stale = open_store(old_url)
+    try:
+        with pytest.raises(ControlPlaneMoved, match="moved to the cluster's replicated"):
+            stale.update("machines", "machine-a", b"{}", 1)
+        with pytest.raises(ControlPlaneMoved):
+            stale.create("invites", "x", b"{}")
+        assert documents(stale) == before  # nothing was lost or changed by the refusals
+    finally:
+        stale.close()
+
+
+def test_a_server_of_the_three_dies_and_the_moved_control_plane_keeps_its_facts(
+        private_nats_server: NatsServer, nats_cluster: list[NatsServer]) -> None:
+    old_url = f"nats://{private_nats_server.url}"
+    new_url = "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3"
+    with open_control_plane(old_url) as cp:
+        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
+                                    subnet="10.210.1.0/24"))
+    source, target = open_store(old_url), open_store(new_url)
+    assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
+    try:
+        relocate(source, target, new_url)
+    finally:
+        source.close()
+        target.close()
+    nats_cluster[0].kill()
+    with open_control_plane(old_url) as cp:
+        cp.heartbeat("machine-a", None)
+        assert [m.id for m in cp.list_machines()] == ["machine-a"]
+
+
+def test_the_agents_control_link_follows_the_move_and_rewrites_its_control_file(
+        private_nats_server: NatsServer, nats_cluster: list[NatsServer], tmp_path: Path) -> None:
+    old_url = f"nats://{private_nats_server.url}"
+    new_url = "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3"
+    control_file = tmp_path / "control.url"
+    control_file.write_text(old_url + "\n")
+    with open_control_plane(old_url) as cp:
+        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
+                                    subnet="10.210.1.0/24"))
+    location = ControlLocation(old_url, control_file)
+    heartbeat = control_plane_heartbeat(location)
+    facts = {"pool_free": 10, "pool_used": 5, "containers": 0}
+    heartbeat("machine-a", facts)
+    machines = ControlPlaneMachines(location)
+    try:
+        assert [m.machine_id for m in machines.machines()] == ["machine-a"]
+        source, target = open_store(old_url), open_store(new_url)
+        assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
+        try:
+            relocate(source, target, new_url)
+        finally:
+            source.close()
+            target.close()
+        with pytest.raises(ControlPlaneMoved):  # the overlay then opens its facts anew
+            machines.machines()
+    finally:
+        machines.close()
+    assert control_file.read_text() == old_url + "\n"
+    # Refused by the sealed store, sent again where it moved.
+    heartbeat("machine-a", facts | {"pool_free": 20})
+    assert control_file.read_text() == new_url + "\n"
+    with open_control_plane(new_url) as cp:
+        capacity = cp.get_machine("machine-a").capacity
+        assert capacity is not None and capacity.pool_size == 25
+    reopened = ControlPlaneMachines(location)
+    try:
+        assert [m.machine_id for m in reopened.machines()] == ["machine-a"]
+    finally:
+        reopened.close()
