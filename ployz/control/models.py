@@ -188,6 +188,9 @@ class ClusterInfo(Fact):
     subnet_prefix: int = Field(default=DEFAULT_SUBNET_PREFIX, ge=1, le=_SMALLEST_PREFIX)
     trust: tuple[OperatorKey, ...] = Field(min_length=1)
     allocations: dict[Identifier, Allocation] = Field(default_factory=dict)
+    control_servers: tuple[Identifier, ...] = ()
+    """The machines that run the replicated JetStream servers the control plane moved onto
+    (the first three, with NATS); empty while it is on one server, or on SQLite."""
     created: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

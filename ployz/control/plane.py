@@ -253,6 +253,19 @@ class ControlPlane:
             raise NoCluster()
         return info
 
+    def set_control_servers(self, machine_ids: Sequence[str]) -> ClusterInfo:
+        """Records which members run the control plane's replicated servers (before it moves
+        onto them, so the record moves along)."""
+        for machine_id in machine_ids:
+            check_name("machine id", machine_id)
+
+        def record(info: ClusterInfo | None) -> ClusterInfo:
+            if info is None:
+                raise NoCluster()
+            return info.model_copy(update={"control_servers": tuple(machine_ids)})
+
+        return self._mutate("cluster", CLUSTER_KEY, ClusterInfo, record)
+
     def add_machine(self, machine_id: str, wireguard_key: str, endpoint: str) -> Machine:
         """Make a machine a member: allocate its overlay IP and subnet, and record it, active.
 
@@ -296,8 +309,10 @@ class ControlPlane:
         """Take a machine out of the cluster: delete it and free its overlay IP and subnet.
 
         Refused with :class:`MachineBusy`, naming each, while services are placed on it, it owns
-        volumes, or it is not draining; with ``force`` it goes anyway and those services and
-        volumes are reported as orphans. The machine document goes before its allocation, so an
+        volumes, it runs one of the control plane's replicated servers (that server cannot move
+        to another machine yet), or it is not draining; with ``force`` it goes anyway and those
+        services and volumes are reported as orphans (the control plane then runs on the other
+        servers). The machine document goes before its allocation, so an
         address is never handed out while a machine still holds it; if freeing the allocation
         fails, the machine document is put back.
         """
@@ -316,9 +331,15 @@ class ControlPlane:
             if v.owner == machine_id
         ]
 
+        info = self._read("cluster", CLUSTER_KEY, ClusterInfo)
+        serves = info is not None and machine_id in info.control_servers
+
         def check(machine: Machine) -> None:
             blockers = [f"service {s} is placed on it" for s in services]
             blockers += [f"volume {v} is owned by it" for v in volumes]
+            if serves:
+                blockers.append("it runs one of the control plane's three JetStream servers, "
+                                "which cannot move to another machine yet")
             if machine.lifecycle != "draining":
                 blockers.append(
                     f"lifecycle is {machine.lifecycle}: drain it first "
@@ -413,7 +434,8 @@ class ControlPlane:
             if machine_id not in info.allocations or rejoined:
                 return info  # nothing held, or the machine joined again meanwhile and keeps it
             left = {m: a for m, a in info.allocations.items() if m != machine_id}
-            return info.model_copy(update={"allocations": left})
+            servers = tuple(m for m in info.control_servers if m != machine_id)
+            return info.model_copy(update={"allocations": left, "control_servers": servers})
 
         self._mutate("cluster", CLUSTER_KEY, ClusterInfo, free)
 

@@ -47,6 +47,8 @@ class Machine:
     endpoint: Endpoint
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    docker: bool = True
+    """Whether the machine has a Docker daemon (a member without one runs no service)."""
 
     @property
     def id(self) -> str:
@@ -143,6 +145,8 @@ class Cluster:
         self.control: ControlKind = control
         self.machines = [self._new_machine(i) for i in range(count)]
         self._built: list[Machine] = []
+        self.join_tokens: dict[str, str] = {}
+        """The token each machine joined with, spent now (a refused join may try it again)."""
 
     @staticmethod
     def _new_machine(index: int) -> Machine:
@@ -207,15 +211,15 @@ class Cluster:
         """A fresh join token, from the operator on the first machine."""
         return self.operator_ployzctl("machine", "invite", "--ttl", INVITE_TTL).strip()
 
-    def join(self, machine: Machine, token: str | None = None) -> str:
-        """``machine join`` on ``machine`` with ``token`` (a fresh invite when None); returns
-        the token, spent now."""
+    def join(self, machine: Machine, token: str | None = None) -> None:
+        """``machine join`` on ``machine`` with ``token`` (a fresh invite when None), which
+        :attr:`join_tokens` keeps, spent now."""
         token = token or self.invite()
         machine.ployzctl("machine", "join", token, "--id", machine.id,
                          *machine.member_arguments())
+        self.join_tokens[machine.id] = token
         if machine not in self.machines:
             self.machines.append(machine)
-        return token
 
     def operator_ployzctl(self, *args: str) -> str:
         return self.first.ployzctl(*args, env=self.environment())
@@ -233,26 +237,27 @@ class Cluster:
             daemons.start(agent)
         wait_for_agent(agent, machine.config)
 
-    def kill_control_server(self) -> None:
-        """SIGKILLs the JetStream server on the first machine (the control plane with
-        ``--control nats``): its clients see it vanish mid-call."""
-        daemons.kill(self.first.ployz_home.nats_daemon())
+    def kill_replica(self, machine: Machine) -> None:
+        """SIGKILLs ``machine``'s server of the replicated JetStream cluster, as a crash
+        would: no shutdown, no leadership hand-over."""
+        daemons.kill(machine.ployz_home.replica_daemon())
 
-    def start_control_server(self) -> None:
-        """Starts the JetStream server again on its stored state, as its service manager
-        (``Restart=on-failure``) would after :meth:`kill_control_server`."""
-        with netns.inside(self.first.endpoint.netns_path):
-            daemons.start(self.first.ployz_home.nats_daemon())
+    def start_replica(self, machine: Machine) -> None:
+        """Starts ``machine``'s replicated server again on its stored state."""
+        with netns.inside(machine.endpoint.netns_path):
+            daemons.start(machine.ployz_home.replica_daemon())
 
     @staticmethod
     def _halt(machine: Machine) -> None:
-        """Stops every daemon of ``machine``: its agent and NATS server, then Docker."""
+        """Stops every daemon of ``machine``: its agent and NATS servers, then Docker."""
         home = machine.ployz_home
         config = home.load()
         if config is not None:
             daemons.stop(home.agent_daemon(config))
-            if config.nats:
+            if home.nats_config.exists():
                 daemons.stop(home.nats_daemon())
+            if home.replica_config.exists():
+                daemons.stop(home.replica_daemon())
         for process in reversed(machine.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -268,6 +273,7 @@ class Cluster:
         attach(machine.endpoint)
         self._built.append(machine)
         self._make_pool(machine)
+        machine.docker = docker
         if docker:
             self._start_docker(machine)
             self._load_image(machine)

@@ -1,4 +1,9 @@
-"""One sandbox cluster for the whole e2e session: building it costs minutes under emulation."""
+"""One sandbox cluster for the whole e2e session: building it costs minutes under emulation.
+
+Two machines with Docker, where the services run, and machine-c without Docker: the third
+member, whose join moves the NATS control plane onto three replicated JetStream servers, so
+that every deploy, migration and drain of the session runs on them.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ def cluster(in_vm: None) -> Iterator[Cluster]:
     built = Cluster(2)
     try:
         built.start()
+        built.join(built.prepare_machine(docker=False))
         yield built
     finally:
         built.stop()

@@ -3,14 +3,18 @@ key, and read the control plane's raw documents to prove that a refused command 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+from dataclasses import dataclass
 from typing import Any
+
+import nats
 
 from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
 from ployz.control.store import KINDS
-from ployz.control.url import open_store
+from ployz.control.url import nats_servers, open_store
 from ployz.deploy.membership.invitation import invite
 from ployz.runtime.model import LABEL_NAMESPACE
 from ployz.sandbox.cluster import Cluster, Machine
@@ -27,7 +31,9 @@ def dump(cluster: Cluster) -> list[tuple[Any, ...]]:
     """Every control-plane document with its revision, read through the store the control plane
     is on (NATS in the sandbox), but the machine facts that the agents' heartbeats rewrite every
     few seconds: equal dumps mean the command wrote nothing."""
-    store = open_store(cluster.control_url)
+    with open_control_plane(cluster.control_url) as cp:
+        location = cp.location  # where the control plane is, also before the agents rewrote it
+    store = open_store(location)
     try:
         return [(kind, key, doc.revision, doc.value)
                 for kind in KINDS if kind != "machines"
@@ -60,7 +66,32 @@ def remove_services(cluster: Cluster) -> None:
     """Removes every service container on every machine. A test's services are its own, but
     they would run on: a writer syncs twenty times a second, and under emulation a few of them
     left running slow every later test."""
-    for machine in cluster.machines:
+    for machine in (m for m in cluster.machines if m.docker):
         with agent(cluster, machine) as client:
             for container in client.containers.list({LABEL_NAMESPACE: None}):
                 client.containers.remove(container.name, force=True)
+
+
+@dataclass(frozen=True)
+class BucketPlacement:
+    """Where JetStream keeps one control-plane bucket: its configured replicas, the server
+    leading it and the followers that are current."""
+
+    replicas: int
+    leader: str
+    current: frozenset[str]
+
+
+def bucket_placement(cluster: Cluster, kind: str) -> BucketPlacement:
+    """Asked of the servers the control URL names (server names are machine ids)."""
+    async def ask() -> BucketPlacement:
+        nc = await nats.connect(servers=nats_servers(cluster.control_url), connect_timeout=5)
+        try:
+            info = await nc.jetstream(timeout=10).stream_info(f"KV_ployz-{kind}")
+        finally:
+            await nc.close()
+        assert info.cluster is not None and info.cluster.leader is not None
+        return BucketPlacement(info.config.num_replicas or 1, info.cluster.leader,
+                               frozenset(p.name for p in info.cluster.replicas or [] if p.current))
+
+    return asyncio.run(ask())

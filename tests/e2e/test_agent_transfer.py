@@ -34,7 +34,7 @@ def ticket_for(cluster: Cluster, transfer_id: str, dataset: str, toguid: int,
 
 
 def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
-    a, b = cluster.machines
+    a, b = cluster.machines[:2]
     name = f"xfer{uuid.uuid4().hex[:6]}"
     source, target = f"{a.pool}/{name}", f"{b.pool}/{name}"
     with agent(cluster, a) as src, agent(cluster, b) as dst:
@@ -64,7 +64,7 @@ def test_snapshot_moves_between_agents_with_evidence(cluster: Cluster) -> None:
 
 
 def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
-    a, b = cluster.machines
+    a, b = cluster.machines[:2]
     name = f"xfer{uuid.uuid4().hex[:6]}"
     source = f"{a.pool}/{name}"
     with agent(cluster, a) as src, agent(cluster, b) as dst:
@@ -83,7 +83,7 @@ def test_ticket_for_another_dataset_is_refused(cluster: Cluster) -> None:
 
 
 def test_receive_outside_the_pool_is_refused(cluster: Cluster) -> None:
-    _, b = cluster.machines
+    b = cluster.machines[1]
     with agent(cluster, b) as dst, pytest.raises(OutsidePool) as info:
         dst.transfer.receive("x", "machine-a/stolen")
     assert (info.value.name, info.value.pool) == ("machine-a/stolen", "machine-b")

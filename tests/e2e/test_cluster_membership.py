@@ -1,18 +1,20 @@
 """Machines join and leave the sandbox cluster with the commands an operator runs on real machines:
-``machine invite`` on the first machine and ``machine join`` on a new one make three; a fourth
-joins after a service exists and the service moves there; ``machine drain --migrate`` and
-``machine rm`` take it out. Every agent adds and drops the WireGuard peers by itself, and the
-control plane is NATS JetStream. Then the joins and removals that must be refused, each with its
-message and no change to the control plane or to any machine's WireGuard: those a real member is
-needed for (a used token, a duplicate id, a busy machine) and a forged token. The refusals that
-come before the control plane knows anything (expired token, foreign endpoint, unreachable
-control plane) are in tests/host/membership/test_join_refusals.py.
+``machine init`` on the first machine, ``machine invite`` there and ``machine join`` on two more
+make three (the session's cluster), and the third join moves the NATS control plane onto three
+replicated JetStream servers, which every agent then follows; a fourth joins after a service
+exists and the service moves there; ``machine drain --migrate`` and ``machine rm`` take it out.
+Every agent adds and drops the WireGuard peers by itself. Then the joins and removals that must
+be refused, each with its message and no change to the control plane or to any machine's
+WireGuard: those a real member is needed for (a used token, a duplicate id, a busy machine, a
+machine running one of the JetStream servers) and a forged token. The refusals that come before
+the control plane knows anything (expired token, foreign endpoint, unreachable control plane)
+are in tests/host/membership/test_join_refusals.py.
 
-The module borrows the session's two machines and adds three: machine-c (no Docker); a spare
-with wires and a pool but no Docker, which never joins, where the bad joins are tried (the used
-token is machine-c's) before any service runs (a writer's syncs slow every command under
-emulation); and the fourth member, named machine-e after the spare. All three are gone at the
-module's end, so the next modules see the cluster they expect.
+Besides the session's three machines the module adds two: a spare with wires and a pool but no
+Docker, which never joins, where the bad joins are tried (the used token is machine-c's) before
+any service runs (a writer's syncs slow every command under emulation); and the fourth member,
+named machine-e after the spare. Both are gone at the module's end, so the next modules see the
+cluster they expect.
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ from dataclasses import dataclass
 import pytest
 
 from ployz.control import open_control_plane
+from ployz.control.store import KINDS
+from ployz.control.url import nats_servers, open_store
 from ployz.deploy.inspect import service_rows
+from ployz.deploy.membership.founding import NATS_PORT
+from ployz.deploy.membership.replication import credentials_of
 from ployz.sandbox.cluster import Cluster, Machine
-from tests.e2e.sandbox_operator import dump, fresh_token, members, ployzctl
+from ployz.transfer.addresses import parse_address
+from tests.e2e.sandbox_operator import bucket_placement, dump, fresh_token, members, ployzctl
 from tests.e2e.wireguard_view import peer_rows, peers
 from tests.e2e.writer_service import containers, deploy_writer
 
@@ -71,19 +78,15 @@ class Joined:
 
 
 @pytest.fixture(scope="module")
-def machine_c(cluster: Cluster) -> Iterator[Joined]:
-    """A third machine, joined with a token from `machine invite`; out again at the end. It
-    has no Docker (a member need not run services; a drain passes it by), which saves its
-    daemons' start under emulation."""
-    machine = cluster.prepare_machine(docker=False)
-    token = cluster.join(machine)
-    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
-    yield Joined(machine, token)
-    leave(cluster, machine)
+def machine_c(cluster: Cluster) -> Joined:
+    """The session's third machine (no Docker: a member need not run services, and a drain
+    passes it by), joined with a token from ``machine invite``."""
+    machine = cluster.machines[2]
+    return Joined(machine, cluster.join_tokens[machine.id])
 
 
 @pytest.fixture(scope="module")
-def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
+def spare(cluster: Cluster) -> Iterator[Machine]:
     """A machine with its wires and pool ready that never joins: where bad joins are tried
     (no Docker: it never runs a service)."""
     machine = cluster.prepare_machine(docker=False)
@@ -135,6 +138,7 @@ def host_of(cluster: Cluster, namespace: str) -> Machine:
 
 def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
         cluster: Cluster, machine_c: Joined) -> None:
+    wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
     rows = machine_rows(cluster)
     assert set(rows) == {"machine-a", "machine-b", "machine-c"}
     assert cluster.control_url.startswith("nats://")
@@ -153,6 +157,35 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
             peer = shown[other.wireguard_key]
             assert (peer.endpoint, peer.allowed_ips, peer.keepalive) == (
                 other.endpoint, {f"{other.overlay_ip}/32", other.subnet}, "25"), machine.id
+
+
+def test_the_third_join_moved_the_control_plane_onto_three_replicated_servers(
+        cluster: Cluster, machine_c: Joined) -> None:
+    """Each of the three machines runs a JetStream server, every bucket is replicated on all
+    three, the first machine's single server is sealed and points there, and the agents of
+    machine-a and machine-b rewrote their control files to the new URL by themselves."""
+    hosts = {m.endpoint.underlay_ip for m in cluster.machines}
+    wait_for("every machine's control file names the three replicated servers",
+             lambda: all({parse_address(s.rpartition("@")[2])[0]
+                          for s in nats_servers(m.config.control)} == hosts
+                         for m in cluster.machines))
+    for kind in KINDS:
+        placement = bucket_placement(cluster, kind)
+        assert placement.replicas == 3, kind
+        assert {placement.leader, *placement.current} == {m.id for m in cluster.machines}, kind
+    with open_control_plane(cluster.control_url) as cp:
+        assert cp.get_cluster().control_servers == ("machine-a", "machine-b", "machine-c")
+    single = open_store(single_server_url(cluster))
+    try:
+        assert single.moved_to() == cluster.control_url
+    finally:
+        single.close()
+
+
+def single_server_url(cluster: Cluster) -> str:
+    """The URL of the first machine's single JetStream server, where the cluster began."""
+    user, password = credentials_of(cluster.control_url)
+    return f"nats://{user}:{password}@{cluster.first.endpoint.underlay_ip}:{NATS_PORT}"
 
 
 def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
@@ -195,6 +228,7 @@ def test_a_fourth_machine_joins_after_services_exist_and_a_service_moves_to_it(
     d = machine_d
     wait_for(f"every machine has {d.id} as a peer", lambda: meshed(cluster))
     assert len(cluster.machines) == 4
+    assert not d.ployz_home.replica_config.exists()  # the three servers are the first three's
     moved = ployzctl(cluster, "migrate", "apply", "grow/writer", "--to", d.id)
     assert moved.returncode == 0, moved.stderr
     (running,) = containers(cluster, d, "grow")
@@ -217,6 +251,16 @@ def test_drain_then_rm_empties_the_machine_and_every_wireguard_drops_it(
     wait_for(f"no machine lists {d.id} as a WireGuard peer",
              lambda: all(d_key not in peers(m) for m in cluster.machines))
     assert meshed(cluster)
+
+
+def test_rm_of_a_machine_running_a_jetstream_server_is_refused_and_changes_nothing(
+        cluster: Cluster, machine_c: Joined) -> None:
+    before, members_before, wg_before = dump(cluster), members(cluster), wireguard_state(cluster)
+    refused = ployzctl(cluster, "machine", "rm", machine_c.machine.id)
+    assert refused.returncode != 0
+    assert "one of the control plane's three JetStream servers" in refused.stderr
+    assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
+        before, members_before, wg_before)
 
 
 def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(

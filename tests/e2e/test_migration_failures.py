@@ -1,6 +1,8 @@
 """``ployzctl migrate apply`` going wrong in the sandbox, each failure ending consistent: a data
-connection cut mid-pre-copy resumes; the JetStream server killed mid-pre-copy and restarted is
-waited for; a ployzctl killed at any phase boundary leaves a state that ``apply`` run again
+connection cut mid-pre-copy resumes; a JetStream server of the three killed mid-pre-copy, and the
+leader of the namespaces' bucket killed just before the commit, leave the control plane on the
+other two, where the run commits once (or rolls back, and ``apply`` run again completes); a
+ployzctl killed at any phase boundary leaves a state that ``apply`` run again
 settles and goes on from; a target pool that fills up, or a target agent lost before the commit,
 aborts with the service running on its source again, and ``apply`` run again, once the cause is
 gone, completes. At every point the control plane names exactly one owner of the volume:
@@ -14,17 +16,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ployz.control import deploy_lock_name, open_control_plane
+from ployz.control.store import KINDS
 from ployz.deploy.inspect import service_rows
 from ployz.runtime.model import LABEL_DEPLOY
 from ployz.sandbox.cluster import AGENT_PORT, Cluster, Machine
-from tests.e2e.sandbox_operator import agent, remove_services
+from tests.e2e.sandbox_operator import agent, bucket_placement, remove_services
 from tests.e2e.wireguard_view import peer_rows
 from tests.e2e.writer_service import containers, continued_lines, deploy_writer, lines, log_path
 
@@ -108,7 +111,7 @@ def assert_moved(cluster: Cluster, namespace: str, run: Apply,
     """The migration is complete: machine-b owns the volume and runs the only container,
     machine-a kept nothing, no migration snapshot is left, the lock is free, and the service
     goes on from every line it wrote before the fence."""
-    a, b = cluster.machines
+    a, b = cluster.machines[:2]
     assert run.events[-1].get("event") == "done" and run.events[-1]["target"] == "machine-b"
     writer = service(cluster, namespace)
     assert (writer["machine"], writer["route"]) == ("machine-b", "machine-b")
@@ -135,7 +138,7 @@ def cut_data_connections(cluster: Cluster) -> str:
     """Destroys (``ss -K``, the peer gets a reset) machine-a's TCP connections to machine-b
     but the agent port's: the data connection of the send under way. Retries until one
     exists, since the sender connects only after the receiver is set up."""
-    a, b = cluster.machines
+    a, b = cluster.machines[:2]
     deadline = time.monotonic() + 30
     while True:
         killed = subprocess.run(
@@ -184,25 +187,89 @@ def check_recovery(run: Apply, killed_at: str) -> None:
         assert rolled_back["left"] == []
 
 
-def test_the_control_server_killed_during_pre_copy_then_restarted_the_migration_completes(
+def commits(cluster: Cluster, namespace: str) -> int:
+    with open_control_plane(cluster.control_url) as cp:
+        return len(cp.list_commits(namespace))
+
+
+@contextlib.contextmanager
+def leader_killed(cluster: Cluster) -> Iterator[Callable[[], Machine]]:
+    """Gives a call that SIGKILLs the JetStream server leading the namespaces' bucket (where
+    every commit is written) and returns its machine; afterwards starts it again and waits until
+    every bucket has all three servers current, so the next test finds the cluster whole."""
+    killed: list[Machine] = []
+
+    def kill() -> Machine:
+        leader = bucket_placement(cluster, "namespaces").leader
+        machine = next(m for m in cluster.machines if m.id == leader)
+        cluster.kill_replica(machine)
+        killed.append(machine)
+        return machine
+
+    try:
+        yield kill
+    finally:
+        for machine in killed:
+            cluster.start_replica(machine)
+        everyone = {m.id for m in cluster.machines}
+        deadline = time.monotonic() + 120
+        while not all({(p := bucket_placement(cluster, kind)).leader, *p.current} == everyone
+                      for kind in KINDS):
+            assert time.monotonic() < deadline, "the restarted server did not catch up in 120 s"
+            time.sleep(1)
+
+
+def test_a_jetstream_server_killed_during_pre_copy_the_migration_completes(
         cluster: Cluster, tmp_path: Path) -> None:
-    """The one JetStream server dies while data flows and comes back 3 s later, as its unit
-    restarts it: the run's control-plane calls and its lock's renewals wait for it, and the
-    migration commits once."""
+    """The server leading the namespaces' bucket dies while data flows and stays down: the
+    other two elect a new leader, the run's control-plane calls and its lock's renewals go on
+    there, and the migration commits once."""
     deploy_writer(cluster, tmp_path, "nats", fill_mib=64)
+    before = commits(cluster, "nats")
     run = Apply(cluster, "nats")
-    for event in run:
-        if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
-            cluster.kill_control_server()
-            time.sleep(3)
-            cluster.start_control_server()
-            break
-    else:
-        pytest.fail("the run's full send never moved any data")
-    status, stderr = run.finish()
-    assert status == 0, stderr
-    assert run.of("aborting") == [] and len(run.of("committed")) == 1
-    assert_moved(cluster, "nats", run, run.before_fence)
+    with leader_killed(cluster) as kill:
+        for event in run:
+            if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
+                kill()
+                break
+        else:
+            pytest.fail("the run's full send never moved any data")
+        status, stderr = run.finish()
+        assert status == 0, stderr
+        assert run.of("aborting") == [] and len(run.of("committed")) == 1
+        assert commits(cluster, "nats") == before + 1
+        assert_moved(cluster, "nats", run, run.before_fence)
+
+
+def test_the_jetstream_leader_killed_just_before_the_commit_commits_once_or_rolls_back(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The leader of the bucket the commit is written to dies as the run reaches its commit.
+    The run ends committed, once, or failed with the service still on machine-a; either way
+    ``apply`` run again, on the two servers left, converges on one move."""
+    deploy_writer(cluster, tmp_path, "leader", fill_mib=4)
+    before = commits(cluster, "leader")
+    run = Apply(cluster, "leader")
+    with leader_killed(cluster) as kill:
+        for event in run:
+            if event == {"event": "phase", "phase": "commit"}:
+                kill()
+                break
+        else:
+            pytest.fail("the run never reached its commit")
+        status, stderr = run.finish()
+        committed = commits(cluster, "leader") - before
+        assert committed in (0, 1), f"{committed} commits for one run"
+        owners = [v["owner"] for v in service(cluster, "leader")["volumes"]]
+        assert owners == (["machine-b"] if committed else ["machine-a"]), stderr
+        if status == 0:
+            assert committed == 1 and len(run.of("committed")) == 1
+            assert_moved(cluster, "leader", run, run.before_fence)
+            return
+        again = Apply(cluster, "leader")
+        status, stderr = again.finish()
+        assert status == 0, stderr
+        assert commits(cluster, "leader") == before + 1
+        assert_moved(cluster, "leader", again, again.before_fence or run.before_fence)
 
 
 @pytest.mark.parametrize("phases", KILL_CHAINS, ids=["-".join(c) for c in KILL_CHAINS])

@@ -96,6 +96,7 @@ def move_to_replicas(cp: ControlPlane, machines: Sequence[Machine]) -> str:
     """Moves the control plane from its single server onto the replicated servers of
     ``machines`` (the first three) and returns their control URL."""
     target_url = replicated_url(cp.location, [host_of(m) for m in machines])
+    cp.set_control_servers([m.id for m in machines])
     source = open_store(cp.location)
     try:
         if not isinstance(source, NatsStore):

@@ -423,6 +423,22 @@ def test_force_removes_a_busy_machine_and_reports_its_orphans(cluster: ControlPl
         cluster.remove_machine("machine-a", force=True)
 
 
+def test_a_machine_running_a_control_server_is_refused_and_force_takes_it_out(
+        cluster: ControlPlane) -> None:
+    join(cluster, "machine-a", "machine-b", "machine-c")
+    cluster.set_control_servers(["machine-a", "machine-b", "machine-c"])
+    cluster.set_lifecycle("machine-b", "draining")
+    before = cluster.get_cluster()
+    with pytest.raises(MachineBusy) as busy:
+        cluster.remove_machine("machine-b")
+    assert busy.value.blockers == (
+        "it runs one of the control plane's three JetStream servers, which cannot move to "
+        "another machine yet",)
+    assert cluster.get_cluster() == before
+    cluster.remove_machine("machine-b", force=True)
+    assert cluster.get_cluster().control_servers == ("machine-a", "machine-c")
+
+
 def test_a_removed_machines_addresses_go_to_the_next_join(cluster: ControlPlane) -> None:
     join(cluster, "machine-a", "machine-b", "machine-c")
     cluster.set_lifecycle("machine-b", "draining")
