@@ -29,3 +29,17 @@ def test_the_agent_reads_the_control_url_from_a_private_file(tmp_path: Path) -> 
     for path in (home.control_file, home.config_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert home.load() == config
+
+
+def test_the_membership_follows_the_control_file_the_agent_rewrote(tmp_path: Path) -> None:
+    """After the control plane moved, the agent rewrote its control file: ``ployzctl`` on the
+    machine, and a rebuilt agent unit, go where it went."""
+    home = MachineHome(tmp_path / "ployz")
+    home.prepare()
+    config = _config()
+    home.save(config)
+    moved = "nats://ployz:s3cret-password@10.0.0.1:4223,ployz:s3cret-password@10.0.0.2:4223"
+    home.control_file.write_text(moved + "\n")
+    loaded = home.load()
+    assert loaded is not None and loaded.control == moved
+    assert home.agent_daemon(loaded).argv == home.agent_daemon(config).argv
