@@ -237,6 +237,17 @@ class Cluster:
             daemons.start(agent)
         wait_for_agent(agent, machine.config)
 
+    def kill_control_server(self) -> None:
+        """SIGKILLs the single JetStream server on the first machine (the control plane with
+        ``--control nats``, until a third machine joins): its clients see it vanish mid-call."""
+        daemons.kill(self.first.ployz_home.nats_daemon())
+
+    def start_control_server(self) -> None:
+        """Starts the single JetStream server again on its stored state, as its service
+        manager (``Restart=on-failure``) would after :meth:`kill_control_server`."""
+        with netns.inside(self.first.endpoint.netns_path):
+            daemons.start(self.first.ployz_home.nats_daemon())
+
     def kill_replica(self, machine: Machine) -> None:
         """SIGKILLs ``machine``'s server of the replicated JetStream cluster, as a crash
         would: no shutdown, no leadership hand-over."""

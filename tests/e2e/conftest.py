@@ -1,8 +1,9 @@
 """One sandbox cluster for the whole e2e session: building it costs minutes under emulation.
 
-Two machines with Docker, where the services run, and machine-c without Docker: the third
-member, whose join moves the NATS control plane onto three replicated JetStream servers, so
-that every deploy, migration and drain of the session runs on them.
+Two machines, on the first one's single JetStream server. The membership module runs last: its
+third machine moves the control plane onto three replicated servers, for good (a machine running
+one is not removed), and those servers' Raft traffic would slow every later module under
+emulation.
 """
 
 from __future__ import annotations
@@ -14,13 +15,19 @@ import pytest
 from ployz.sandbox.cluster import Cluster
 from tests.e2e.sandbox_operator import remove_services
 
+LAST_MODULE = "test_cluster_membership.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The membership module after every other (see above); the others keep their order."""
+    items.sort(key=lambda item: item.path.name == LAST_MODULE)
+
 
 @pytest.fixture(scope="session")
 def cluster(in_vm: None) -> Iterator[Cluster]:
     built = Cluster(2)
     try:
         built.start()
-        built.join(built.prepare_machine(docker=False))
         yield built
     finally:
         built.stop()

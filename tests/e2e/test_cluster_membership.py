@@ -1,30 +1,33 @@
 """Machines join and leave the sandbox cluster with the commands an operator runs on real machines:
-``machine init`` on the first machine, ``machine invite`` there and ``machine join`` on two more
-make three (the session's cluster), and the third join moves the NATS control plane onto three
-replicated JetStream servers, which every agent then follows; a fourth joins after a service
-exists and the service moves there; ``machine drain --migrate`` and ``machine rm`` take it out.
-Every agent adds and drops the WireGuard peers by itself. Then the joins and removals that must
-be refused, each with its message and no change to the control plane or to any machine's
-WireGuard: those a real member is needed for (a used token, a duplicate id, a busy machine, a
-machine running one of the JetStream servers) and a forged token. The refusals that come before
-the control plane knows anything (expired token, foreign endpoint, unreachable control plane)
-are in tests/host/membership/test_join_refusals.py.
+``machine invite`` on the first machine and ``machine join`` on a new one make three, and the
+third join moves the NATS control plane onto three replicated JetStream servers, which every
+agent then follows; a fourth joins after a service exists and the service moves there; ``machine
+drain --migrate`` and ``machine rm`` take it out. Every agent adds and drops the WireGuard peers
+by itself. Then the joins and removals that must be refused, each with its message and no change
+to the control plane or to any machine's WireGuard: those a real member is needed for (a used
+token, a duplicate id, a busy machine, a machine running one of the JetStream servers) and a
+forged token. Last, the replicated servers' failures: one killed during a migration's
+pre-copy, the leader killed as a migration commits. The refusals that come before the control
+plane knows anything (expired token, foreign endpoint, unreachable control plane) are in
+tests/host/membership/test_join_refusals.py.
 
-Besides the session's three machines the module adds two: a spare with wires and a pool but no
-Docker, which never joins, where the bad joins are tried (the used token is machine-c's) before
-any service runs (a writer's syncs slow every command under emulation); and the fourth member,
-named machine-e after the spare. Both are gone at the module's end, so the next modules see the
-cluster they expect.
+The module borrows the session's two machines and adds three: machine-c (no Docker), which stays
+(it runs one of the servers; the module runs last); a spare with wires and a pool but no Docker,
+which never joins, where the bad joins are tried (the used token is machine-c's) before any
+service runs (a writer's syncs slow every command under emulation); and the fourth member,
+named machine-e after the spare, which leaves again.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +39,15 @@ from ployz.deploy.membership.founding import NATS_PORT
 from ployz.deploy.membership.replication import credentials_of
 from ployz.sandbox.cluster import Cluster, Machine
 from ployz.transfer.addresses import parse_address
-from tests.e2e.sandbox_operator import bucket_placement, dump, fresh_token, members, ployzctl
+from tests.e2e.migration_run import Apply, assert_moved, commits, service
+from tests.e2e.sandbox_operator import (
+    bucket_placement,
+    dump,
+    fresh_token,
+    members,
+    ployzctl,
+    remove_services,
+)
 from tests.e2e.wireguard_view import peer_rows, peers
 from tests.e2e.writer_service import containers, deploy_writer
 
@@ -79,14 +90,17 @@ class Joined:
 
 @pytest.fixture(scope="module")
 def machine_c(cluster: Cluster) -> Joined:
-    """The session's third machine (no Docker: a member need not run services, and a drain
-    passes it by), joined with a token from ``machine invite``."""
-    machine = cluster.machines[2]
+    """A third machine, joined with a token from ``machine invite``: its join moves the control
+    plane onto three replicated servers. It has no Docker (a member need not run services; a
+    drain passes it by), which saves its daemons' start under emulation. It stays: it runs one
+    of the servers, and this module is the session's last."""
+    machine = cluster.prepare_machine(docker=False)
+    cluster.join(machine)
     return Joined(machine, cluster.join_tokens[machine.id])
 
 
 @pytest.fixture(scope="module")
-def spare(cluster: Cluster) -> Iterator[Machine]:
+def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
     """A machine with its wires and pool ready that never joins: where bad joins are tried
     (no Docker: it never runs a service)."""
     machine = cluster.prepare_machine(docker=False)
@@ -273,3 +287,86 @@ def test_rm_of_a_machine_that_hosts_a_service_is_refused_and_changes_nothing(
     assert "drain" in refused.stderr
     assert (dump(cluster), members(cluster), wireguard_state(cluster)) == (
         before, members_before, wg_before)
+
+
+@contextlib.contextmanager
+def leader_killed(cluster: Cluster) -> Iterator[Callable[[], Machine]]:
+    """Gives a call that SIGKILLs the JetStream server leading the namespaces' bucket (where
+    every commit is written) and returns its machine; afterwards starts it again and waits until
+    every bucket has all three servers current, so the next test finds the cluster whole, and
+    removes the test's service, which need not write on."""
+    killed: list[Machine] = []
+
+    def kill() -> Machine:
+        leader = bucket_placement(cluster, "namespaces").leader
+        machine = next(m for m in cluster.machines if m.id == leader)
+        cluster.kill_replica(machine)
+        killed.append(machine)
+        return machine
+
+    try:
+        yield kill
+    finally:
+        for machine in killed:
+            cluster.start_replica(machine)
+        with open_control_plane(cluster.control_url) as cp:
+            everyone = set(cp.get_cluster().control_servers)
+        deadline = time.monotonic() + 120
+        while not all({(p := bucket_placement(cluster, kind)).leader, *p.current} == everyone
+                      for kind in KINDS):
+            assert time.monotonic() < deadline, "the restarted server did not catch up in 120 s"
+            time.sleep(1)
+        remove_services(cluster)
+
+
+def test_a_jetstream_server_killed_during_pre_copy_the_migration_completes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The server leading the namespaces' bucket dies while data flows and stays down: the
+    other two elect a new leader, the run's control-plane calls and its lock's renewals go on
+    there, and the migration commits once."""
+    deploy_writer(cluster, tmp_path, "nats", fill_mib=64)
+    before = commits(cluster, "nats")
+    run = Apply(cluster, "nats")
+    with leader_killed(cluster) as kill:
+        for event in run:
+            if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
+                kill()
+                break
+        else:
+            pytest.fail("the run's full send never moved any data")
+        status, stderr = run.finish()
+        assert status == 0, stderr
+        assert run.of("aborting") == [] and len(run.of("committed")) == 1
+        assert commits(cluster, "nats") == before + 1
+        assert_moved(cluster, "nats", run, run.before_fence)
+
+
+def test_the_jetstream_leader_killed_just_before_the_commit_commits_once_or_rolls_back(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The leader of the bucket the commit is written to dies as the run reaches its commit.
+    The run ends committed, once, or failed with the service still on machine-a; either way
+    ``apply`` run again, on the two servers left, converges on one move."""
+    deploy_writer(cluster, tmp_path, "leader", fill_mib=4)
+    before = commits(cluster, "leader")
+    run = Apply(cluster, "leader")
+    with leader_killed(cluster) as kill:
+        for event in run:
+            if event == {"event": "phase", "phase": "commit"}:
+                kill()
+                break
+        else:
+            pytest.fail("the run never reached its commit")
+        status, stderr = run.finish()
+        committed = commits(cluster, "leader") - before
+        assert committed in (0, 1), f"{committed} commits for one run"
+        owners = [v["owner"] for v in service(cluster, "leader")["volumes"]]
+        assert owners == (["machine-b"] if committed else ["machine-a"]), stderr
+        if status == 0:
+            assert committed == 1 and len(run.of("committed")) == 1
+            assert_moved(cluster, "leader", run, run.before_fence)
+            return
+        again = Apply(cluster, "leader")
+        status, stderr = again.finish()
+        assert status == 0, stderr
+        assert commits(cluster, "leader") == before + 1
+        assert_moved(cluster, "leader", again, again.before_fence or run.before_fence)
