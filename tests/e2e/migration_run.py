@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from ployz.control import deploy_lock_name, open_control_plane
 from ployz.deploy.inspect import service_rows
 from ployz.sandbox.cluster import Cluster, Machine
@@ -53,6 +55,15 @@ class Apply:
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == kind]
+
+    def until_data_flows(self) -> None:
+        """Reads events until the full send has moved data (a progress sample with bytes), not
+        just started: a break during the handshake is a reconnection, which resumes nothing.
+        Fails the test if the run ends first."""
+        for event in self:
+            if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
+                return
+        pytest.fail("the run's full send never moved any data")
 
 
 def service(cluster: Cluster, namespace: str) -> dict[str, Any]:

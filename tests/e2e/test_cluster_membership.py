@@ -328,12 +328,8 @@ def test_a_jetstream_server_killed_during_pre_copy_the_migration_completes(
     before = commits(cluster, "nats")
     run = Apply(cluster, "nats")
     with leader_killed(cluster) as kill:
-        for event in run:
-            if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
-                kill()
-                break
-        else:
-            pytest.fail("the run's full send never moved any data")
+        run.until_data_flows()
+        kill()
         status, stderr = run.finish()
         assert status == 0, stderr
         assert run.of("aborting") == [] and len(run.of("committed")) == 1

@@ -69,14 +69,8 @@ def test_a_connection_cut_mid_pre_copy_resumes(cluster: Cluster, tmp_path: Path)
     # 128 MiB of incompressible fill: the full send lasts several seconds, time to cut it.
     deploy_writer(cluster, tmp_path, "cut", fill_mib=128)
     run = Apply(cluster, "cut")
-    # cut once data flows (a progress sample with bytes), not at the send's start: a cut during
-    # the handshake is a reconnection, which resumes nothing
-    for event in run:
-        if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
-            cut = cut_data_connections(cluster)
-            break
-    else:
-        pytest.fail("the run's full send never moved any data")
+    run.until_data_flows()
+    cut = cut_data_connections(cluster)
     status, stderr = run.finish()
     assert status == 0, f"{stderr}\ncut: {cut}"
     (full,) = [e for e in run.of("transfer") if e["state"] == "done" and e["kind"] == "full"]
@@ -106,14 +100,10 @@ def test_the_control_server_killed_during_pre_copy_then_restarted_the_migration_
     migration commits once."""
     deploy_writer(cluster, tmp_path, "nats", fill_mib=64)
     run = Apply(cluster, "nats")
-    for event in run:
-        if (event.get("event"), event.get("kind")) == ("progress", "full") and event["bytes"]:
-            cluster.kill_control_server()
-            time.sleep(3)
-            cluster.start_control_server()
-            break
-    else:
-        pytest.fail("the run's full send never moved any data")
+    run.until_data_flows()
+    cluster.kill_control_server()
+    time.sleep(3)
+    cluster.start_control_server()
     status, stderr = run.finish()
     assert status == 0, stderr
     assert run.of("aborting") == [] and len(run.of("committed")) == 1

@@ -4,6 +4,7 @@ arrives, the old store refuses writes from then on, and the old URL leads to the
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -25,6 +26,36 @@ from ployz.control.url import open_store
 from tests.host.control.conftest import NatsServer
 
 
+@dataclass(frozen=True)
+class Move:
+    """A single server holding machine-a's fact, and three servers to move it onto."""
+
+    old_url: str
+    new_url: str
+
+    def stores(self) -> tuple[NatsStore, NatsStore]:
+        source, target = open_store(self.old_url), open_store(self.new_url)
+        assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
+        return source, target
+
+    def run(self) -> None:
+        source, target = self.stores()
+        try:
+            relocate(source, target, self.new_url)
+        finally:
+            source.close()
+            target.close()
+
+
+@pytest.fixture
+def move(private_nats_server: NatsServer, nats_cluster: list[NatsServer]) -> Move:
+    old_url = f"nats://{private_nats_server.url}"
+    with open_control_plane(old_url) as cp:
+        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
+                                    subnet="10.210.1.0/24"))
+    return Move(old_url, "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3")
+
+
 def documents(store: NatsStore) -> dict[str, dict[str, bytes]]:
     return {kind: {key: doc.value for key, doc in store.list(kind)} for kind in KINDS}
 
@@ -44,19 +75,14 @@ def replicas_of(servers: list[NatsServer], stream: str) -> tuple[int, int]:
 
 
 def test_a_move_copies_every_fact_seals_the_old_store_and_the_old_url_leads_on(
-        private_nats_server: NatsServer, nats_cluster: list[NatsServer]) -> None:
-    old_url = f"nats://{private_nats_server.url}"
-    new_url = "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3"
+        move: Move, nats_cluster: list[NatsServer]) -> None:
+    old_url, new_url = move.old_url, move.new_url
     with open_control_plane(old_url) as cp:
-        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
-                                    subnet="10.210.1.0/24"))
         lock = cp.acquire(deploy_lock_name("shop"), holder="deploy-1", ttl=60)
         cp.commit("shop", lock.token, [PutService(service=Service(
             namespace="shop", name="web", image="busybox", machine="machine-a"))])
         cp.release(lock.name, lock.token)
-    source = open_store(old_url)
-    target = open_store(new_url)
-    assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
+    source, target = move.stores()
     try:
         before = documents(source)
         assert relocate(source, target, new_url) == sum(len(d) for d in before.values())
@@ -89,34 +115,19 @@ def test_a_move_copies_every_fact_seals_the_old_store_and_the_old_url_leads_on(
 
 
 def test_a_server_of_the_three_dies_and_the_moved_control_plane_keeps_its_facts(
-        private_nats_server: NatsServer, nats_cluster: list[NatsServer]) -> None:
-    old_url = f"nats://{private_nats_server.url}"
-    new_url = "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3"
-    with open_control_plane(old_url) as cp:
-        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
-                                    subnet="10.210.1.0/24"))
-    source, target = open_store(old_url), open_store(new_url)
-    assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
-    try:
-        relocate(source, target, new_url)
-    finally:
-        source.close()
-        target.close()
+        move: Move, nats_cluster: list[NatsServer]) -> None:
+    move.run()
     nats_cluster[0].kill()
-    with open_control_plane(old_url) as cp:
+    with open_control_plane(move.old_url) as cp:
         cp.heartbeat("machine-a", None)
         assert [m.id for m in cp.list_machines()] == ["machine-a"]
 
 
 def test_the_agents_control_link_follows_the_move_and_rewrites_its_control_file(
-        private_nats_server: NatsServer, nats_cluster: list[NatsServer], tmp_path: Path) -> None:
-    old_url = f"nats://{private_nats_server.url}"
-    new_url = "nats://" + ",".join(s.url for s in nats_cluster) + "?replicas=3"
+        move: Move, tmp_path: Path) -> None:
+    old_url, new_url = move.old_url, move.new_url
     control_file = tmp_path / "control.url"
     control_file.write_text(old_url + "\n")
-    with open_control_plane(old_url) as cp:
-        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
-                                    subnet="10.210.1.0/24"))
     location = ControlLocation(old_url, control_file)
     heartbeat = control_plane_heartbeat(location)
     facts = {"pool_free": 10, "pool_used": 5, "containers": 0}
@@ -124,13 +135,7 @@ def test_the_agents_control_link_follows_the_move_and_rewrites_its_control_file(
     machines = ControlPlaneMachines(location)
     try:
         assert [m.machine_id for m in machines.machines()] == ["machine-a"]
-        source, target = open_store(old_url), open_store(new_url)
-        assert isinstance(source, NatsStore) and isinstance(target, NatsStore)
-        try:
-            relocate(source, target, new_url)
-        finally:
-            source.close()
-            target.close()
+        move.run()
         with pytest.raises(ControlPlaneMoved):  # the overlay then opens its facts anew
             machines.machines()
     finally:
