@@ -254,8 +254,8 @@ class ControlPlane:
         return info
 
     def set_control_servers(self, machine_ids: Sequence[str]) -> ClusterInfo:
-        """Records which members run the control plane's replicated servers (before it moves
-        onto them, so the record moves along)."""
+        """Records which members run the control plane's replicated servers (``machine rm``
+        keeps them), once it has moved onto them."""
         for machine_id in machine_ids:
             check_name("machine id", machine_id)
 

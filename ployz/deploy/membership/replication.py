@@ -94,9 +94,9 @@ def check_no_deploy_running(cp: ControlPlane) -> None:
 
 def move_to_replicas(cp: ControlPlane, machines: Sequence[Machine]) -> str:
     """Moves the control plane from its single server onto the replicated servers of
-    ``machines`` (the first three) and returns their control URL."""
+    ``machines`` (the first three), records them as its servers there, and returns their
+    control URL. Run again after a move that stopped halfway, it finishes it."""
     target_url = replicated_url(cp.location, [host_of(m) for m in machines])
-    cp.set_control_servers([m.id for m in machines])
     source = open_store(cp.location)
     try:
         if not isinstance(source, NatsStore):
@@ -104,6 +104,7 @@ def move_to_replicas(cp: ControlPlane, machines: Sequence[Machine]) -> str:
         target = NatsStore(nats_servers(target_url), replicas=REPLICAS, timeout=FORMING_S)
         try:
             relocate(source, target, target_url)
+            ControlPlane(target, target_url).set_control_servers([m.id for m in machines])
         finally:
             target.close()
     finally:
