@@ -18,6 +18,7 @@ from ployz.agent.overlay import PeerFact
 from ployz.control.errors import ControlPlaneMoved
 from ployz.control.models import Capacity, Machine
 from ployz.control.plane import ControlPlane
+from ployz.control.store import StoreWatch
 from ployz.control.url import open_control_plane, redact_url
 from ployz.private_files import write_private
 
@@ -86,26 +87,30 @@ def control_plane_heartbeat(location: ControlLocation) -> HeartbeatCallback:
 
 
 class ControlPlaneMachines:
-    """:class:`~ployz.agent.overlay.MachineFacts` of the control plane at ``url``.
+    """:class:`~ployz.agent.overlay.MachineFacts` of the control plane at ``location``.
 
     Opening it connects (the overlay opens it again after a failure); the watch is made before
-    the first read, so no change made after that read can be missed. A store sealed by a move
-    no longer changes: reading it then fails, so that the overlay opens the facts anew, where
-    the control plane went.
+    the first read, so no change made after that read can be missed. A store sealed by a move no
+    longer changes: a read that finds it moved opens the facts anew where the control plane
+    went, with a new watch, before it reads.
     """
 
     def __init__(self, location: ControlLocation) -> None:
-        self._plane = location.open()
+        self._location = location
+        self._plane, self._watch = self._open()
+
+    def _open(self) -> tuple[ControlPlane, StoreWatch]:
+        plane = self._location.open()
         try:
-            self._watch = self._plane.watch_machines()
+            return plane, plane.watch_machines()
         except BaseException:
-            self._plane.close()
+            plane.close()
             raise
 
     def machines(self) -> list[PeerFact]:
-        moved_to = self._plane.moved_to()
-        if moved_to is not None:
-            raise ControlPlaneMoved(f"the control plane moved to {redact_url(moved_to)}")
+        if self._plane.moved_to() is not None:
+            self.close()
+            self._plane, self._watch = self._open()
         return [peer_fact(machine) for machine in self._plane.list_machines()]
 
     def wait(self, timeout_s: float) -> bool:

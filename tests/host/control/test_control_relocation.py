@@ -136,19 +136,25 @@ def test_the_agents_control_link_follows_the_move_and_rewrites_its_control_file(
     try:
         assert [m.machine_id for m in machines.machines()] == ["machine-a"]
         move.run()
-        with pytest.raises(ControlPlaneMoved):  # the overlay then opens its facts anew
-            machines.machines()
+        # The next read follows the move, the control file then names the new servers, and
+        # the watch made there sees changes there.
+        assert [m.machine_id for m in machines.machines()] == ["machine-a"]
+        assert control_file.read_text() == new_url + "\n"
+        with open_control_plane(new_url) as cp:
+            cp.register_machine(Machine(id="machine-b", overlay_ip="10.210.1.2",
+                                        subnet="10.210.2.0/24"))
+        assert machines.wait(10) is True
+        assert [m.machine_id for m in machines.machines()] == ["machine-a", "machine-b"]
     finally:
         machines.close()
-    assert control_file.read_text() == old_url + "\n"
-    # Refused by the sealed store, sent again where it moved.
+    # The heartbeat's own connection is still to the sealed store: refused there, the beat is
+    # sent again where the control plane moved.
     heartbeat("machine-a", facts | {"pool_free": 20})
-    assert control_file.read_text() == new_url + "\n"
     with open_control_plane(new_url) as cp:
         capacity = cp.get_machine("machine-a").capacity
         assert capacity is not None and capacity.pool_size == 25
-    reopened = ControlPlaneMachines(location)
+    reopened = ControlPlaneMachines(location)  # opened where the control file now points
     try:
-        assert [m.machine_id for m in reopened.machines()] == ["machine-a"]
+        assert [m.machine_id for m in reopened.machines()] == ["machine-a", "machine-b"]
     finally:
         reopened.close()
