@@ -8,6 +8,7 @@ PYTEST := $(PY) -m pytest
 STAMP := $(VENV)/.ployz-installed
 
 .PHONY: setup system build compile debug lint test test-unit test-host test-zfs test-e2e \
+        test-replicated \
         test-fuzz fuzz \
         bench bench-zfs bench-micro bench-migration demo clean
 
@@ -60,7 +61,14 @@ fuzz: setup
 # a fresh .pyc would be compiled again by every process that imports it, under emulation.
 test-zfs: setup
 	$(PY) -m compileall -q ployz cli tests bench
-	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/zfs tests/e2e
+	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/zfs tests/e2e -m 'not replicated_failures'
+
+# The replicated JetStream servers killed mid-migration (about 20 min in the VM: the sandbox
+# cluster, the third machine's join that forms the servers, then the two kill tests).
+test-replicated: setup
+	$(PY) -m compileall -q ployz cli tests bench
+	$(PY) -m ployz.sandbox.vm --memory 6G pytest tests/e2e/test_cluster_membership.py \
+		-m replicated_failures
 
 # Library send vs the zfs CLI, in the VM; writes reports/bench-zfs-send.json.
 bench-zfs: setup

@@ -31,9 +31,9 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
 REPORTS = PROJECT / "reports"
-# The whole real-ZFS and sandbox suite, with room to spare: under emulation it takes about 60 min
-# (every agent or ployzctl start costs tens of seconds there).
-DEFAULT_TIMEOUT = 80 * 60
+# The whole real-ZFS and sandbox suite, with room to spare: under emulation it takes about 72 min
+# (every agent or ployzctl start costs tens of seconds there), and CI allows 90 for everything.
+DEFAULT_TIMEOUT = 82 * 60
 # qemu's emulated CPU without the fast-string features. With them, the kernel (and glibc) copy
 # memory with `rep movsb`, which software emulation runs a byte at a time: a pipe then moves
 # 128 MiB in 2.4 CPU s instead of 0.6, so every copy weighs four times what it does on hardware
