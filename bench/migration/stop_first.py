@@ -17,7 +17,7 @@ from ployz.agent.api import Agent
 from ployz.deploy.manifest import parse_manifest
 from ployz.deploy.migration.snapshot_send import send_snapshot
 from ployz.deploy.migration.target import prepare_container
-from ployz.runtime.model import service_labels
+from ployz.runtime.model import ServiceAddress, service_labels
 
 SNAPSHOT = "stop-first"
 READY_TIMEOUT_S = 300.0
@@ -25,9 +25,9 @@ READY_TIMEOUT_S = 300.0
 
 def migrate_stop_first(source: Agent, target: Agent, key: Ed25519PrivateKey,
                        manifest_text: str, source_pool: str, target_pool: str,
-                       ) -> dict[str, Any]:
-    """Moves the manifest's one service and volume from ``source`` to ``target``; returns the
-    seconds of each step of the window and ``total``."""
+                       address: ServiceAddress) -> dict[str, Any]:
+    """Moves the manifest's one service (with its stable ``address``) and volume from
+    ``source`` to ``target``; returns the seconds of each step of the window and ``total``."""
     manifest = parse_manifest(manifest_text, "stop-first")
     (manifest_service,) = manifest.services
     labels = service_labels(manifest.namespace, manifest_service.name)
@@ -56,7 +56,7 @@ def migrate_stop_first(source: Agent, target: Agent, key: Ed25519PrivateKey,
     lap("final_send")
     name = prepare_container(target, manifest, manifest_service.name,
                              f"stop-first-{manifest.namespace}", target_pool,
-                             {volume.name: f"{target_pool}/{dataset}"})
+                             {volume.name: f"{target_pool}/{dataset}"}, address)
     lap("create")
     target.containers.start(name)
     lap("start")

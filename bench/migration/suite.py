@@ -25,6 +25,8 @@ from bench.datapath.suite import env_list, exit_on_sigterm
 from bench.migration.stop_first import migrate_stop_first
 from bench.migration.workload import deploy, manifest, ployzctl
 from ployz.agent.remote import RemoteAgent
+from ployz.control import open_control_plane
+from ployz.deploy.specs import service_address
 from ployz.runtime.model import service_labels
 from ployz.sandbox.cluster import Cluster, Machine
 from ployz.transfer.keys import load_private_key
@@ -50,9 +52,11 @@ def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
 
 def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:
     a, b = cluster.machines[:2]
+    with open_control_plane(cluster.control_url) as cp:
+        address = service_address(cp, namespace, "writer")
     with agent(cluster, a) as source, agent(cluster, b) as target:
         return migrate_stop_first(source, target, load_private_key(cluster.operator_key),
-                                  manifest(namespace, mib), a.pool, b.pool)
+                                  manifest(namespace, mib), a.pool, b.pool, address)
 
 
 def remove(cluster: Cluster, namespace: str) -> None:

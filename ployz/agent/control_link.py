@@ -1,5 +1,5 @@
 """The agent's two links to the control plane: the heartbeat callback that writes its facts,
-and the machine facts its overlay follows.
+and the machine and service facts its overlay and routing follow (and acknowledge).
 
 The only place where the agent meets :mod:`ployz.control`; imported by the daemon when it is
 given ``--control``. The machine must already be registered in the control plane (its overlay
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ployz.agent.heartbeat import HeartbeatCallback
-from ployz.agent.overlay import PeerFact
+from ployz.agent.overlay import PeerFact, RoutingFacts, ServiceFact
 from ployz.control.errors import ControlPlaneMoved
-from ployz.control.models import Capacity, Machine
+from ployz.control.models import Capacity, Machine, NamespaceState
 from ployz.control.plane import ControlPlane
 from ployz.control.store import StoreWatch
 from ployz.control.url import open_control_plane, redact_url
@@ -86,8 +86,8 @@ def control_plane_heartbeat(location: ControlLocation) -> HeartbeatCallback:
     return heartbeat
 
 
-class ControlPlaneMachines:
-    """:class:`~ployz.agent.overlay.MachineFacts` of the control plane at ``location``.
+class ControlPlaneFacts:
+    """:class:`~ployz.agent.overlay.ClusterFacts` of the control plane at ``location``.
 
     Opening it connects (the overlay opens it again after a failure); the watch is made before
     the first read, so no change made after that read can be missed. A store sealed by a move no
@@ -95,32 +95,55 @@ class ControlPlaneMachines:
     went, with a new watch, before it reads.
     """
 
-    def __init__(self, location: ControlLocation) -> None:
+    def __init__(self, location: ControlLocation, machine_id: str) -> None:
         self._location = location
+        self._machine_id = machine_id
         self._plane, self._watch = self._open()
 
     def _open(self) -> tuple[ControlPlane, StoreWatch]:
         plane = self._location.open()
         try:
-            return plane, plane.watch_machines()
+            return plane, plane.watch_routing()
         except BaseException:
             plane.close()
             raise
 
-    def machines(self) -> list[PeerFact]:
+    def read(self) -> RoutingFacts:
         if self._plane.moved_to() is not None:
             self.close()
             self._plane, self._watch = self._open()
-        return [peer_fact(machine) for machine in self._plane.list_machines()]
+        namespaces = self._plane.list_namespaces()
+        return RoutingFacts(
+            machines=[peer_fact(machine) for machine in self._plane.list_machines()],
+            services=[fact for state in namespaces for fact in service_facts(state)],
+            versions={state.namespace: state.commit_seq for state in namespaces},
+        )
 
     def wait(self, timeout_s: float) -> bool:
         return self._watch.wait(timeout_s)
+
+    def acknowledge(self, versions: dict[str, int]) -> None:
+        self._plane.acknowledge_routes(self._machine_id, versions)
 
     def close(self) -> None:
         try:
             self._watch.close()
         finally:
             self._plane.close()
+
+
+def service_facts(state: NamespaceState) -> list[ServiceFact]:
+    """The namespace's services that have an address, each where its route points."""
+    facts = []
+    for name, service in sorted(state.services.items()):
+        if service.address is None:
+            continue
+        route = state.routes.get(name)
+        http = (service.http.host, service.http.port) if service.http is not None else None
+        facts.append(ServiceFact(namespace=state.namespace, name=name, address=service.address,
+                                 machine=route.machine if route else service.machine,
+                                 http=http))
+    return facts
 
 
 def peer_fact(machine: Machine) -> PeerFact:

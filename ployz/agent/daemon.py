@@ -8,7 +8,9 @@ one JSON line, ``{"event": "listening", "machine_id": ..., "address": "HOST:PORT
 With ``--wireguard IFNAME`` the agent also keeps the machine's WireGuard overlay: it makes the
 interface, its key, port and overlay address be so before it listens (``--listen`` is normally
 the overlay address), then keeps the interface's peers equal to the other machines' facts in the
-control plane (:mod:`ployz.agent.overlay`).
+control plane (:mod:`ployz.agent.overlay`), and the routing of services over it
+(:mod:`ployz.agent.routing`): their routes, DNS answers on the overlay address (``--dns-port``)
+and, with ``--gateway-socket``, the map of the machine's HAProxy gateway.
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ from ployz.runtime.docker_runtime import DEFAULT_SOCKET, DockerRuntime
 from ployz.transfer.addresses import format_address, parse_address
 from ployz.transfer.keys import BadKey, read_public_key
 
-if TYPE_CHECKING:  # imported when used: an agent without a control plane never loads it
+if TYPE_CHECKING:  # imported when used: an agent without a control plane never loads them
     from ployz.agent.control_link import ControlLocation
+    from ployz.net.dns import DnsServer
 
 METHOD_GROUPS = ("agent_info", "containers", "zfs_ops", "transfers")
 """Modules of :mod:`ployz.agent.methods` whose ``register(registry, context)`` is called."""
 
 DEFAULT_HEARTBEAT_S = 10.0
+DNS_PORT = 53
 DEFAULT_WIREGUARD_PORT = 51820
 WORKER_THREADS = 32
 
@@ -68,6 +72,14 @@ class OverlayConfig:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """The machine's HAProxy, as ``machine init``/``join`` configured it."""
+
+    socket: Path
+    hosts_map: Path
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     machine_id: str
     listen: tuple[str, int]
@@ -81,6 +93,9 @@ class AgentConfig:
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     window_s: float = DEFAULT_WINDOW_S
     overlay: OverlayConfig | None = None
+    dns_port: int = DNS_PORT
+    """Where DNS answers on the overlay address (0: no DNS); only with an overlay."""
+    gateway: GatewayConfig | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +135,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overlay.add_argument("--overlay", metavar="CIDR",
                          help="this machine's overlay address with the overlay's prefix, "
                               "e.g. 10.210.0.3/16")
+    overlay.add_argument("--dns-port", type=int, default=DNS_PORT, metavar="PORT",
+                         help="UDP and TCP port of the services' DNS on the overlay address "
+                              f"(default {DNS_PORT}; 0: none)")
+    overlay.add_argument("--gateway-socket", type=Path, metavar="PATH",
+                         help="the runtime API socket of the machine's HAProxy gateway")
+    overlay.add_argument("--gateway-map", type=Path, metavar="PATH",
+                         help="the host map file that gateway's configuration reads")
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -150,7 +172,21 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         heartbeat_s=args.heartbeat_interval,
         window_s=args.request_window,
         overlay=overlay_from_args(args, control_url),
+        dns_port=args.dns_port,
+        gateway=gateway_from_args(args),
     )
+
+
+def gateway_from_args(args: argparse.Namespace) -> GatewayConfig | None:
+    """None without --gateway-socket; raises ValueError naming the missing argument."""
+    given = (args.gateway_socket is not None, args.gateway_map is not None)
+    if given == (False, False):
+        return None
+    if not all(given):
+        raise ValueError("--gateway-socket and --gateway-map go together")
+    if args.wireguard is None:
+        raise ValueError("--gateway-socket needs --wireguard")
+    return GatewayConfig(args.gateway_socket, args.gateway_map)
 
 
 def read_control_file(path: Path) -> str:
@@ -185,6 +221,8 @@ def overlay_from_args(args: argparse.Namespace,
         raise ValueError(f"--wireguard: {exc}") from exc
     if not 0 < args.wireguard_port < 65536:
         raise ValueError("--wireguard-port must be in 1-65535")
+    if not 0 <= args.dns_port < 65536:
+        raise ValueError("--dns-port must be in 0-65535")
     if "/" not in args.overlay:
         raise ValueError(f"--overlay: {args.overlay!r} has no prefix; give the overlay's, "
                          "e.g. 10.210.0.3/16")
@@ -207,8 +245,9 @@ def build_registry(context: AgentContext) -> MethodRegistry:
 
 
 async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None,
-                overlay: OverlayKeeper | None = None) -> None:
-    """Runs the agent until SIGTERM or SIGINT; ``overlay`` runs from the moment it listens."""
+                overlay: OverlayKeeper | None = None, dns: DnsServer | None = None) -> None:
+    """Runs the agent until SIGTERM or SIGINT; ``overlay`` and ``dns`` run from the moment it
+    listens."""
     state = AgentState(config.state_dir)
     if state.interrupted_at_start:
         log.warning("%d operation(s) were interrupted by the last stop; see agent.operations",
@@ -231,6 +270,8 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None,
         server = AgentServer(config.machine_id, build_registry(context), verifier, state, workers)
         listener = await server.listen(*config.listen)
         context.address = format_address(*listener.sockets[0].getsockname()[:2])
+        if dns is not None:
+            await dns.start()
         print(json.dumps({"event": "listening", "machine_id": config.machine_id,
                           "address": context.address}), flush=True)
         if overlay is not None:
@@ -252,24 +293,39 @@ async def serve(config: AgentConfig, heartbeat: HeartbeatCallback | None,
                 await beating
         if overlay is not None:
             await asyncio.to_thread(overlay.stop)
+        if dns is not None:
+            await dns.close()
         await listener.wait_closed()
     context.runtime.close()
     state.close()
 
 
-def prepare_overlay(overlay: OverlayConfig, machine_id: str,
-                    location: ControlLocation) -> OverlayKeeper:
+def prepare_overlay(overlay: OverlayConfig, machine_id: str, location: ControlLocation,
+                    dns: DnsServer | None, gateway: GatewayConfig | None) -> OverlayKeeper:
     """Makes the interface be as configured, now (the agent listens on its address next), and
-    returns the keeper of its peers. Runs before the event loop: pyroute2 runs its own."""
-    from ployz.agent.control_link import ControlPlaneMachines
+    returns the keeper of its peers and of the services' routing. Runs before the event loop:
+    pyroute2 runs its own."""
+    from ployz.agent.control_link import ControlPlaneFacts
+    from ployz.agent.routing import ServiceRouting
+    from ployz.net.gateway import Gateway
+    from ployz.net.routes import ServiceRoutes, enable_forwarding
     from ployz.net.wireguard import WireGuardLink
 
     with WireGuardLink(overlay.ifname) as link:
         changes = link.ensure(overlay.private_key, overlay.listen_port, overlay.address)
+    if enable_forwarding():
+        changes.append("IPv4 forwarding on (the overlay reaches the service bridge)")
     for change in changes:
         log.info("overlay interface %s: %s", overlay.ifname, change)
+
+    def open_routing() -> ServiceRouting:
+        return ServiceRouting(
+            ServiceRoutes(overlay.ifname), dns.set_records if dns is not None else None,
+            Gateway(gateway.socket, gateway.hosts_map) if gateway is not None else None)
+
     return OverlayKeeper(machine_id, lambda: WireGuardLink(overlay.ifname),
-                         lambda: ControlPlaneMachines(location))
+                         lambda: ControlPlaneFacts(location, machine_id),
+                         open_routing=open_routing)
 
 
 def run(config: AgentConfig) -> int:
@@ -283,14 +339,25 @@ def run(config: AgentConfig) -> int:
         location = ControlLocation(config.control_url, config.control_file)
         heartbeat = control_plane_heartbeat(location)
     keeper = None
+    dns = None
     if config.overlay is not None:
         assert location is not None  # config_from_args requires a control URL
+        if config.dns_port:
+            from ployz.net.dns import DnsServer
+
+            dns = DnsServer(str(ipaddress.ip_interface(config.overlay.address).ip),
+                            config.dns_port)
         try:
-            keeper = prepare_overlay(config.overlay, config.machine_id, location)
-        except NetError as exc:
+            keeper = prepare_overlay(config.overlay, config.machine_id, location, dns,
+                                     config.gateway)
+        except (NetError, OSError) as exc:
             log.error("cannot set up the overlay: %s", exc)
             return 1
-    uvloop.run(serve(config, heartbeat, keeper))
+    try:
+        uvloop.run(serve(config, heartbeat, keeper, dns))
+    except OSError as exc:  # the DNS port taken, the listen address missing
+        log.error("cannot serve: %s", exc)
+        return 1
     return 0
 
 

@@ -126,6 +126,7 @@ CLUSTER_KEY = "cluster"  # the key of the one cluster document, in kind "cluster
 DEFAULT_OVERLAY = "10.210.0.0/16"
 DEFAULT_SUBNETS = "10.211.0.0/16"
 DEFAULT_SUBNET_PREFIX = 24
+DEFAULT_SERVICE_ADDRESSES = "10.212.0.0/16"
 OPERATOR_KEY_PREFIX = "ed25519:"
 _ED25519_KEY_BYTES = 32
 # Each machine's overlay interface needs an address besides the network and broadcast ones, and
@@ -191,6 +192,12 @@ class ClusterInfo(Fact):
     control_servers: tuple[Identifier, ...] = ()
     """The machines that run the replicated JetStream servers the control plane moved onto
     (the first three, with NATS); empty while it is on one server, or on SQLite."""
+    services: IPv4Network = DEFAULT_SERVICE_ADDRESSES
+    """Where services' stable addresses come from. Its first host address is the gateway of
+    the bridge that each machine's service containers sit on, so it is never a service's."""
+    service_addresses: dict[str, IPAddress] = Field(default_factory=dict)
+    """Each service's stable address, by ``namespace/service``: given at its first deploy,
+    kept through every migration, freed when a commit removes the service."""
     created: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")
@@ -198,12 +205,17 @@ class ClusterInfo(Fact):
         overlay, subnets = self.overlay_network, self.subnets_network
         if overlay.overlaps(subnets):
             raise ValueError(f"the overlay {overlay} overlaps the subnets {subnets}")
+        for name, other in (("overlay", overlay), ("subnets", subnets)):
+            if self.services_network.overlaps(other):
+                raise ValueError(f"the service addresses {self.services} overlap the {name} "
+                                 f"{other}")
         if self.subnet_prefix <= subnets.prefixlen:
             raise ValueError(
                 f"subnet_prefix /{self.subnet_prefix} must be longer than the subnets' "
                 f"/{subnets.prefixlen}: each machine gets one part of {subnets}"
             )
         _check_allocations(self)
+        _check_service_addresses(self)
         return self
 
     @property
@@ -213,6 +225,15 @@ class ClusterInfo(Fact):
     @property
     def subnets_network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnets)
+
+    @property
+    def services_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.services)
+
+    @property
+    def services_gateway(self) -> str:
+        """The address each machine's service bridge holds (the range's first host)."""
+        return str(self.services_network.network_address + 1)
 
     def machine_subnets(self) -> Iterator[ipaddress.IPv4Network]:
         """The subnets machines get, in allocation order."""
@@ -239,6 +260,35 @@ def _check_allocations(info: ClusterInfo) -> None:
             if what in held:
                 raise ValueError(f"machines {held[what]} and {machine_id} both hold {what}")
             held[what] = machine_id
+
+
+def service_key(namespace: str, service: str) -> str:
+    """How :attr:`ClusterInfo.service_addresses` names a service."""
+    return f"{namespace}/{service}"
+
+
+def _check_service_addresses(info: ClusterInfo) -> None:
+    network, gateway = info.services_network, ipaddress.ip_address(info.services_gateway)
+    holders: dict[str, str] = {}
+    for key, address in sorted(info.service_addresses.items()):
+        ip = ipaddress.ip_address(address)
+        if ip not in network or ip in (network.network_address, gateway,
+                                       network.broadcast_address):
+            raise ValueError(f"service {key}'s address {ip} is not a service address of "
+                             f"{network} (its first host is the bridges' gateway)")
+        if address in holders:
+            raise ValueError(f"services {holders[address]} and {key} both hold {address}")
+        holders[address] = key
+
+
+def next_service_address(info: ClusterInfo) -> str:
+    """The lowest free service address; :class:`AddressesExhausted` when none is left."""
+    taken = {*info.service_addresses.values(), info.services_gateway}
+    address = _first_free((str(h) for h in info.services_network.hosts()), taken)
+    if address is None:
+        raise AddressesExhausted(info.name, "service address", info.services,
+                                 len(info.service_addresses))
+    return address
 
 
 def next_allocation(info: ClusterInfo, wireguard_key: str) -> Allocation:
@@ -293,12 +343,22 @@ class Removal(Fact):
     orphans: tuple[str, ...] = ()
 
 
+class HttpExposure(Fact):
+    """HTTP requests for ``host`` reach the service's ``port`` through every machine's
+    gateway."""
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+
+
 class Service(Fact):
     """A service's definition and where it is placed.
 
     ``config`` is the container template (command, entrypoint, env, mounts, user, resources,
-    labels, restart, readiness, ...) exactly as the deploy layer validated it; the control plane
-    stores it and does not interpret it.
+    labels, restart, readiness, ports, ...) exactly as the deploy layer validated it; the control
+    plane stores it and does not interpret it. ``address`` is the service's stable overlay
+    address (see :attr:`ClusterInfo.service_addresses`) and ``http`` its gateway name: what
+    every machine's routing, DNS and gateway serve.
     """
 
     namespace: Identifier
@@ -306,6 +366,8 @@ class Service(Fact):
     image: str = Field(min_length=1)
     config: dict[str, Any] = Field(default_factory=dict)
     machine: Identifier
+    address: IPAddress | None = None
+    http: HttpExposure | None = None
 
 
 class Volume(Fact):
@@ -346,6 +408,16 @@ class TransferEvidence(Fact):
     bytes: int = Field(ge=0)
     checksum: str = Field(min_length=1)
     acknowledged_at: datetime
+
+
+class RouteAcks(Fact):
+    """What one machine's agent has applied to its routing (WireGuard, routes, DNS, gateway):
+    the commit number of each namespace it last applied. A commit's routing is in place on a
+    machine once its number here is at least the commit's."""
+
+    machine: Identifier
+    namespaces: dict[Identifier, int] = Field(default_factory=dict)
+    updated: datetime = Field(default_factory=utcnow)
 
 
 class Lease(Fact):

@@ -206,9 +206,20 @@ class NatsStore:
 
         return self._call(scan)
 
-    def watch(self, kind: str) -> NatsWatch:
-        bucket = self._bucket_name(kind)
-        watch = NatsWatch(self._loop, lambda cb: self._subscribe_changes(bucket, cb), self._watches)
+    def watch(self, *kinds: str) -> NatsWatch:
+        buckets = [self._bucket_name(kind) for kind in kinds]
+
+        async def subscribe(on_message: OnMessage) -> list[PushSubscription]:
+            subs: list[PushSubscription] = []
+            try:
+                for bucket in buckets:
+                    subs.append(await self._subscribe_changes(bucket, on_message))
+            except BaseException:
+                await unsubscribe_all(subs)
+                raise
+            return subs
+
+        watch = NatsWatch(self._loop, subscribe, self._watches)
         self._call(watch.start)
         return watch
 
@@ -411,20 +422,21 @@ class NatsStore:
 
 
 class NatsWatch:
-    """:class:`~ployz.control.store.StoreWatch` on one bucket; its consumer lives on the store's
-    loop and sets a :class:`threading.Event` that :meth:`wait` waits on in the caller's thread."""
+    """:class:`~ployz.control.store.StoreWatch` on some buckets; their consumers live on the
+    store's loop and set one :class:`threading.Event` that :meth:`wait` waits on in the caller's
+    thread."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        subscribe: Callable[[OnMessage], Awaitable[PushSubscription]],
+        subscribe: Callable[[OnMessage], Awaitable[list[PushSubscription]]],
         live: set[NatsWatch],
     ) -> None:
         self._loop = loop
         self._subscribe = subscribe
         self._live = live  # the store's open watches, told of reconnects
         self._changed = threading.Event()
-        self._sub: PushSubscription | None = None
+        self._subs: list[PushSubscription] = []
         self._keeper: asyncio.Task[None] | None = None
 
     def wait(self, timeout_s: float) -> bool:
@@ -444,8 +456,8 @@ class NatsWatch:
 
     async def start(self) -> None:
         # Idempotent, as the store retries a start that failed halfway.
-        if self._sub is None:
-            self._sub = await self._subscribe(self._on_message)
+        if not self._subs:
+            self._subs = await self._subscribe(self._on_message)
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep())
         self._live.add(self)
@@ -458,9 +470,9 @@ class NatsWatch:
         node holding it died): without this the watch would stay silent for good."""
         while True:
             await asyncio.sleep(_WATCH_CHECK_S)
-            assert self._sub is not None
             try:
-                await self._sub.consumer_info()
+                for sub in self._subs:
+                    await sub.consumer_info()
             except Exception as exc:  # any failure: a spurious re-creation only costs a re-read
                 log.info("control-plane watch lost its consumer (%r): re-creating it", exc)
                 await self._resubscribe()
@@ -470,7 +482,7 @@ class NatsWatch:
         failures = 0
         while True:
             try:
-                self._sub = await self._subscribe(self._on_message)
+                self._subs = await self._subscribe(self._on_message)
                 break
             except Exception as exc:  # the server is still away: keep trying until it is back
                 if failures == 0:
@@ -488,7 +500,12 @@ class NatsWatch:
         await self._unsubscribe()
 
     async def _unsubscribe(self) -> None:
-        if self._sub is not None:
-            # The consumer may be gone with its server; the server drops one left behind.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._sub.unsubscribe(), _REQUEST_TIMEOUT_S)
+        subs, self._subs = self._subs, []
+        await unsubscribe_all(subs)
+
+
+async def unsubscribe_all(subs: list[PushSubscription]) -> None:
+    for sub in subs:
+        # The consumer may be gone with its server; the server drops one left behind.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sub.unsubscribe(), _REQUEST_TIMEOUT_S)

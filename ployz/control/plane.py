@@ -91,11 +91,15 @@ from ployz.control.models import (
     Machine,
     NamespaceState,
     Removal,
+    RemoveService,
+    RouteAcks,
     Service,
     Volume,
     WireGuardKey,
     check_name,
     next_allocation,
+    next_service_address,
+    service_key,
     utcnow,
 )
 from ployz.control.store import DocumentStore, RevisionConflict, StoreWatch
@@ -265,6 +269,65 @@ class ControlPlane:
             return info.model_copy(update={"control_servers": tuple(machine_ids)})
 
         return self._mutate("cluster", CLUSTER_KEY, ClusterInfo, record)
+
+    # --- services' stable addresses and the routing each machine applied -----------------------
+
+    def service_address(self, namespace: str, service: str) -> str:
+        """The service's stable address, given now if it has none yet (a deploy calls this
+        before the commit that first records the service; an address given to a deploy that
+        then failed stays the service's). :class:`AddressesExhausted` when the range is full."""
+        key = service_key(check_name("namespace", namespace), check_name("service", service))
+
+        def give(info: ClusterInfo | None) -> ClusterInfo:
+            if info is None:
+                raise NoCluster()
+            if key in info.service_addresses:
+                return info
+            addresses = {**info.service_addresses, key: next_service_address(info)}
+            return info.model_copy(update={"service_addresses": addresses})
+
+        return self._mutate("cluster", CLUSTER_KEY, ClusterInfo, give).service_addresses[key]
+
+    def _free_service_addresses(self, namespace: str, services: Iterable[str]) -> None:
+        """Frees the addresses of services a commit removed (unless deployed again since)."""
+        live = set(self.namespace(namespace).services)
+        keys = {service_key(namespace, name) for name in services if name not in live}
+
+        def free(info: ClusterInfo | None) -> ClusterInfo:
+            if info is None:
+                raise NoCluster()
+            left = {k: a for k, a in info.service_addresses.items() if k not in keys}
+            if len(left) == len(info.service_addresses):
+                return info
+            return info.model_copy(update={"service_addresses": left})
+
+        self._mutate("cluster", CLUSTER_KEY, ClusterInfo, free)
+
+    def acknowledge_routes(self, machine_id: str, namespaces: dict[str, int]) -> RouteAcks:
+        """Records that ``machine_id``'s agent applied the routing of these namespaces' commits
+        (commit number by namespace); a namespace it no longer lists keeps its last number."""
+        check_name("machine id", machine_id)
+
+        def record(current: RouteAcks | None) -> RouteAcks:
+            known = current.namespaces if current is not None else {}
+            merged = {**known, **namespaces}
+            if current is not None and merged == known:
+                return current
+            return RouteAcks(machine=machine_id, namespaces=merged)
+
+        return self._mutate("acks", machine_id, RouteAcks, record)
+
+    def route_acks(self) -> dict[str, RouteAcks]:
+        """Every machine's acknowledgements, by machine id."""
+        return {acks.machine: acks for acks in self._list("acks", RouteAcks)}
+
+    def watch_route_acks(self) -> StoreWatch:
+        return self._store.watch("acks")
+
+    def watch_routing(self) -> StoreWatch:
+        """Wakes when a machine or a namespace changes (a join, a heartbeat, a commit, a lock):
+        what every machine's routing is made of."""
+        return self._store.watch("machines", "namespaces")
 
     def add_machine(self, machine_id: str, wireguard_key: str, endpoint: str) -> Machine:
         """Make a machine a member: allocate its overlay IP and subnet, and record it, active.
@@ -707,6 +770,12 @@ class ControlPlane:
 
         state = self._mutate("namespaces", namespace, NamespaceState, apply)
         self._settle(state)
+        removed = [c.name for c in parsed if isinstance(c, RemoveService)]
+        if removed:
+            # After the commit, nothing may fail it: an address left reserved is only kept
+            # for the name (its next deploy takes it again).
+            with contextlib.suppress(ControlPlaneError):
+                self._free_service_addresses(namespace, removed)
         assert state.last_commit is not None
         return state.last_commit
 

@@ -138,8 +138,9 @@ class SqliteStore:
             ).fetchall()
         return [(key, Versioned(bytes(value), revision)) for key, value, revision in rows]
 
-    def watch(self, kind: str) -> SqliteWatch:
-        return SqliteWatch(lambda: self._changes(kind))
+    def watch(self, *kinds: str) -> SqliteWatch:
+        # Each counter only grows, so their sum moves exactly when one of them does.
+        return SqliteWatch(lambda: sum(self._changes(kind) for kind in kinds))
 
     def moved_to(self) -> str | None:
         """Never: only a single NATS server's control plane moves (to replicated servers)."""

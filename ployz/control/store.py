@@ -13,7 +13,7 @@ with ``prefix`` followed by a dot (or every document of the kind when ``prefix``
 A revision is never reused for a key, also across a delete and a re-create: a compare-and-swap
 holding the revision of a deleted document fails on its successor instead of overwriting it.
 
-``watch(kind)`` tells a waiter that some document of the kind changed, not which: the waiter then
+``watch(*kinds)`` tells a waiter that some document of the kinds changed, not which: the waiter then
 reads what it needs. That keeps both backends' watches trivial and lets a watch that lost its
 server say "something may have changed" instead of replaying what it missed.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-KINDS = ("machines", "namespaces", "deploys", "commits", "leases", "cluster", "invites")
+KINDS = ("machines", "namespaces", "deploys", "commits", "leases", "cluster", "invites", "acks")
 
 
 class Versioned(NamedTuple):
@@ -69,7 +69,9 @@ class DocumentStore(Protocol):
 
     def list(self, kind: str, prefix: str = "") -> list[tuple[str, Versioned]]: ...
 
-    def watch(self, kind: str) -> StoreWatch: ...
+    def watch(self, *kinds: str) -> StoreWatch:
+        """A watch of every document of these kinds."""
+        ...
 
     def moved_to(self) -> str | None:
         """The URL of the store that took this one's documents over, once it has (then this

@@ -49,6 +49,7 @@ from ployz.deploy.run import (
 from ployz.deploy.specs import (
     container_spec,
     dataset_name,
+    service_address,
     service_fact,
     volume_fact,
     volume_mountpoint,
@@ -173,8 +174,9 @@ class _Apply:
 
     def _start_service(self, action: ServiceAction, datasets: dict[str, str]) -> list[Change]:
         assert action.machine is not None
+        address = service_address(self.run.cp, self.namespace, action.name)
         service = service_fact(self.namespace, next(
-            s for s in self.manifest.services if s.name == action.name))
+            s for s in self.manifest.services if s.name == action.name), address)
         agent = self.run.agent_of(action.machine)
         mounts = service.config.get("mounts", {})
         mountpoints = {}
@@ -183,10 +185,11 @@ class _Apply:
             mountpoints[volume] = str_prop(agent.zfs.get(dataset, ["mountpoint"]), "mountpoint")
             # Idempotent: remounts a kept volume whose machine rebooted.
             agent.zfs.mount(dataset, mountpoints[volume])
-        if mounts and action.previous_machine is not None:
+        if action.previous_machine is not None and (
+                mounts or action.previous_machine == action.machine):
             self._stop_old_containers(action)
         read_only = {v: self.manifest.volume(v).mode == "ro" for v in mounts}
-        spec = container_spec(service, self.run.deploy_id, mountpoints, read_only)
+        spec = container_spec(service, self.run.deploy_id, mountpoints, read_only, address)
         name = spec.container_name
         self.run.record.containers.append(Placed(machine=action.machine, name=name))
         self.run.save()
@@ -199,8 +202,9 @@ class _Apply:
         return [PutService(service=service), SetRoute(route=route)]
 
     def _stop_old_containers(self, action: ServiceAction) -> None:
-        """A service's volumes get one writer: its old containers stop before the new starts
-        (and restart if the deploy fails before its commit)."""
+        """A service's volumes get one writer, and its address one holder on a machine: its
+        old containers stop before the new starts (and restart if the deploy fails before its
+        commit)."""
         assert action.previous_machine is not None
         agent = self.run.agent_of(action.previous_machine)
         for old in other_deploys(agent, self.namespace, action.name, self.run.deploy_id):

@@ -20,7 +20,7 @@ from ployz.deploy.manifest import (
     VolumeMove,
     consistency_issues,
 )
-from ployz.deploy.specs import template_of
+from ployz.deploy.specs import http_route_of, template_of
 
 
 def current_manifest(cp: ControlPlane, namespace: str) -> Manifest:
@@ -29,7 +29,8 @@ def current_manifest(cp: ControlPlane, namespace: str) -> Manifest:
     if not state.services:
         raise NothingDeployed(namespace)
     services = [
-        ManifestService(name=name, placement=service.machine, template=template_of(service))
+        ManifestService(name=name, placement=service.machine, template=template_of(service),
+                        http=http_route_of(service))
         for name, service in sorted(state.services.items())
     ]
     mounts = [volume for service in services for volume in service.template.mounts]

@@ -13,6 +13,11 @@
     [services.template]
     image = "postgres:16"
     mounts = { db = "/var/lib/postgresql/data" }
+    ports = [5432]                    # TCP ports the container listens on
+
+    [services.http]                   # optional: reached through every machine's gateway
+    host = "db.example.com"
+    port = 5432
 
     [intent.volumes.db.move]          # only in manifests that move data (ployzctl migrate)
     from_machine = "machine-a"
@@ -52,6 +57,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from ployz.control.models import IDENTIFIER_RULE, check_name
+from ployz.control.names import is_dns_name
 from ployz.deploy.errors import Issue, ManifestError
 from ployz.runtime.model import (
     NAME_PATTERN,
@@ -89,7 +95,16 @@ def _argv(value: Any) -> Any:
     return shlex.split(value) if isinstance(value, str) else value
 
 
+def _host_name(value: str) -> str:
+    """A gateway host is matched against the request's ``Host`` lowercased: a DNS name."""
+    if not is_dns_name(value):
+        raise ValueError(f"{value!r} is not a host name: dot-separated labels of letters, "
+                         "digits and '-' (not at either end of a label), 253 characters at most")
+    return value.lower()
+
+
 Name = Annotated[str, AfterValidator(_name)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 MachineId = Annotated[str, AfterValidator(_machine_id)]
 Argv = Annotated[list[str], BeforeValidator(_argv), Field(min_length=1)]
 Quota = Annotated[int, BeforeValidator(parse_size)]
@@ -125,12 +140,23 @@ class ContainerTemplate(_Model):
     readiness: Healthcheck | None = None
     resources: Resources | None = None
     """Limits (``memory_bytes``, ``cpus``); unlimited when absent."""
+    ports: list[Port] = Field(default_factory=list)
+    """TCP ports the container listens on, at the service's stable address."""
+
+
+class HttpRoute(_Model):
+    """HTTP requests whose ``Host`` is ``host`` go through every machine's gateway to the
+    service's ``port``."""
+
+    host: Annotated[str, AfterValidator(_host_name)]
+    port: Port
 
 
 class ManifestService(_Model):
     name: Name
     placement: MachineId
     template: ContainerTemplate
+    http: HttpRoute | None = None
 
 
 class VolumeMove(_Model):
@@ -230,6 +256,10 @@ def consistency_issues(manifest: Manifest) -> list[Issue]:
     volumes = {v.name: v for v in manifest.volumes}
     mounted_by: dict[str, list[str]] = {name: [] for name in volumes}
     for i, service in enumerate(manifest.services):
+        if service.http is not None and service.http.port not in service.template.ports:
+            issues.append(Issue(f"services[{i}].http.port",
+                                f"{service.http.port} is not one of the service's ports "
+                                f"(template.ports: {service.template.ports})"))
         for volume_name in service.template.mounts:
             path = f"services[{i}].template.mounts.{volume_name}"
             volume = volumes.get(volume_name)

@@ -176,6 +176,7 @@ def _service_actions(
             what for what, differs in (
                 ("image", existing.image != wanted.image),
                 ("config", existing.config != wanted.config),
+                ("http", existing.http != wanted.http),
                 ("placement", existing.machine != wanted.machine),
             ) if differs
         )

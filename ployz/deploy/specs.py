@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ployz.control.models import Service, Volume
-from ployz.deploy.manifest import ContainerTemplate, ManifestService, ManifestVolume
-from ployz.runtime.model import Mount, Resources, ServiceSpec
+from ployz.control.models import HttpExposure, Service, Volume
+from ployz.control.plane import ControlPlane
+from ployz.deploy.manifest import ContainerTemplate, HttpRoute, ManifestService, ManifestVolume
+from ployz.runtime.model import Mount, Resources, ServiceAddress, ServiceSpec
 
 
 def dataset_name(pool: str, namespace: str, volume: str) -> str:
@@ -27,15 +28,34 @@ def volume_mountpoint(pool_mountpoint: str | None, dataset: str) -> str:
     return f"{pool_mountpoint.rstrip('/')}/{leaf}" if pool_mountpoint else f"/{dataset}"
 
 
-def service_fact(namespace: str, service: ManifestService) -> Service:
+def service_fact(namespace: str, service: ManifestService,
+                 address: ServiceAddress | None = None) -> Service:
+    """The control-plane fact of a manifest service; with its ``address`` once it has one
+    (a plan compares facts without it)."""
     config = service.template.model_dump(mode="json", exclude={"image"}, exclude_none=True)
+    http = service.http
     return Service(
         namespace=namespace,
         name=service.name,
         image=service.template.image,
         config=config,
         machine=service.placement,
+        address=address.address if address is not None else None,
+        http=HttpExposure(host=http.host, port=http.port) if http is not None else None,
     )
+
+
+def http_route_of(service: Service) -> HttpRoute | None:
+    """The manifest's ``[services.http]`` a service fact was recorded from."""
+    http = service.http
+    return HttpRoute(host=http.host, port=http.port) if http is not None else None
+
+
+def service_address(cp: ControlPlane, namespace: str, service: str) -> ServiceAddress:
+    """The service's stable address (given now, at its first deploy) on the cluster's service
+    range: what its container is created with and its fact records."""
+    return ServiceAddress(address=cp.service_address(namespace, service),
+                          network=cp.get_cluster().services)
 
 
 def volume_fact(namespace: str, volume: ManifestVolume, dataset: str) -> Volume:
@@ -55,6 +75,7 @@ def container_spec(
     deploy_id: str,
     mountpoints: Mapping[str, str],
     read_only: Mapping[str, bool],
+    address: ServiceAddress,
 ) -> ServiceSpec:
     """The runtime spec of ``service``'s container for one deploy; ``mountpoints`` maps each
     mounted volume to its host path on the service's machine."""
@@ -76,4 +97,5 @@ def container_spec(
         labels=template.labels,
         healthcheck=template.readiness,
         resources=template.resources or Resources(),
+        address=address,
     )

@@ -7,6 +7,7 @@ into the typed errors of :mod:`ployz.runtime.errors`; nothing above this module 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import os
 import threading
@@ -33,6 +34,10 @@ from ployz.runtime.errors import (
 from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, Mount, ServiceSpec
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
+SERVICE_NETWORK = "ployz-services"
+"""The Docker network of the service bridge (see :class:`~ployz.runtime.model.ServiceAddress`)."""
+SERVICE_BRIDGE = "ployz-svc"
+"""Its interface: no NAT (the overlay routes service addresses; nothing is masqueraded)."""
 _NEVER_STARTED = "0001-01-01T00:00:00Z"
 _POLL_INTERVAL_S = 0.1
 _LOG_TAIL_LINES = 20
@@ -47,6 +52,7 @@ class DockerRuntime:
         self._request_timeout_s = request_timeout_s
         self._docker: docker.DockerClient | None = None
         self._connect_lock = threading.Lock()  # the agent calls in from many worker threads
+        self._network_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -129,9 +135,39 @@ class DockerRuntime:
                 raise MountSourceMissing(mount.source)
         name = spec.container_name
         client = self._client()
+        arguments = _create_arguments(spec)
+        if spec.address is not None:
+            self._ensure_service_network(spec.address.network)
+            arguments["network"] = SERVICE_NETWORK
+            arguments["networking_config"] = {SERVICE_NETWORK: client.api.create_endpoint_config(
+                ipv4_address=spec.address.address)}
         with self._translated("create", name):
-            container = client.containers.create(name=name, **_create_arguments(spec))
+            container = client.containers.create(name=name, **arguments)
             return _info(container.attrs)
+
+    def _ensure_service_network(self, subnet: str) -> None:
+        """Creates the service bridge for ``subnet`` unless it exists; one for another range
+        is refused (the cluster's range does not change under running services)."""
+        client = self._client()
+        with self._network_lock, self._translated("create the service network"):
+            found = client.networks.list(names=[SERVICE_NETWORK])
+            if not found:
+                gateway = str(ipaddress.ip_network(subnet).network_address + 1)
+                client.networks.create(
+                    SERVICE_NETWORK, driver="bridge",
+                    ipam=docker.types.IPAMConfig(pool_configs=[
+                        docker.types.IPAMPool(subnet=subnet, gateway=gateway)]),
+                    options={"com.docker.network.bridge.name": SERVICE_BRIDGE,
+                             "com.docker.network.bridge.enable_ip_masquerade": "false"})
+                return
+            configs = (found[0].attrs.get("IPAM") or {}).get("Config") or []
+            subnets = [c.get("Subnet") for c in configs]
+            if subnets != [subnet]:
+                raise DockerRequestFailed(
+                    "create the service network",
+                    f"network {SERVICE_NETWORK} exists for {subnets}, not the cluster's service "
+                    f"range {subnet}: remove it (`docker network rm {SERVICE_NETWORK}`) once no "
+                    "container uses it")
 
     def start(self, name: str) -> ContainerInfo:
         with self._translated("start", name):
@@ -211,12 +247,13 @@ def _create_arguments(spec: ServiceSpec) -> dict[str, Any]:
         "labels": spec.all_labels(),
         "user": spec.user or "",
         "restart_policy": {"Name": spec.restart},
-        "network_mode": spec.network,
         "mounts": [
             docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
             for m in spec.mounts
         ],
     }
+    if spec.address is None:
+        arguments["network_mode"] = spec.network
     if spec.resources.memory_bytes is not None:
         arguments["mem_limit"] = spec.resources.memory_bytes
     if spec.resources.cpus is not None:

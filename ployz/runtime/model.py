@@ -87,6 +87,18 @@ class Resources(BaseModel):
     cpus: float | None = Field(default=None, gt=0)
 
 
+class ServiceAddress(BaseModel):
+    """The service's stable address, on the machine's service bridge: a bridge carrying the
+    cluster's whole range of service addresses, one on every machine, so the container keeps
+    its address on whichever machine it runs (the overlay routes it there)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str
+    network: str
+    """The cluster's service range (CIDR); its first host is the bridge's own address."""
+
+
 class ServiceSpec(BaseModel):
     """Everything needed to create one container of a service for one deploy."""
 
@@ -103,6 +115,9 @@ class ServiceSpec(BaseModel):
     user: str | None = None
     restart: RestartPolicy = "unless-stopped"
     network: NetworkMode = "host"
+    """The container's network when it has no ``address``."""
+    address: ServiceAddress | None = None
+    """The service's address: the container then sits on the service bridge with it."""
     labels: UserLabels = Field(default_factory=dict)
     healthcheck: Healthcheck | None = None
     resources: Resources = Field(default_factory=Resources)

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ployz.sandbox.cluster import Cluster
-from tests.e2e.sandbox_operator import remove_services
+from ployz.sandbox.cluster import ROOT, Cluster
+from tests.e2e.ployzctl_starter import Starter
+from tests.e2e.sandbox_operator import remove_services, use_starter
 
 LAST_MODULE = "test_cluster_membership.py"
 
@@ -26,10 +27,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def cluster(in_vm: None) -> Iterator[Cluster]:
     built = Cluster(2)
+    starter = None
     try:
         built.start()
+        # In the operator's namespace (machine-a's), which the build entered.
+        starter = Starter(ROOT / "ployzctl-starter.sock", ROOT / "ployzctl-starter.log")
+        use_starter(starter)
         yield built
     finally:
+        if starter is not None:
+            starter.close()
         built.stop()
 
 

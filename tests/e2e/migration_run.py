@@ -5,8 +5,6 @@ migrations on purpose."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 from ployz.control import deploy_lock_name, open_control_plane
 from ployz.deploy.inspect import service_rows
 from ployz.sandbox.cluster import Cluster, Machine
-from tests.e2e.sandbox_operator import agent
+from tests.e2e.sandbox_operator import agent, ployzctl_process
 from tests.e2e.writer_service import containers, continued_lines, lines, log_path
 
 FINAL_SEND = {"event": "phase", "phase": "final-send"}
@@ -27,10 +25,8 @@ class Apply:
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
         self.source_log = log_path(cluster.machines[0], namespace)
-        self.process = subprocess.Popen(
-            ["ployzctl", "migrate", "apply", f"{namespace}/writer", "--to", "machine-b",
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **cluster.environment()})
+        self.process = ployzctl_process(cluster, "migrate", "apply", f"{namespace}/writer",
+                                        "--to", "machine-b", "--json")
         self.events: list[dict[str, Any]] = []
         self.before_fence: list[int] | None = None
         """The source's log when the final send began: the writer was stopped at the fence,

@@ -19,12 +19,32 @@ from ployz.deploy.membership.invitation import invite
 from ployz.runtime.model import LABEL_NAMESPACE
 from ployz.sandbox.cluster import Cluster, Machine
 from ployz.transfer.keys import load_private_key
+from tests.e2e.ployzctl_starter import StartedProcess, Starter
+
+_starter: list[Starter] = []
+
+
+def use_starter(starter: Starter) -> None:
+    """The session's ployzctl starter (see :mod:`tests.e2e.ployzctl_starter`)."""
+    _starter[:] = [starter]
+
+
+def starter() -> Starter:
+    if not _starter:
+        raise RuntimeError("no ployzctl starter: the e2e session's cluster fixture makes it")
+    return _starter[0]
 
 
 def ployzctl(cluster: Cluster, *args: str, stdin: str | None = None,
              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ployzctl", *args], input=stdin, capture_output=True, text=True,
-                          env={**os.environ, **cluster.environment()}, timeout=900, check=False)
+    """``ployzctl ARGS`` as the operator on machine-a, its output captured."""
+    return starter().run(args, {**os.environ, **cluster.environment()}, input=stdin,
+                         timeout=900)
+
+
+def ployzctl_process(cluster: Cluster, *args: str) -> StartedProcess:
+    """``ployzctl ARGS`` running in the background, read as it goes."""
+    return starter().popen(args, {**os.environ, **cluster.environment()})
 
 
 def dump(cluster: Cluster) -> list[tuple[Any, ...]]:

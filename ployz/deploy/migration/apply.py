@@ -86,7 +86,7 @@ from ployz.deploy.run import (
     settle_unfinished,
     unfinished,
 )
-from ployz.deploy.specs import service_fact
+from ployz.deploy.specs import service_address, service_fact
 from ployz.deploy.undo import other_deploys
 
 
@@ -176,6 +176,8 @@ class _Phases:
         self.cutover: dict[str, float] = {}
         self.container = ""
         """The target container, created at the end of pre-copy."""
+        self.address = service_address(cp, plan.ref.namespace, plan.ref.service)
+        """The service's stable address: the target container takes it over."""
         self.quotas = {name: v.quota for name, v in cp.namespace(plan.ref.namespace)
                        .volumes.items()}
         """Set on each target dataset by its full receive, as a deploy sets them at creation."""
@@ -285,7 +287,8 @@ class _Phases:
         """Mounts the received datasets and creates the container on the target, unstarted."""
         self.container = prepare_container(
             self.target, self.plan.manifest, self.plan.ref.service, self.run.deploy_id,
-            self.plan.room.pool, {v.name: v.target_dataset for v in self.record.volumes})
+            self.plan.room.pool, {v.name: v.target_dataset for v in self.record.volumes},
+            self.address)
         self.run.emit(step(f"created {self.container} on {self.plan.target} (starts after "
                            "the fence)"))
 
@@ -304,7 +307,7 @@ class _Phases:
         state = self.cp.namespace(ns)
         manifest = self.plan.manifest
         service = service_fact(ns, next(s for s in manifest.services
-                                        if s.name == self.plan.ref.service))
+                                        if s.name == self.plan.ref.service), self.address)
         changes: list[Change] = []
         for volume in self.record.volumes:
             evidence = volume.evidence

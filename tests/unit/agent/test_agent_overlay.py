@@ -14,6 +14,8 @@ import pytest
 from ployz.agent.overlay import (
     OverlayKeeper,
     PeerFact,
+    RoutingFacts,
+    ServiceFact,
     reconcile,
     resolve_endpoint,
     wanted_peers,
@@ -128,10 +130,14 @@ def test_a_machine_removed_from_the_cluster_drops_every_peer(caplog: pytest.LogC
 
 
 class FakeFacts:
-    """Machine facts that change when told to, and that can be made to fail."""
+    """Machine and service facts that change when told to, and that can be made to fail; the
+    acknowledgements they were given."""
 
     def __init__(self, machines: list[PeerFact]) -> None:
         self.machines_now = machines
+        self.services_now: list[ServiceFact] = []
+        self.versions_now: dict[str, int] = {}
+        self.acknowledged: list[dict[str, int]] = []
         self.changed = threading.Event()
         self.failing = False
         self.opened = 0
@@ -143,10 +149,14 @@ class FakeFacts:
             raise ConnectionError("control plane down")
         return self
 
-    def machines(self) -> list[PeerFact]:
+    def read(self) -> RoutingFacts:
         if self.failing:
             raise ConnectionError("control plane down")
-        return list(self.machines_now)
+        return RoutingFacts(list(self.machines_now), list(self.services_now),
+                            dict(self.versions_now))
+
+    def acknowledge(self, versions: dict[str, int]) -> None:
+        self.acknowledged.append(versions)
 
     def wait(self, timeout_s: float) -> bool:
         if self.changed.wait(timeout_s):
@@ -184,3 +194,54 @@ def test_keeper_follows_changes_survives_failures_and_stops_promptly():
         started = time.monotonic()
         keeper.stop()
     assert time.monotonic() - started < 1.0
+
+
+def test_a_service_address_is_allowed_to_the_peer_it_is_routed_to():
+    services = [ServiceFact("shop", "web", "10.214.0.5", "machine-b"),
+                ServiceFact("shop", "db", "10.214.0.6", "machine-a")]
+    wanted = wanted_peers("machine-a", CLUSTER, services=services)
+    assert wanted["machine-b"].allowed_ips == ("10.212.0.2/32", "10.213.2.0/24",
+                                               "10.214.0.5/32")
+    assert wanted["machine-c"].allowed_ips == ("10.212.0.3/32", "10.213.3.0/24")
+    # Its own services are not a peer's: the local bridge holds them.
+    assert all("10.214.0.6/32" not in p.allowed_ips for p in wanted.values())
+
+
+class FakeRouting:
+    """Local routing that records what it was given, and can be made to fail."""
+
+    def __init__(self) -> None:
+        self.applied: list[list[ServiceFact]] = []
+        self.failing = False
+
+    def apply(self, machine_id: str, services: list[ServiceFact]) -> list[str]:
+        if self.failing:
+            raise OSError("gateway away")
+        self.applied.append(services)
+        return [f"{len(services)} services"]
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_keeper_acknowledges_a_commit_only_once_all_of_its_routing_is_applied():
+    link, facts, routing = FakeLink(), FakeFacts(CLUSTER), FakeRouting()
+    facts.versions_now = {"shop": 6}
+    moved = ServiceFact("shop", "web", "10.214.0.5", "machine-c")
+    keeper = OverlayKeeper("machine-a", lambda: link, facts.open, resync_s=0.2,
+                           open_routing=lambda: routing)
+    keeper.start()
+    try:
+        eventually(lambda: facts.acknowledged == [{"shop": 6}])
+        routing.failing = True
+        facts.services_now, facts.versions_now = [moved], {"shop": 7}
+        facts.changed.set()
+        # The peers follow, but a pass whose routing failed acknowledges nothing.
+        eventually(lambda: "10.214.0.5/32" in link.table[KEYS["c"]].allowed_ips)
+        time.sleep(0.5)
+        assert facts.acknowledged == [{"shop": 6}]
+        routing.failing = False
+        eventually(lambda: facts.acknowledged[-1:] == [{"shop": 7}])
+        assert routing.applied[-1] == [moved]
+    finally:
+        keeper.stop()
