@@ -9,6 +9,7 @@ from ployz.deploy.events import (
     Done,
     Event,
     Phase,
+    RoutesConfirmed,
     RunCommitted,
     Started,
     Step,
@@ -65,6 +66,14 @@ def describe_event(event: Event) -> str:
                 f"(deploy {event.deploy_id})")
     if isinstance(event, RunCommitted):
         return f"committed deploy {event.deploy_id} as #{event.commit}"
+    if isinstance(event, RoutesConfirmed):
+        confirmed = ", ".join(event.confirmed) or "no machine"
+        line = (f"routing of commit #{event.version} applied by {confirmed} "
+                f"({event.seconds:.1f} s)")
+        if event.missing:
+            line += (f"; NOT confirmed by {', '.join(event.missing)} in time: they still route "
+                     f"{event.namespace} as before until their agents apply it")
+        return line
     if isinstance(event, Done):
         total = event.cutover_s.get("total")
         window = f"; cutover {total:.1f} s" if total is not None else ""

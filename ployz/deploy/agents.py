@@ -20,6 +20,8 @@ from ployz.control.plane import ControlPlane
 from ployz.transfer.addresses import format_address
 
 DEFAULT_AGENT_PORT = 7070
+ROUTE_WAIT_S = 30.0
+"""How long a commit waits for the live machines' agents to apply its routing."""
 
 
 def agent_address(machine: Machine, port: int = DEFAULT_AGENT_PORT) -> str:
@@ -41,18 +43,29 @@ class AgentLookup(Protocol):
 
     def agent(self, machine: Machine) -> Agent: ...
 
+    @property
+    def route_wait_s(self) -> float:
+        """How long a commit waits for these agents to acknowledge its routing."""
+        ...
+
 
 class AgentDirectory(AgentLookup):
     """One signed client per machine for the length of a run; close it when done."""
 
-    def __init__(self, key: Ed25519PrivateKey, port: int = DEFAULT_AGENT_PORT) -> None:
+    def __init__(self, key: Ed25519PrivateKey, port: int = DEFAULT_AGENT_PORT,
+                 route_wait_s: float = ROUTE_WAIT_S) -> None:
         self._key = key
         self._port = port
+        self._route_wait_s = route_wait_s
         self._agents: dict[str, RemoteAgent] = {}
 
     @property
     def key(self) -> Ed25519PrivateKey:
         return self._key
+
+    @property
+    def route_wait_s(self) -> float:
+        return self._route_wait_s
 
     def agent(self, machine: Machine) -> RemoteAgent:
         agent = self._agents.get(machine.id)

@@ -125,6 +125,28 @@ class QuotaChangeUnsupported(PlanError):
         )
 
 
+class NotADnsLabel(PlanError):
+    """A name every machine's DNS must answer (``<service>.<namespace>.ployz.internal``) is
+    not a DNS label."""
+
+    def __init__(self, path: str, what: str, name: str) -> None:
+        self.name = name
+        super().__init__(
+            path, f"{what} {name!r} cannot be answered by DNS as part of "
+            f"<service>.<namespace>.ployz.internal: a DNS label is 1-63 letters, digits and "
+            "'-', neither starting nor ending with '-'")
+
+
+class GatewayHostClaimed(PlanError):
+    """Another service already answers to this gateway host."""
+
+    def __init__(self, path: str, host: str, holder: str) -> None:
+        self.host = host
+        self.holder = holder
+        super().__init__(path, f"gateway host {host!r} belongs to service {holder}: each host "
+                               "reaches one service; choose another or remove it there first")
+
+
 class ImageNotOnMachine(DeployError):
     """A service's image is not in its machine's Docker (images are loaded, never pulled)."""
 

@@ -101,6 +101,18 @@ class RunCommitted(Event):
     commit: int
 
 
+class RoutesConfirmed(Event):
+    """Which live machines applied the routing of the run's commit (``version``), and which
+    had not when the bounded wait ended."""
+
+    KIND = "routes"
+    namespace: str
+    version: int
+    confirmed: list[str]
+    missing: list[str]
+    seconds: float
+
+
 class Done(Event):
     """A migration ended committed: where the service runs now, and its cutover."""
 
@@ -112,6 +124,8 @@ class Done(Event):
     target: str
     cutover_s: dict[str, float]
     seconds: float | None
+    routes: dict[str, Any] | None = None
+    """The commit's route confirmation (version, confirmed, missing, seconds)."""
 
 
 class Recover(Event):

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ployz.control.models import Machine, utcnow
+from ployz.control.names import service_name
 from ployz.control.plane import ControlPlane
 
 LIVENESS_WINDOW = timedelta(seconds=30)
@@ -70,6 +71,9 @@ def service_rows(cp: ControlPlane, namespace: str | None = None) -> list[dict[st
                     for volume, path in sorted(mounts.items())
                 ],
                 "route": route.machine if route else None,
+                "address": service.address,
+                "dns": service_name(state.namespace, name),
+                "http_host": service.http.host if service.http else None,
                 "commit": state.commit_seq,
             })
     return rows

@@ -253,6 +253,7 @@ def consistency_issues(manifest: Manifest) -> list[Issue]:
     """Problems that no single field shows: names, mounts, owners and intents that disagree."""
     issues = _duplicates("volumes", [v.name for v in manifest.volumes])
     issues += _duplicates("services", [s.name for s in manifest.services])
+    issues += _duplicate_hosts(manifest.services)
     volumes = {v.name: v for v in manifest.volumes}
     mounted_by: dict[str, list[str]] = {name: [] for name in volumes}
     for i, service in enumerate(manifest.services):
@@ -296,6 +297,21 @@ def _duplicates(field: str, names: list[str]) -> list[Issue]:
             issues.append(Issue(f"{field}[{i}].name",
                                 f"duplicate name {name!r} (also {field}[{first[name]}])"))
         first.setdefault(name, i)
+    return issues
+
+
+def _duplicate_hosts(services: list[ManifestService]) -> list[Issue]:
+    first: dict[str, int] = {}
+    issues = []
+    for i, service in enumerate(services):
+        if service.http is None:
+            continue
+        host = service.http.host
+        if host in first:
+            issues.append(Issue(f"services[{i}].http.host",
+                                f"gateway host {host!r} is also services[{first[host]}]'s: a "
+                                "host reaches one service"))
+        first.setdefault(host, i)
     return issues
 
 

@@ -13,12 +13,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ployz.control.models import Machine, NamespaceState, Service, Volume
+from ployz.control.names import is_dns_label
 from ployz.control.plane import ControlPlane
 from ployz.deploy.errors import (
+    GatewayHostClaimed,
     InsufficientCapacity,
     MachineDraining,
     MachineSilent,
     MoveSourceMismatch,
+    NotADnsLabel,
     QuotaChangeUnsupported,
     UnknownPlacement,
     VolumeOwnerConflict,
@@ -95,14 +98,20 @@ class DeployPlan:
 def make_plan(manifest: Manifest, cp: ControlPlane) -> DeployPlan:
     """The plan of ``manifest`` against the control plane's current facts."""
     machines = {m.id: m for m in cp.list_machines()}
-    return plan_against(manifest, machines, cp.namespace(manifest.namespace))
+    claims = {s.http.host: f"{s.namespace}/{s.name}" for other in cp.list_namespaces()
+              if other.namespace != manifest.namespace
+              for s in other.services.values() if s.http is not None}
+    return plan_against(manifest, machines, cp.namespace(manifest.namespace), claims)
 
 
 def plan_against(
-    manifest: Manifest, machines: Mapping[str, Machine], state: NamespaceState
+    manifest: Manifest, machines: Mapping[str, Machine], state: NamespaceState,
+    gateway_hosts: Mapping[str, str] | None = None,
 ) -> DeployPlan:
-    """The plan against given facts (what :func:`make_plan` reads, passed in for tests)."""
+    """The plan against given facts (what :func:`make_plan` reads, passed in for tests);
+    ``gateway_hosts`` are the hosts other namespaces' services answer to (host -> ``ns/name``)."""
     _check_machines_known(manifest, machines)
+    _check_routing(manifest, gateway_hosts or {})
     volumes = tuple(
         _volume_action(i, volume, manifest, state.volumes.get(volume.name))
         for i, volume in enumerate(manifest.volumes)
@@ -134,6 +143,19 @@ def _check_machines_known(manifest: Manifest, machines: Mapping[str, Machine]) -
     for path, machine in references:
         if machine not in machines:
             raise UnknownPlacement(path, machine, known)
+
+
+def _check_routing(manifest: Manifest, gateway_hosts: Mapping[str, str]) -> None:
+    """What every machine's DNS and gateway could not serve: names that are not DNS labels,
+    and a gateway host another namespace's service answers to."""
+    if not is_dns_label(manifest.namespace):
+        raise NotADnsLabel("namespace", "namespace", manifest.namespace)
+    for i, service in enumerate(manifest.services):
+        if not is_dns_label(service.name):
+            raise NotADnsLabel(f"services[{i}].name", "service name", service.name)
+        holder = gateway_hosts.get(service.http.host) if service.http is not None else None
+        if service.http is not None and holder is not None:
+            raise GatewayHostClaimed(f"services[{i}].http.host", service.http.host, holder)
 
 
 def _volume_action(

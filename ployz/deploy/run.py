@@ -24,7 +24,7 @@ import contextlib
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from pydantic import BaseModel
@@ -46,9 +46,11 @@ from ployz.deploy.events import (
     Phase,
     Recover,
     RolledBack,
+    RoutesConfirmed,
     RunCommitted,
     step,
 )
+from ployz.deploy.routes import RouteConfirmation, wait_for_routes
 
 DEPLOY_LOCK_TTL_S = 1800.0
 """ployz's 30 minutes, renewed while a run holds the lock."""
@@ -234,6 +236,8 @@ class DeployRun(Generic[R]):
         self.record = record
         self.keeper = keeper
         self.emit = emit
+        self.routes: RouteConfirmation | None = None
+        """Set once the commit's routing was waited for."""
 
     @property
     def deploy_id(self) -> str:
@@ -268,6 +272,9 @@ class DeployRun(Generic[R]):
                 raise self._aborted(exc) from exc
             seq = landed
         self.emit(RunCommitted(deploy_id=self.deploy_id, commit=seq))
+        self.routes = wait_for_routes(self.cp, self.record.namespace, seq,
+                                      self.agents.route_wait_s)
+        self.emit(RoutesConfirmed(**asdict(self.routes)))
         _finish(self.cp, self.kind, self.record, self.agent_of, seq, self.emit)
         return seq
 

@@ -1,4 +1,6 @@
-"""``ployzctl service ls``: deployed services, where they run and the volumes they mount."""
+"""``ployzctl service ls``: deployed services, where they run, their stable address (answered
+by every machine's DNS as ``<service>.<namespace>.ployz.internal``), their gateway host and
+the volumes they mount."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from ployzctl.commands import SUMMARIES
 from ployzctl.config import add_control_argument, open_control, reported
 from ployzctl.output import print_json, print_table
 
-_COLUMNS = ("NAMESPACE", "SERVICE", "MACHINE", "IMAGE", "VOLUMES", "COMMIT")
+_COLUMNS = ("NAMESPACE", "SERVICE", "MACHINE", "ADDRESS", "HTTP HOST", "IMAGE", "VOLUMES",
+            "COMMIT")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +33,8 @@ def _ls(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print_table(_COLUMNS, [
-        (r["namespace"], r["name"], r["machine"], r["image"],
+        (r["namespace"], r["name"], r["machine"], r["address"] or "-", r["http_host"] or "-",
+         r["image"],
          ", ".join(f"{v['name']}:{v['path']}" for v in r["volumes"]) or "-", r["commit"])
         for r in rows
     ])

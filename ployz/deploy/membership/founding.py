@@ -20,7 +20,9 @@ from ployz.control.models import ClusterInfo, Machine
 from ployz.control.nats_server import NatsServerConfig, new_credentials
 from ployz.control.url import redact_url
 from ployz.deploy.membership import daemons
+from ployz.deploy.membership.gateway import start_gateway
 from ployz.deploy.membership.local import (
+    GATEWAY_DAEMON,
     NATS_DAEMON,
     REPLICA_DAEMON,
     WIREGUARD_PORT,
@@ -101,6 +103,7 @@ def init_machine(options: InitOptions) -> Membership:
             trust=cluster.trust, docker_socket=options.docker_socket,
             nats=options.control == "nats")
         home.save(config)
+        started[GATEWAY_DAEMON] = start_gateway(home, endpoint)
         agent = home.agent_daemon(config)
         started[agent.name] = daemons.start(agent)
         wait_for_agent(agent, config)

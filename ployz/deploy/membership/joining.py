@@ -23,7 +23,13 @@ from ployz.control.url import redact_url
 from ployz.deploy.membership import daemons, tokens
 from ployz.deploy.membership.errors import MembershipError
 from ployz.deploy.membership.founding import Membership, with_port
-from ployz.deploy.membership.local import REPLICA_DAEMON, MachineConfig, MachineHome
+from ployz.deploy.membership.gateway import start_gateway
+from ployz.deploy.membership.local import (
+    GATEWAY_DAEMON,
+    REPLICA_DAEMON,
+    MachineConfig,
+    MachineHome,
+)
 from ployz.deploy.membership.reachability import (
     OVERLAY_S,
     connects,
@@ -78,6 +84,7 @@ def join_machine(options: JoinOptions) -> Membership:
             trust=cluster.trust, docker_socket=options.docker_socket,
             nats=REPLICA_DAEMON in started)
         home.save(config)
+        started[GATEWAY_DAEMON] = start_gateway(home, endpoint)
         agent = home.agent_daemon(config)
         started[agent.name] = daemons.start(agent)
         wait_for_agent(agent, config)

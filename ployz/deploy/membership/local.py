@@ -34,6 +34,7 @@ WIREGUARD_PORT = 51820
 AGENT_DAEMON = "ployzd"
 NATS_DAEMON = "ployz-nats"
 REPLICA_DAEMON = "ployz-nats-replica"
+GATEWAY_DAEMON = "ployz-gateway"
 
 ControlKind = Literal["sqlite", "nats"]
 
@@ -157,6 +158,32 @@ class MachineHome:
         return Daemon(name=name, argv=(binary, "-c", str(config)), home=self.root,
                       description=description)
 
+    @property
+    def gateway_dir(self) -> Path:
+        return self.root / "gateway"
+
+    @property
+    def gateway_config(self) -> Path:
+        return self.gateway_dir / "haproxy.cfg"
+
+    @property
+    def gateway_socket(self) -> Path:
+        return self.gateway_dir / "runtime.sock"
+
+    @property
+    def gateway_map(self) -> Path:
+        return self.gateway_dir / "hosts.map"
+
+    def gateway_daemon(self) -> Daemon:
+        """The machine's HTTP gateway, HAProxy on the configuration ``init``/``join`` wrote."""
+        binary = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
+        if binary is None:
+            raise MembershipError("haproxy is not installed (Debian package haproxy): every "
+                                  "machine runs the cluster's HTTP gateway")
+        return Daemon(name=GATEWAY_DAEMON, argv=(binary, "-W", "-db", "-f",
+                                                 str(self.gateway_config)),
+                      home=self.root, description="ployz gateway (HAProxy)")
+
     def agent_daemon(self, config: MachineConfig) -> Daemon:
         """The agent's command line: everything it needs comes from the membership, so the same
         membership always gives the same unit."""
@@ -173,6 +200,8 @@ class MachineHome:
             "--wireguard-key", str(self.wireguard_key),
             "--wireguard-port", config.endpoint.rsplit(":", 1)[1],
             "--overlay", f"{config.overlay_ip}/{prefix}",
+            "--gateway-socket", str(self.gateway_socket),
+            "--gateway-map", str(self.gateway_map),
         ]
         if config.docker_socket:
             argv += ["--docker-socket", config.docker_socket]

@@ -33,7 +33,7 @@ one machine.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ployz.agent.api import Agent, int_prop
@@ -101,10 +101,14 @@ class MigrationResult:
     final_snapshot, final_send, start, ready), and ``total``."""
     seconds: float | None = None
     """The whole run, lock to lock release; None for a run that only finished a cleanup."""
+    routes: dict[str, Any] | None = None
+    """Which live machines confirmed the commit's routing (None: a run that only finished a
+    cleanup did not wait)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"deploy_id": self.deploy_id, "commit": self.commit_seq, "source": self.source,
-                "target": self.target, "cutover_s": self.cutover, "seconds": self.seconds}
+                "target": self.target, "cutover_s": self.cutover, "seconds": self.seconds,
+                "routes": self.routes}
 
 
 def migrate(
@@ -133,7 +137,8 @@ def migrate(
             seq = run.execute(phases, started=Started(deploy_id=run.deploy_id,
                                                       plan=plan.to_json()))
             result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
-                                     phases.cutover)
+                                     phases.cutover,
+                                     routes=asdict(run.routes) if run.routes else None)
     result.seconds = round(time.monotonic() - started, 3)
     emit(Done(**result.to_json()))
     return result

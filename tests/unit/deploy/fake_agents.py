@@ -342,6 +342,8 @@ class FakeCluster:
 
     def __init__(self, machine_ids: list[str], free: int = 10 << 30) -> None:
         self.key = Ed25519PrivateKey.generate()
+        self.route_wait_s = 0.0
+        """No agent acknowledges routing here: a commit names the machines, without waiting."""
         self.calls: list[str] = []
         self.failures: dict[tuple[str, str], BaseException] = {}
         self.machines = {m: FakeMachine(self, m, m, free) for m in machine_ids}

@@ -163,6 +163,13 @@ MINIMAL = textwrap.dedent("""
         (MINIMAL.replace('image = "img"', 'image = "img"\ncommand = []'),
          "services[0].template.command", "at least 1 item"),
         ('namespace = "shop"\n', "services", "field required"),
+        (MINIMAL.replace('image = "img"', 'image = "img"\nports = [0]'),
+         "services[0].template.ports[0]", "greater than or equal to 1"),
+        (MINIMAL.replace('image = "img"', 'image = "img"\nports = [80]')
+         + '[services.http]\nhost = "-bad-.example"\nport = 80\n', "services[0].http.host",
+         "is not a host name"),
+        (MINIMAL + '[services.http]\nhost = "shop.example"\n', "services[0].http.port",
+         "field required"),
         ("namespace = [", "", "not valid TOML"),
         ('{"namespace": ', "", "not valid JSON"),
     ],
@@ -196,6 +203,14 @@ def test_every_problem_is_reported_at_once():
          "must be the volume's owner 'machine-a'"),
         (MINIMAL + '[intent.volumes.db.move]\nfrom_machine = "machine-a"\n'
          'to_machine = "machine-a"\n', "intent.volumes.db.move", "both 'machine-a'"),
+        (MINIMAL.replace('image = "img"', 'image = "img"\nports = [8080]')
+         + '[services.http]\nhost = "shop.example"\nport = 9090\n', "services[0].http.port",
+         "9090 is not one of the service's ports (template.ports: [8080])"),
+        (MINIMAL.replace('image = "img"', 'image = "img"\nports = [80]')
+         + '[services.http]\nhost = "shop.example"\nport = 80\n'
+         + '[[services]]\nname = "two"\nplacement = "machine-a"\n[services.template]\n'
+         'image = "img"\nports = [80]\n[services.http]\nhost = "SHOP.example"\nport = 80\n',
+         "services[1].http.host", "gateway host 'shop.example' is also services[0]'s"),
     ],
 )
 def test_inconsistent_manifest_is_reported_with_its_path(text: str, path: str, message: str):

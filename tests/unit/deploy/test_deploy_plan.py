@@ -19,10 +19,12 @@ from ployz.control import (
     open_control_plane,
 )
 from ployz.deploy.errors import (
+    GatewayHostClaimed,
     InsufficientCapacity,
     MachineDraining,
     MachineSilent,
     MoveSourceMismatch,
+    NotADnsLabel,
     QuotaChangeUnsupported,
     UnknownPlacement,
     VolumeOwnerConflict,
@@ -232,3 +234,46 @@ def test_quota_change_of_an_existing_volume_is_refused(cp: ControlPlane):
     with pytest.raises(QuotaChangeUnsupported) as excinfo:
         make_plan(manifest(**{'quota = "1G"': 'quota = "2G"'}), cp)
     assert excinfo.value.path == "volumes[0].quota"
+
+
+WEB = textwrap.dedent("""
+    namespace = "{namespace}"
+    [[services]]
+    name = "{name}"
+    placement = "machine-a"
+    [services.template]
+    image = "img:1"
+    ports = [8080]
+    [services.http]
+    host = "{host}"
+    port = 8080
+""")
+
+
+def web(namespace: str = "site", name: str = "web", host: str = "www.example") -> Manifest:
+    return parse_manifest(WEB.format(namespace=namespace, name=name, host=host), "web.toml")
+
+
+@pytest.mark.parametrize(("namespace", "name", "path"), [
+    ("site-", "web", "namespace"), ("site", "web-", "services[0].name")])
+def test_a_name_dns_cannot_answer_is_refused_by_the_plan(cp: ControlPlane, namespace: str,
+                                                         name: str, path: str):
+    with pytest.raises(NotADnsLabel) as refused:
+        make_plan(web(namespace, name), cp)
+    assert refused.value.path == path
+    assert "<service>.<namespace>.ployz.internal" in str(refused.value)
+
+
+def test_a_gateway_host_of_another_namespace_is_refused(cp: ControlPlane):
+    seed(cp, web("site", host="www.example"))
+    assert make_plan(web("site", host="www.example"), cp).changes_anything is False
+    with pytest.raises(GatewayHostClaimed) as refused:
+        make_plan(web("other", host="WWW.example"), cp)
+    assert refused.value.holder == "site/web" and refused.value.path == "services[0].http.host"
+    assert make_plan(web("other", host="two.example"), cp).changes_anything
+
+
+def test_a_changed_gateway_host_replaces_the_service(cp: ControlPlane):
+    seed(cp, web(host="www.example"))
+    (action,) = make_plan(web(host="new.example"), cp).services
+    assert (action.kind, action.changes) == ("replace", ("http",))
