@@ -51,7 +51,7 @@ test-fuzz: setup
 # to build/fuzz/artifacts. Runs every harness, then fails if any found something.
 FUZZ_SECONDS ?= 600
 fuzz: setup
-	@status=0; for harness in frames handshake; do \
+	@status=0; for harness in frames handshake dns; do \
 		$(PY) tests/fuzz/run.py $$harness --seconds $(FUZZ_SECONDS) --asan || status=1; \
 	done; exit $$status
 

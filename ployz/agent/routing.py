@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from ployz.agent.overlay import ServiceFact
-from ployz.control.names import service_name
+from ployz.net.names import service_name
 
 
 class RouteTable(Protocol):

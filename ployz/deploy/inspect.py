@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ployz.control.models import Machine, utcnow
-from ployz.control.names import service_name
 from ployz.control.plane import ControlPlane
+from ployz.net.names import service_name
 
 LIVENESS_WINDOW = timedelta(seconds=30)
 """A machine whose last heartbeat is older than this is ``stale`` (agents beat every 10 s)."""

@@ -57,8 +57,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from ployz.control.models import IDENTIFIER_RULE, check_name
-from ployz.control.names import is_dns_name
 from ployz.deploy.errors import Issue, ManifestError
+from ployz.net.names import is_dns_name
 from ployz.runtime.model import (
     NAME_PATTERN,
     AbsolutePath,

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ployz.control.models import Machine, NamespaceState, Service, Volume
-from ployz.control.names import is_dns_label
 from ployz.control.plane import ControlPlane
 from ployz.deploy.errors import (
     GatewayHostClaimed,
@@ -28,6 +27,7 @@ from ployz.deploy.errors import (
 )
 from ployz.deploy.manifest import Manifest, ManifestVolume
 from ployz.deploy.specs import service_fact
+from ployz.net.names import is_dns_label
 
 VolumeActionKind = Literal["create", "keep", "move"]
 ServiceActionKind = Literal["start", "replace", "keep", "remove"]

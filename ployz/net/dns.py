@@ -23,6 +23,7 @@ import contextlib
 import logging
 import struct
 from collections.abc import Mapping
+from typing import cast
 
 import dns.exception
 import dns.flags
@@ -34,7 +35,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ployz.control.names import ZONE
+from ployz.net.names import ZONE
 
 PORT = 53
 TTL = 0
@@ -152,8 +153,8 @@ class _Datagrams(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # A datagram endpoint's transport (not all loops' classes derive from the ABC).
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = answer(data, self._server.records)

@@ -80,7 +80,8 @@ class ServiceRoutes:
                                 scope=_SCOPE_LINK)
         for destination in removed:
             try:
-                self._ipr.route("del", dst=destination, oif=index, proto=ROUTE_PROTOCOL)
+                self._ipr.route("del", dst=destination, oif=index, proto=ROUTE_PROTOCOL,
+                                scope=_SCOPE_LINK)
             except PyrouteNetlinkError as exc:
                 if exc.code != errno.ESRCH:  # ESRCH: removed by someone else meanwhile
                     raise NetlinkError(f"remove the route of {destination}", self.ifname,

@@ -10,7 +10,7 @@ fixed should then go under tests/fuzz/regressions/NAME/, which every run replays
 ``--asan`` then replays the whole corpus once over ``ployz._xfer`` built with AddressSanitizer,
 for memory errors that did not crash the normal build (``make fuzz`` does).
 
-Run: ``python tests/fuzz/run.py frames|handshake [--seconds N] [--work DIR] [--asan]``.
+Run: ``python tests/fuzz/run.py frames|handshake|dns [--seconds N] [--work DIR] [--asan]``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-HARNESSES = {"frames": HERE / "fuzz_frames.py", "handshake": HERE / "fuzz_handshake.py"}
+HARNESSES = {"frames": HERE / "fuzz_frames.py", "handshake": HERE / "fuzz_handshake.py",
+             "dns": HERE / "fuzz_dns.py"}
 # libFuzzer's settings per harness: a frame input holds a few whole frames of up to 64 KiB
-MAX_LEN = {"frames": 1 << 17, "handshake": 1 << 14}
+MAX_LEN = {"frames": 1 << 17, "handshake": 1 << 14, "dns": 1 << 12}
 PER_INPUT_TIMEOUT = 30  # s; each input takes milliseconds, so this only catches real hangs
 
 

@@ -78,11 +78,18 @@ def handshake_seeds() -> Iterator[bytes]:
     yield from fuzz_handshake.seeds()
 
 
+def dns_seeds() -> Iterator[bytes]:
+    """Queries as a resolver sends them, for names in and out of the zone."""
+    import fuzz_dns
+
+    yield from fuzz_dns.seeds()
+
+
 def write(kind: str, directory: Path) -> int:
     """Writes the seeds of ``kind`` into ``directory`` (named by content, so rewriting them
     beside an evolved corpus adds nothing twice); returns how many there are."""
     directory.mkdir(parents=True, exist_ok=True)
-    made = frame_seeds() if kind == "frames" else handshake_seeds()
+    made = {"frames": frame_seeds, "handshake": handshake_seeds, "dns": dns_seeds}[kind]()
     count = 0
     for seed in made:
         (directory / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
@@ -91,8 +98,8 @@ def write(kind: str, directory: Path) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("frames", "handshake"):
-        sys.exit("usage: seeds.py frames|handshake DIR")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("frames", "handshake", "dns"):
+        sys.exit("usage: seeds.py frames|handshake|dns DIR")
     print(f"{write(sys.argv[1], Path(sys.argv[2]))} seeds in {sys.argv[2]}")
 
 
