@@ -138,6 +138,20 @@ def test_watch_sees_only_its_kind(store: DocumentStore, writer: DocumentStore) -
         namespaces.close()
 
 
+def test_one_watch_of_two_kinds_wakes_for_either(store: DocumentStore,
+                                                 writer: DocumentStore) -> None:
+    watch = store.watch("machines", "namespaces")
+    try:
+        writer.create("namespaces", "shop", b"x")
+        assert watch.wait(PROMPT_S)
+        writer.create("machines", "machine-a", b"x")
+        assert watch.wait(PROMPT_S)
+        writer.create("deploys", "d1", b"x")
+        assert watch.wait(0.6) is False
+    finally:
+        watch.close()
+
+
 def test_a_closed_watch_and_store_close_in_any_order(control_url: str) -> None:
     opened = open_store(control_url)
     kept = opened.watch("machines")
