@@ -260,11 +260,14 @@ class Cluster:
 
     @staticmethod
     def _halt(machine: Machine) -> None:
-        """Stops every daemon of ``machine``: its agent and NATS servers, then Docker."""
+        """Stops every daemon of ``machine``: its agent, gateway and NATS servers, then
+        Docker."""
         home = machine.ployz_home
         config = home.load()
         if config is not None:
             daemons.stop(home.agent_daemon(config))
+            if home.gateway_config.exists():
+                daemons.stop(home.gateway_daemon())
             if home.nats_config.exists():
                 daemons.stop(home.nats_daemon())
             if home.replica_config.exists():

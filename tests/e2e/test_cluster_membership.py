@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from ployz.control import open_control_plane
+from ployz.control import ControlPlane, open_control_plane
 from ployz.control.store import KINDS
 from ployz.control.url import nats_servers, open_store
 from ployz.deploy.inspect import service_rows
@@ -92,18 +92,13 @@ class Joined:
 
 
 @pytest.fixture(scope="module")
-def machine_c(cluster: Cluster) -> Joined:
-    """A third machine, joined with a token from ``machine invite``: its join moves the control
-    plane onto three replicated servers. It has no Docker (a member need not run services; a
-    drain passes it by), which saves its daemons' start under emulation. It stays: it runs one
-    of the servers, and this module is the session's last."""
-    machine = cluster.prepare_machine(docker=False)
-    cluster.join(machine)
-    return Joined(machine, cluster.join_tokens[machine.id])
+def third(cluster: Cluster, machine_c: Machine) -> Joined:
+    """The session's third machine (see the conftest), and the token it joined with."""
+    return Joined(machine_c, cluster.join_tokens[machine_c.id])
 
 
 @pytest.fixture(scope="module")
-def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
+def spare(cluster: Cluster, third: Joined) -> Iterator[Machine]:
     """A machine with its wires and pool ready that never joins: where bad joins are tried
     (no Docker: it never runs a service)."""
     machine = cluster.prepare_machine(docker=False)
@@ -112,7 +107,7 @@ def spare(cluster: Cluster, machine_c: Joined) -> Iterator[Machine]:
 
 
 @pytest.fixture(scope="module")
-def machine_d(cluster: Cluster, machine_c: Joined,
+def machine_d(cluster: Cluster, third: Joined,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     """The story of a fourth machine: it joins after a service exists, the service moves to
     it, it is drained and removed. Its steps are checked by the tests that take it."""
@@ -146,6 +141,16 @@ def join(machine: Machine, token: str, machine_id: str | None = None,
         capture_output=True, text=True, check=False, timeout=600)
 
 
+def service_addresses_by_machine(cp: ControlPlane) -> dict[str, set[str]]:
+    """The ``/32`` of every service address, by the machine its route points to (earlier
+    modules' services stay in the control plane: their containers go, their facts stay)."""
+    routed: dict[str, set[str]] = {}
+    for row in service_rows(cp):
+        if row["address"] is not None:
+            routed.setdefault(row["route"], set()).add(f"{row['address']}/32")
+    return routed
+
+
 def host_of(cluster: Cluster, namespace: str) -> Machine:
     """The machine the control plane places the namespace's one service on."""
     with open_control_plane(cluster.control_url) as cp:
@@ -154,7 +159,7 @@ def host_of(cluster: Cluster, namespace: str) -> Machine:
 
 
 def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
-        cluster: Cluster, machine_c: Joined) -> None:
+        cluster: Cluster, third: Joined) -> None:
     wait_for("every machine has every other as its WireGuard peers", lambda: meshed(cluster))
     rows = machine_rows(cluster)
     assert set(rows) == {"machine-a", "machine-b", "machine-c"}
@@ -167,17 +172,19 @@ def test_three_machines_formed_by_init_invite_join_are_alive_through_nats(
     assert meshed(cluster)
     with open_control_plane(cluster.control_url) as cp:
         facts = {m.id: m for m in cp.list_machines()}
+        routed = service_addresses_by_machine(cp)
     for machine in cluster.machines:
         shown = peer_rows(machine)
         for other in (f for f in facts.values() if f.id != machine.id):
             assert other.wireguard_key is not None
             peer = shown[other.wireguard_key]
+            wanted = {f"{other.overlay_ip}/32", other.subnet, *routed.get(other.id, ())}
             assert (peer.endpoint, peer.allowed_ips, peer.keepalive) == (
-                other.endpoint, {f"{other.overlay_ip}/32", other.subnet}, "25"), machine.id
+                other.endpoint, wanted, "25"), machine.id
 
 
 def test_the_third_join_moved_the_control_plane_onto_three_replicated_servers(
-        cluster: Cluster, machine_c: Joined) -> None:
+        cluster: Cluster, third: Joined) -> None:
     """Each of the three machines runs a JetStream server, every bucket is replicated on all
     three, the first machine's single server is sealed and points there, and the agents of
     machine-a and machine-b rewrote their control files to the new URL by themselves."""
@@ -218,9 +225,9 @@ def _refused_without_change(cluster: Cluster, spare: Machine, token: str,
     return done.stderr
 
 
-def test_a_used_token_is_refused(cluster: Cluster, machine_c: Joined, spare: Machine) -> None:
+def test_a_used_token_is_refused(cluster: Cluster, third: Joined, spare: Machine) -> None:
     """machine-c's token, spent when it joined, fails for any other machine."""
-    message = _refused_without_change(cluster, spare, machine_c.token, "machine-y")
+    message = _refused_without_change(cluster, spare, third.token, "machine-y")
     assert "was used by machine 'machine-c'" in message
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from ployz.agent.control_link import ControlLocation, ControlPlaneMachines, control_plane_heartbeat
+from ployz.agent.control_link import ControlLocation, ControlPlaneFacts, control_plane_heartbeat
 from ployz.control import (
     ControlPlaneMoved,
     Machine,
@@ -132,19 +132,19 @@ def test_the_agents_control_link_follows_the_move_and_rewrites_its_control_file(
     heartbeat = control_plane_heartbeat(location)
     facts = {"pool_free": 10, "pool_used": 5, "containers": 0}
     heartbeat("machine-a", facts)
-    machines = ControlPlaneMachines(location)
+    machines = ControlPlaneFacts(location, "machine-a")
     try:
-        assert [m.machine_id for m in machines.machines()] == ["machine-a"]
+        assert [m.machine_id for m in machines.read().machines] == ["machine-a"]
         move.run()
         # The next read follows the move, the control file then names the new servers, and
         # the watch made there sees changes there.
-        assert [m.machine_id for m in machines.machines()] == ["machine-a"]
+        assert [m.machine_id for m in machines.read().machines] == ["machine-a"]
         assert control_file.read_text() == new_url + "\n"
         with open_control_plane(new_url) as cp:
             cp.register_machine(Machine(id="machine-b", overlay_ip="10.210.1.2",
                                         subnet="10.210.2.0/24"))
         assert machines.wait(10) is True
-        assert [m.machine_id for m in machines.machines()] == ["machine-a", "machine-b"]
+        assert [m.machine_id for m in machines.read().machines] == ["machine-a", "machine-b"]
     finally:
         machines.close()
     # The heartbeat's own connection is still to the sealed store: refused there, the beat is
@@ -153,8 +153,8 @@ def test_the_agents_control_link_follows_the_move_and_rewrites_its_control_file(
     with open_control_plane(new_url) as cp:
         capacity = cp.get_machine("machine-a").capacity
         assert capacity is not None and capacity.pool_size == 25
-    reopened = ControlPlaneMachines(location)  # opened where the control file now points
+    reopened = ControlPlaneFacts(location, "machine-a")  # where the control file now points
     try:
-        assert [m.machine_id for m in reopened.machines()] == ["machine-a", "machine-b"]
+        assert [m.machine_id for m in reopened.read().machines] == ["machine-a", "machine-b"]
     finally:
         reopened.close()
