@@ -9,7 +9,7 @@ PACKAGES_BACKPORTS=(zfs-dkms zfsutils-linux libzfslinux-dev linux-image-amd64 li
   qemu-system-x86)
 PACKAGES_MAIN=(build-essential pkg-config python3-dev iproute2 busybox-static docker.io
   nats-server wireguard-tools wireguard-go mbuffer netcat-openbsd socat zstd iperf3
-  openssh-server openssh-client sanoid kmod libzstd-dev libxxhash-dev libssl-dev)
+  openssh-server openssh-client sanoid kmod libzstd-dev libxxhash-dev libssl-dev haproxy)
 
 sources=/etc/apt/sources.list.d/ployz-backports.sources
 need_update=0
