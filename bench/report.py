@@ -130,13 +130,14 @@ def targets(results: dict[str, Any]) -> list[str]:
     def speed(link: str, kind: str, name: str) -> float | None:
         return rate(links.get(link, {}).get(kind, {}).get(name, {"error": "absent"}))
 
-    def add(what: str, value: float | None, target: float, more_is_better: bool = True) -> None:
-        required = f"{'>=' if more_is_better else '<='} {target}x"
+    def add(what: str, value: float | None, target: float, more_is_better: bool = True,
+            unit: str = "x") -> None:
+        required = f"{'>=' if more_is_better else '<='} {target}{unit}"
         if value is None:
             rows.append((what, "n/a", required))
             return
         met = value >= target if more_is_better else value <= target
-        rows.append((what, f"{value:.3f}x {'(met)' if met else '(missed)'}", required))
+        rows.append((what, f"{value:.3f}{unit} {'(met)' if met else '(missed)'}", required))
 
     add("authenticated stream (codec none) vs mbuffer, loopback, mixed",
         over(speed("loopback", "mixed", "ployz_none"), speed("loopback", "mixed", "mbuffer")), 1.0)
@@ -169,8 +170,8 @@ def targets(results: dict[str, Any]) -> list[str]:
         add("ZFS through the engine vs local zfs send | zfs recv (incompressible)",
             over(zfs_rate(zfs, "ployz_auto", "incompressible"),
                  zfs_rate(zfs, "zfs_pipe", "incompressible")), 0.9)
-    for what, value, most in migration_targets(results.get("migration", {})):
-        add(what, value, most, more_is_better=False)
+    for what, value, most, unit in migration_targets(results.get("migration", {})):
+        add(what, value, most, more_is_better=False, unit=unit)
     return ["| target | this run | required |", "|---|---|---|",
             *[f"| {cell(a)} | {b} | {c} |" for a, b, c in rows], ""]
 
@@ -228,6 +229,16 @@ def window(entry: dict[str, Any]) -> float | None:
     return None if "error" in entry else entry["cutover_s"]["total"]
 
 
+def client_gap(entry: dict[str, Any]) -> float | None:
+    """What the client on the third machine saw: its last answer from the old instance to its
+    first from the new (None: not measured, or no answer on one side)."""
+    return None if "error" in entry else entry.get("client", {}).get("client_gap_s")
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def migration_table(migration: dict[str, Any]) -> list[str]:
     if "error" in migration:
         return [f"The migration benchmark could not run: {migration['error']}", ""]
@@ -235,30 +246,37 @@ def migration_table(migration: dict[str, Any]) -> list[str]:
            "a volume of each size, moved machine-a -> machine-b in the sandbox cluster (kernel "
            "WireGuard between network namespaces, inside the software-emulated VM). The window "
            "runs from the source container's stop to the target container's first healthy "
-           "answer; stop-first stops, snapshots, sends everything, creates and starts. "
-           "Steps in seconds.", "",
-           "| volume | migration | window (s) | ours / stop-first | " + " | ".join(STEPS)
-           + " | whole run (s) |", "|---|---|---|---|" + "---|" * (len(STEPS) + 1)]
+           "answer; stop-first stops, snapshots, sends everything, creates and starts, then "
+           "commits the move as migrate does. The client gap is what a client on machine-c "
+           "saw, asking every 50 ms by name, address and gateway in turn: from the old "
+           "instance's last answer to the new one's first, so it adds the commit and the route "
+           "flip on every machine to the window. Steps in seconds.", "",
+           "| volume | migration | window (s) | client gap (s) | ours / stop-first | "
+           + " | ".join(STEPS) + " | whole run (s) |",
+           "|---|---|---|---|---|" + "---|" * (len(STEPS) + 1)]
     for mib, runs in migration["sizes"].items():
         base = window(runs.get("stop_first", {"error": "absent"}))
         for name, label in (("ours", "ployzctl migrate apply"), ("stop_first", "stop-first")):
             entry = runs.get(name, {"error": "absent"})
             if "error" in entry:
                 out.append(f"| {mib} MiB | {label} | could not run: {cell(entry['error'])} |"
-                           + " |" * (len(STEPS) + 2))
+                           + " |" * (len(STEPS) + 3))
                 continue
             steps = entry["cutover_s"]
             ours = window(runs.get("ours", {"error": "absent"}))
             out.append(f"| {mib} MiB | {label} | {steps['total']:.1f} | "
+                       f"{seconds(client_gap(entry))} | "
                        f"{ratio(ours, base) if name == 'ours' else ''} | "
                        + " | ".join(f"{steps[s]:.1f}" if s in steps else "-" for s in STEPS)
                        + f" | {entry['seconds']:.1f} |")
     return [*out, ""]
 
 
-def migration_targets(migration: dict[str, Any]) -> list[tuple[str, float | None, float]]:
-    """(what, value, most allowed): the window's share of stop-first's at the largest size,
-    and its growth from the smallest size to the largest."""
+def migration_targets(migration: dict[str, Any],
+                      ) -> list[tuple[str, float | None, float, str]]:
+    """(what, value, most allowed, unit): the window's share of stop-first's at the largest
+    size and its growth from the smallest size to the largest; the client's gap beyond the
+    window at each size, and its growth."""
     sizes = sorted(migration.get("sizes", {}), key=int)
     if not sizes:
         return []
@@ -267,10 +285,21 @@ def migration_targets(migration: dict[str, Any]) -> list[tuple[str, float | None
     def of(runs: dict[str, Any], name: str) -> float | None:
         return window(runs.get(name, {"error": "absent"}))
 
+    def gap(runs: dict[str, Any]) -> float | None:
+        return client_gap(runs.get("ours", {"error": "absent"}))
+
+    def beyond(runs: dict[str, Any]) -> float | None:
+        measured, server = gap(runs), of(runs, "ours")
+        return None if measured is None or server is None else measured - server
+
     return [(f"migrate apply cutover window vs stop-first, {sizes[-1]} MiB",
-             over(of(high, "ours"), of(high, "stop_first")), 0.2),
+             over(of(high, "ours"), of(high, "stop_first")), 0.2, "x"),
             (f"migrate apply cutover window growth, {sizes[0]} -> {sizes[-1]} MiB",
-             over(of(high, "ours"), of(low, "ours")), 1.5)]
+             over(of(high, "ours"), of(low, "ours")), 1.5, "x"),
+            *[(f"client gap beyond the cutover window, {mib} MiB",
+               beyond(migration["sizes"][mib]), 0.5, " s") for mib in sizes],
+            (f"client gap growth, {sizes[0]} -> {sizes[-1]} MiB",
+             over(gap(high), gap(low)), 1.5, "x")]
 
 
 # -- micro-benchmarks -------------------------------------------------------------------------

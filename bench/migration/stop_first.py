@@ -3,7 +3,9 @@ sends all of it, then creates and starts the container on the target; the servic
 all of that. It goes through the same agents and the same transfer engine as ``migrate apply``,
 so the two windows differ only by what pre-copy and the prepared container take out of it.
 
-It does not touch the control plane: the benchmark throws the cluster away afterwards.
+Then it records the move in the control plane as ``migrate apply`` does (volume owner and
+dataset, placement and route, under the namespace's lock) and waits for every machine's routing
+to follow, so that a client on another machine sees both moves end the same way.
 """
 
 from __future__ import annotations
@@ -14,21 +16,56 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.api import Agent
+from ployz.control import (
+    ControlPlane,
+    PutService,
+    PutVolume,
+    Route,
+    SetRoute,
+    deploy_lock_name,
+)
 from ployz.deploy.manifest import parse_manifest
 from ployz.deploy.migration.snapshot_send import send_snapshot
 from ployz.deploy.migration.target import prepare_container
-from ployz.runtime.model import ServiceAddress, service_labels
+from ployz.deploy.routes import wait_for_routes
+from ployz.deploy.specs import service_address
+from ployz.runtime.model import service_labels
 
 SNAPSHOT = "stop-first"
 READY_TIMEOUT_S = 300.0
 
 
-def migrate_stop_first(source: Agent, target: Agent, key: Ed25519PrivateKey,
+ROUTE_WAIT_S = 30.0
+
+
+def commit_move(cp: ControlPlane, namespace: str, service: str, volume: str, target: str,
+                dataset: str) -> dict[str, Any]:
+    """The move as a commit, then the wait for the machines' routing; what the wait saw."""
+    lock = deploy_lock_name(namespace)
+    lease = cp.acquire(lock, "bench stop-first", 600)
+    try:
+        state = cp.namespace(namespace)
+        changes = [
+            PutVolume(volume=state.volumes[volume].model_copy(
+                update={"owner": target, "dataset": dataset})),
+            PutService(service=state.services[service].model_copy(update={"machine": target})),
+            SetRoute(route=Route(namespace=namespace, service=service, machine=target))]
+        seq = cp.commit(namespace, lease.token, changes).seq
+    finally:
+        cp.release(lock, lease.token)
+    routes = wait_for_routes(cp, namespace, seq, ROUTE_WAIT_S)
+    return {"version": routes.version, "confirmed": list(routes.confirmed),
+            "missing": list(routes.missing), "seconds": routes.seconds}
+
+
+def migrate_stop_first(cp: ControlPlane, source: Agent, target: Agent, key: Ed25519PrivateKey,
                        manifest_text: str, source_pool: str, target_pool: str,
-                       address: ServiceAddress) -> dict[str, Any]:
-    """Moves the manifest's one service (with its stable ``address``) and volume from
-    ``source`` to ``target``; returns the seconds of each step of the window and ``total``."""
+                       target_id: str) -> dict[str, Any]:
+    """Moves the manifest's one service and volume from ``source`` to ``target`` (machine
+    ``target_id``) and commits it; returns the seconds of each step of the window and
+    ``total``, and the routing's confirmation."""
     manifest = parse_manifest(manifest_text, "stop-first")
+    address = service_address(cp, manifest.namespace, manifest.services[0].name)
     (manifest_service,) = manifest.services
     labels = service_labels(manifest.namespace, manifest_service.name)
     (running,) = source.containers.list(labels)
@@ -64,5 +101,7 @@ def migrate_stop_first(source: Agent, target: Agent, key: Ed25519PrivateKey,
     lap("ready")
     window["total"] = round(mark - started, 3)
     received = sent.received
+    routes = commit_move(cp, manifest.namespace, manifest_service.name, volume.name, target_id,
+                         f"{target_pool}/{dataset}")
     return {"cutover_s": window, "seconds": window["total"], "bytes": received.bytes,
-            "wire_bytes": received.wire_bytes, "codec": received.codec}
+            "wire_bytes": received.wire_bytes, "codec": received.codec, "routes": routes}

@@ -1,12 +1,15 @@
 """Runs both migrations of a service under continuous writes for each volume size, and writes
 ``$PLOYZ_REPORTS/bench-migration.json``. Runs inside the ZFS VM (``make bench`` boots it), in a
-sandbox cluster of two machines whose overlay is kernel WireGuard between network namespaces:
+sandbox cluster of three machines whose overlay is kernel WireGuard between network namespaces:
 absolute times are emulation times, the ratio between the two windows is the result.
 
 For each size: ``ployzctl migrate apply`` of one deployment (its ``done`` event carries the
 window broken down by step, and the whole run's seconds), then the stop-first baseline
 (:mod:`.stop_first`) of a second, identical deployment. Between measurements the moved service
-is removed so the pools hold one volume at a time.
+is removed so the pools hold one volume at a time. Each move is watched by a client on
+machine-c (:mod:`ployz.sandbox.watch`) asking the service every 50 ms by name, by address and
+through the gateway: the gap between the old instance's last answer and the new one's first is
+the downtime a client saw, reported beside the server's window.
 
 Environment: ``PLOYZ_BENCH_MIGRATION_MIB`` (volume sizes, default ``256,1024``).
 """
@@ -18,6 +21,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,16 @@ from bench.migration.stop_first import migrate_stop_first
 from bench.migration.workload import deploy, manifest, ployzctl
 from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
-from ployz.deploy.specs import service_address
+from ployz.deploy.inspect import service_rows
 from ployz.runtime.model import service_labels
 from ployz.sandbox.cluster import Cluster, Machine
+from ployz.sandbox.watch import Watched, WatchingClient, answered, client_gap
 from ployz.transfer.keys import load_private_key
 
 AGENT_TIMEOUT_S = 600.0
+CLIENT_START_S = 120.0
+CLIENT_AFTER_S = 3.0
+"""How long the client goes on asking after a move has ended: past the routing's flip."""
 
 
 def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:
@@ -47,16 +55,47 @@ def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
     rounds = [{k: e[k] for k in ("kind", "bytes", "wire_bytes", "seconds", "codec")}
               for e in events if e["event"] == "transfer" and e["state"] == "done"]
     return {"cutover_s": events[-1]["cutover_s"], "seconds": events[-1]["seconds"],
-            "rounds": rounds}
+            "rounds": rounds, "routes": events[-1]["routes"]}
 
 
 def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:
     a, b = cluster.machines[:2]
+    with open_control_plane(cluster.control_url) as cp, agent(cluster, a) as source, \
+            agent(cluster, b) as target:
+        return migrate_stop_first(cp, source, target, load_private_key(cluster.operator_key),
+                                  manifest(namespace, mib), a.pool, b.pool, b.id)
+
+
+def instance(cluster: Cluster, machine: Machine, namespace: str) -> str:
+    """The hostname (short container id) the service's instance on ``machine`` answers."""
+    with agent(cluster, machine) as client:
+        (container,) = client.containers.list(service_labels(namespace))
+    return container.id[:12]
+
+
+def watched(cluster: Cluster, namespace: str, move: Callable[[str], dict[str, Any]],
+            work: Path) -> dict[str, Any]:
+    """``move(namespace)``'s result, with what a client on machine-c saw of it."""
+    a, b, c = cluster.machines[:3]
     with open_control_plane(cluster.control_url) as cp:
-        address = service_address(cp, namespace, "writer")
-    with agent(cluster, a) as source, agent(cluster, b) as target:
-        return migrate_stop_first(source, target, load_private_key(cluster.operator_key),
-                                  manifest(namespace, mib), a.pool, b.pool, address)
+        (row,) = service_rows(cp, namespace)
+    old = instance(cluster, a, namespace)
+    client = WatchingClient(c, Watched(namespace, "writer", row["address"], 8080,
+                                       f"{namespace}.bench", "/instance"),
+                            work / f"{namespace}-client.jsonl")
+    client.start()
+    try:
+        deadline = time.monotonic() + CLIENT_START_S
+        while not answered(client.records()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the client on machine-c never reached {namespace}")
+            time.sleep(0.5)
+        result = move(namespace)
+        time.sleep(CLIENT_AFTER_S)
+    finally:
+        records = client.stop()
+    result["client"] = client_gap(records, old, instance(cluster, b, namespace))
+    return result
 
 
 def remove(cluster: Cluster, namespace: str) -> None:
@@ -81,7 +120,7 @@ def measure_size(cluster: Cluster, mib: int, work: Path) -> dict[str, Any]:
         namespace = f"{name.replace('_', '')}{mib}"
         try:
             deploy(cluster, namespace, mib, work)
-            result[name] = run(namespace)
+            result[name] = watched(cluster, namespace, run, work)
         except Exception as exc:  # recorded: the report names what could not run
             result[name] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -97,7 +136,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "kernel": platform.release()},
                                "sizes": {}, "complete": False}
-    cluster = Cluster(2)
+    cluster = Cluster(3)
     started = time.monotonic()
     try:
         cluster.start()

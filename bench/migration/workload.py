@@ -1,6 +1,8 @@
 """The service a migration benchmark moves: it fills its volume to the size under test, then
 writes continuously (a numbered line and a 64 KiB random block every ~0.1 s) so that every
-pre-copy round has new data to carry and the final delta is never empty.
+pre-copy round has new data to carry and the final delta is never empty. It also serves HTTP on
+port 8080 (gateway host ``<namespace>.bench``): ``/instance`` answers its container's hostname,
+so a client on another machine sees which instance answered (see :mod:`ployz.sandbox.watch`).
 
 Its readiness check passes once the container has written since it started (the marker is in
 the container's own /tmp, not in the volume), so "ready" means the service answers again; the
@@ -25,6 +27,7 @@ from ployz.sandbox.cluster import Cluster, Machine
 
 # A shell as PID 1 ignores SIGTERM unless it traps it, and the stop would wait for SIGKILL.
 WRITER = ("trap 'exit 0' TERM; "
+          "mkdir -p /tmp/www; hostname > /tmp/www/instance; httpd -p 8080 -h /tmp/www; "
           "[ -f /data/filled ] || {{ touch /tmp/up; dd if=/dev/urandom of=/data/fill bs=1M "
           "count={mib} 2>/dev/null; sync; touch /data/filled; }}; "
           "i=$(tail -n 1 /data/log 2>/dev/null); i=${{i:-0}}; "
@@ -45,11 +48,15 @@ MANIFEST = textwrap.dedent("""
     image = "{image}"
     command = ["sh", "-c", {writer}]
     mounts = {{ data = "/data" }}
+    ports = [8080]
     [services.template.readiness]
     test = ["CMD-SHELL", "test -f /tmp/up"]
     interval_s = 0.5
     timeout_s = 15
     retries = 10
+    [services.http]
+    host = "{namespace}.bench"
+    port = 8080
 """)
 
 FILL_TIMEOUT_S = 1800.0

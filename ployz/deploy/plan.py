@@ -96,7 +96,10 @@ class DeployPlan:
 
 
 def make_plan(manifest: Manifest, cp: ControlPlane) -> DeployPlan:
-    """The plan of ``manifest`` against the control plane's current facts."""
+    """The plan of ``manifest`` against the control plane's current facts; a control plane
+    without a cluster (``machine init`` makes it) has no service addresses to give:
+    :class:`~ployz.control.NoCluster`."""
+    cp.get_cluster()
     machines = {m.id: m for m in cp.list_machines()}
     claims = {s.http.host: f"{s.namespace}/{s.name}" for other in cp.list_namespaces()
               if other.namespace != manifest.namespace

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.timeout(1200)
 NAMESPACE = "site"
 NAME = service_name(NAMESPACE, "web")
 HOST = "web.example"
-PAGE = "a page kept on the service's volume"
+PAGE = "a page kept on the volume of the service"
 MANIFEST = textwrap.dedent("""
     namespace = "{namespace}"
     [[volumes]]

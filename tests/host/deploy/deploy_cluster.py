@@ -1,4 +1,5 @@
-"""A real SQLite control plane seeded through its API, an operator key, ``ployzctl`` run as a
+"""A real SQLite control plane seeded through its API (the cluster, trusting the operator key,
+and its machines), an operator key, ``ployzctl`` run as a
 subprocess against them, and a dump of every stored document."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ployz.control import Capacity, ControlPlane, Machine, open_control_plane
-from ployz.transfer.keys import generate_private_key
+from ployz.transfer.keys import generate_private_key, public_key_text
 
 GIB = 1 << 30
 
@@ -48,8 +49,9 @@ class Cluster:
 
 def make_cluster(root: Path) -> Cluster:
     cluster = Cluster(root / "control.db", root / "operator.key")
-    generate_private_key(cluster.key)
+    key = generate_private_key(cluster.key)
     with cluster.plane() as cp:
+        cp.create_cluster("test", [public_key_text(key.public_key())])
         for i, (machine_id, free) in enumerate(
             (("machine-a", 3 * GIB), ("machine-b", GIB), ("machine-c", 3 * GIB)), start=2
         ):

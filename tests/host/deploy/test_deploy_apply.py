@@ -14,10 +14,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from ployz.control import Machine, deploy_lock_name
-from ployz.runtime.docker_runtime import DockerRuntime
+from ployz.runtime.docker_runtime import SERVICE_NETWORK, DockerRuntime
 from ployz.runtime.model import service_labels
 from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import load_private_key
@@ -63,6 +64,17 @@ class Deployment:
         return [(c.name, c.state, c.labels["ployz.deploy"])
                 for c in self.runtime.list(service_labels(self.namespace))]
 
+    def addresses(self) -> list[str]:
+        """Each running container's address on the service bridge, as Docker reports it."""
+        client = docker.DockerClient(base_url=f"unix://{self.runtime.socket}")
+        try:
+            return [client.containers.get(c.name).attrs["NetworkSettings"]["Networks"]
+                    [SERVICE_NETWORK]["IPAddress"]
+                    for c in self.runtime.list(service_labels(self.namespace))
+                    if c.state == "running"]
+        finally:
+            client.close()
+
     def facts(self):
         """The namespace's services, routes and last commit (not its lock, which every deploy
         takes and releases)."""
@@ -107,6 +119,8 @@ def test_deploy_starts_the_service_commits_and_replaces_it(deployment: Deploymen
         state = cp.namespace(deployment.namespace)
         assert state.services["web"].machine == "machine-a"
         assert state.routes["web"].machine == "machine-a"
+        address = state.services["web"].address
+    assert address is not None and deployment.addresses() == [address]
     listed = deployment.cluster.ployzctl("service", "ls", "--json")
     assert [(s["namespace"], s["name"], s["machine"]) for s in json.loads(listed.stdout)] == [
         (deployment.namespace, "web", "machine-a")
@@ -126,6 +140,8 @@ def test_deploy_starts_the_service_commits_and_replaces_it(deployment: Deploymen
         (f"ployz-{deployment.namespace}-web-{second['deploy_id']}", "running",
          second["deploy_id"])
     ]
+    # The replacement took the address over: the old container stopped first.
+    assert deployment.addresses() == [address]
 
 
 def test_service_that_fails_to_start_is_rolled_back(deployment: Deployment):

@@ -196,7 +196,11 @@ def test_service_ls_shows_services_with_their_volumes(cluster: Cluster):
     assert service["volumes"] == [{"name": "db", "path": "/data", "owner": "machine-a",
                                    "dataset": "machine-a/shop.db"}]
     assert service["commit"] == 1
+    # Seeded as facts, not deployed: no address was given (a deploy gives one).
+    assert service["address"] is None
+    assert service["dns"] == "db.shop.ployz.internal" and service["http_host"] is None
 
     table = cluster.ployzctl("service", "ls", "--namespace", "shop")
     assert table.stdout.splitlines()[1].split() == [
-        "shop", "db", "machine-a", "ployz-test/busybox:latest", "db:/data", "1"]
+        "shop", "db", "machine-a", "-", "-", "ployz-test/busybox:latest",
+        "db:/data", "1"]
