@@ -10,7 +10,7 @@ STAMP := $(VENV)/.ployz-installed
 .PHONY: setup system build compile debug lint test test-unit test-host test-zfs test-e2e \
         test-replicated \
         test-fuzz fuzz \
-        bench bench-zfs bench-micro bench-migration demo clean
+        bench bench-zfs bench-micro bench-migration bench-gateway demo clean
 
 setup: system $(STAMP)
 
@@ -80,6 +80,11 @@ bench-migration: setup
 	$(PY) -m ployz.sandbox.vm --memory 8G run -- env PLOYZ_SANDBOX_POOL_SIZE=3G \
 		python -m bench.migration
 
+# The HTTP gateway (HAProxy) against a direct connection, on the host; writes
+# reports/bench-gateway.json.
+bench-gateway: setup
+	PLOYZ_REPORTS=reports $(PY) -m bench.gateway
+
 bench-micro: setup
 	$(PYTEST) bench/micro --benchmark-only
 
@@ -87,7 +92,7 @@ bench: setup
 	$(PY) -m bench.run_all
 
 demo: setup
-	$(PY) -m ployz.sandbox run --machines 2 -- bash scripts/demo.sh
+	$(PY) -m ployz.sandbox run --machines 3 -- bash scripts/demo.sh
 
 clean:
 	rm -rf build $(VENV) ployz/*.so ployz/_lzc.c native/*.c *.egg-info

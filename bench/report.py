@@ -302,6 +302,27 @@ def migration_targets(migration: dict[str, Any],
              over(gap(high), gap(low)), 1.5, "x")]
 
 
+# -- the gateway --------------------------------------------------------------------------------
+
+def gateway_table(gateway: dict[str, Any]) -> list[str]:
+    if "error" in gateway:
+        return [f"The gateway benchmark could not run: {gateway['error']}", ""]
+    medians = gateway["medians"]
+    out = [f"HAProxy as `machine init` configures it, its map set through the runtime API, "
+           f"against a direct connection to the same busybox httpd, on the host's loopback; "
+           f"medians of {gateway['rounds']} rounds (order rotated). Throughput: one download of "
+           f"{gateway['mib']} MiB; latency: {gateway['requests']} GETs of a tiny file, each on "
+           "a new connection.", "",
+           "| path | MB/s | p50 (ms) | p99 (ms) |", "|---|---|---|---|"]
+    for name in ("direct", "gateway"):
+        m = medians[name]
+        out.append(f"| {name} | {m['MB_per_s']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} |")
+    out += ["", f"The gateway carries {gateway['throughput_ratio']:.2f}x the direct throughput "
+            f"and adds {gateway['added_p50_ms']:.3f} ms to the median request "
+            f"({gateway['added_p99_ms']:.3f} ms at the 99th percentile).", ""]
+    return out
+
+
 # -- micro-benchmarks -------------------------------------------------------------------------
 
 def micro_table(micro: dict[str, Any]) -> list[str]:
@@ -332,6 +353,8 @@ def sections(results: dict[str, Any]) -> dict[str, list[str]]:
         parts["Real ZFS, in the VM"] = zfs_tables(results["zfs_peers"])
     if "migration" in results:
         parts["Migration cutover, in the sandbox"] = migration_table(results["migration"])
+    if "gateway" in results:
+        parts["The HTTP gateway"] = gateway_table(results["gateway"])
     parts["Targets of the transfer engine"] = targets(results)
     if "micro" in results:
         parts["Micro-benchmarks (hot path)"] = micro_table(results["micro"])

@@ -7,11 +7,14 @@
    authenticated stream vs mbuffer, the encrypted stream vs ssh, the codecs vs zstd | nc;
 4. real ZFS against its peers (``bench.zfs_peers``), in one boot of the ZFS VM;
 5. the cutover window of ``migrate apply`` against a stop-first migration
-   (``bench.migration``), in another boot, in the sandbox cluster.
+   (``bench.migration``), in another boot, in the sandbox cluster, with the downtime a client
+   on a third machine saw;
+6. the HTTP gateway (HAProxy, as ``machine init`` configures it) against a direct connection
+   (``bench.gateway``), on the host.
 
 Writes ``bench/results/results.json`` (every figure and the machine), ``results.md``, the PNG
 charts and the README's performance section. ``PLOYZ_BENCH_SUITES`` picks suites (default
-micro,datapath,loopback,zfs,migration); sizes are set by each suite's variables (see their
+micro,datapath,loopback,zfs,migration,gateway); sizes are set by each suite's variables (see their
 docstrings). A suite that fails is recorded with its error and the others still run.
 """
 
@@ -38,10 +41,12 @@ REPORTS = ROOT / "reports"
 ZFS_VARS = ("PLOYZ_BENCH_ZFS_MIB", "PLOYZ_BENCH_ZFS_ROUNDS", "PLOYZ_BENCH_ZFS_CONTENDERS",
             "PLOYZ_BENCH_ZFS_JOBS")
 MIGRATION_VARS = ("PLOYZ_BENCH_MIGRATION_MIB",)
+GATEWAY_VARS = ("PLOYZ_BENCH_GATEWAY_MIB", "PLOYZ_BENCH_GATEWAY_ROUNDS")
 LOOPBACK_VARS = ("PLOYZ_BENCH_MIB", "PLOYZ_BENCH_LIMITED_MIB", "PLOYZ_BENCH_ROUNDS")
 SIZE_VARS = ("PLOYZ_BENCH_DATAPATH_MIB", "PLOYZ_BENCH_DATAPATH_ROUNDS",
              "PLOYZ_BENCH_DATAPATH_KINDS", "PLOYZ_BENCH_DATAPATH_LINKS", *LOOPBACK_VARS,
-             *ZFS_VARS, *MIGRATION_VARS, "PLOYZ_BENCH_SUITES", "PLOYZ_BENCH_VM_TIMEOUT")
+             *ZFS_VARS, *MIGRATION_VARS, *GATEWAY_VARS, "PLOYZ_BENCH_SUITES",
+             "PLOYZ_BENCH_VM_TIMEOUT")
 
 
 def machine() -> dict[str, Any]:
@@ -108,6 +113,12 @@ def migration() -> dict[str, Any]:
                  "PLOYZ_SANDBOX_POOL_SIZE=3G", memory="8G")
 
 
+def gateway() -> dict[str, Any]:
+    """Imported here, like the loopback suite."""
+    from bench.gateway import suite
+    return suite.run()
+
+
 def loopback() -> dict[str, Any]:
     """Imported here, so that an engine that does not import fails this suite alone."""
     from bench.transfer import bench_loopback
@@ -117,7 +128,8 @@ def loopback() -> dict[str, Any]:
 SUITES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "micro": ("micro", micro), "datapath": ("datapath", run_suite),
     "loopback": ("loopback", loopback),
-    "zfs": ("zfs_peers", zfs_peers), "migration": ("migration", migration)}
+    "zfs": ("zfs_peers", zfs_peers), "migration": ("migration", migration),
+    "gateway": ("gateway", gateway)}
 
 
 def main() -> None:

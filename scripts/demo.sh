@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo `make demo` runs inside the sandbox cluster (as the operator, ployzctl configured):
-# deploy a service that writes to its ZFS volume on machine-a, then preview, render and apply its
-# migration to machine-b while it keeps writing, and show where everything ended up.
+# deploy a service that writes to its ZFS volume on machine-a and serves HTTP, then preview,
+# render and apply its migration to machine-b while it keeps writing and a client on machine-c
+# keeps asking it (by name, by address and through the gateway), and show where everything
+# ended up and what the client saw.
 set -euo pipefail
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -22,12 +24,18 @@ placement = "machine-a"
 [services.template]
 image = "ployz-test/busybox:latest"
 mounts = { data = "/data" }
+ports = [8080]
 command = ["sh", "-c", """
 trap 'exit 0' TERM
+mkdir -p /tmp/www && hostname > /tmp/www/instance && httpd -p 8080 -h /tmp/www
 [ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count=48 2>/dev/null
 i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}
 while true; do i=$((i+1)); echo $i >> /data/log; sync; sleep 0.1; done
 """]
+
+[services.http]
+host = "writer.demo.example"
+port = 8080
 TOML
 
 step "the cluster"
@@ -45,8 +53,9 @@ step "migrate render-manifest demo/writer --to machine-b"
 ployzctl migrate render-manifest demo/writer --to machine-b | tee "$workdir/move.toml"
 ployzctl deploy preview -f "$workdir/move.toml"
 
-step "migrate apply demo/writer --to machine-b"
-ployzctl migrate apply demo/writer --to machine-b
+step "migrate apply demo/writer --to machine-b, while a client on machine-c asks it"
+python -m ployz.sandbox.watch --on machine-c --service demo/writer --path /instance -- \
+    ployzctl migrate apply demo/writer --to machine-b
 
 step "after the migration"
 ployzctl service ls

@@ -118,6 +118,20 @@ class Machine:
                                    f"{process.returncode}:\n{tail}")
 
 
+def sandbox_machine(index: int) -> Machine:
+    """The sandbox's ``index``-th machine (0: machine-a), as it is wired."""
+    letter = string.ascii_lowercase[index]
+    return Machine(Endpoint(f"machine-{letter}", index + 1, f"pz-{letter}"))
+
+
+def sandbox_machine_named(machine_id: str) -> Machine:
+    """A sandbox machine by its id (``machine-c``); SandboxError for another name."""
+    letter = machine_id.removeprefix("machine-")
+    if len(letter) != 1 or letter not in string.ascii_lowercase[:MAX_MACHINES]:
+        raise SandboxError(f"{machine_id!r} is not a sandbox machine (machine-a, machine-b, ...)")
+    return sandbox_machine(string.ascii_lowercase.index(letter))
+
+
 def _wait_for(what: str, ready: Callable[[], bool], machine: Machine,
               timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
@@ -150,8 +164,7 @@ class Cluster:
 
     @staticmethod
     def _new_machine(index: int) -> Machine:
-        letter = string.ascii_lowercase[index]
-        return Machine(Endpoint(f"machine-{letter}", index + 1, f"pz-{letter}"))
+        return sandbox_machine(index)
 
     @property
     def first(self) -> Machine:

@@ -1,0 +1,3 @@
+from bench.gateway.suite import main
+
+main()
