@@ -39,8 +39,14 @@ def rate(entry: dict[str, Any], key: str = "GB_per_s") -> float | None:
 
 def machine_line(results: dict[str, Any]) -> str:
     m = results["machine"]
-    return (f"{m['cpu_model']}, {m['cores']} cores, kernel {m['kernel']}, {m['date']} "
+    line = (f"{m['cpu_model']}, {m['cores']} cores, kernel {m['kernel']}, {m['date']} "
             f"(load average {m['load_average']} at the start)")
+    later = {suite: when for suite, when in results.get("measured", {}).items()
+             if when != m["date"]}
+    if later:
+        line += ("; measured again later, on a machine of the same kind: "
+                 + ", ".join(f"{suite} {when}" for suite, when in sorted(later.items())))
+    return line
 
 
 # -- host data path ---------------------------------------------------------------------------
@@ -372,7 +378,7 @@ def markdown(results: dict[str, Any]) -> str:
 def readme_section(results: dict[str, Any], charts: list[str]) -> str:
     lines = [START, "## Performance", "",
              f"Generated from `bench/results/results.json` by `{results['command']}` (every "
-             "figure from one run, contenders measured side by side in it; "
+             "suite's figures from one run, contenders measured side by side in it; "
              "`python -m bench.report` redraws this without measuring). Machine: "
              f"{machine_line(results)}. Ratios are ours (codec auto) divided by the "
              "contender's throughput: above 1 ours is faster. Full tables, CPU and wire bytes "

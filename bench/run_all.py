@@ -15,7 +15,9 @@
 Writes ``bench/results/results.json`` (every figure and the machine), ``results.md``, the PNG
 charts and the README's performance section. ``PLOYZ_BENCH_SUITES`` picks suites (default
 micro,datapath,loopback,zfs,migration,gateway); sizes are set by each suite's variables (see their
-docstrings). A suite that fails is recorded with its error and the others still run.
+docstrings). A suite that fails is recorded with its error and the others still run. With
+``PLOYZ_BENCH_MERGE=1`` the chosen suites replace theirs in the existing results.json and the
+others are kept, each with the date it was measured (the report names the later ones).
 """
 
 from __future__ import annotations
@@ -138,6 +140,13 @@ def main() -> None:
     results: dict[str, Any] = {"command": report.COMMAND, "machine": machine(),
                                "settings": {k: os.environ[k] for k in SIZE_VARS
                                             if k in os.environ}}
+    if os.environ.get("PLOYZ_BENCH_MERGE") == "1":
+        kept = json.loads((report.RESULTS / "results.json").read_text())
+        measured = kept.get("measured") or {key: kept["machine"]["date"]
+                                            for key, _ in SUITES.values() if key in kept}
+        kept["measured"] = measured
+        kept["settings"] = {**kept.get("settings", {}), **results["settings"]}
+        results = kept
     for name in chosen:
         key, suite = SUITES[name]
         started = time.monotonic()
@@ -146,6 +155,8 @@ def main() -> None:
             results[key] = suite()
         except Exception as exc:  # recorded, so the report says what could not run
             results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        if "measured" in results:
+            results["measured"][key] = machine()["date"]
         results.setdefault("durations_s", {})[name] = round(time.monotonic() - started, 1)
     report.write_all(results)
     print(f"bench: wrote {report.RESULTS.relative_to(ROOT)}/ and the README section",

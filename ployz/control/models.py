@@ -198,6 +198,10 @@ class ClusterInfo(Fact):
     service_addresses: dict[str, IPAddress] = Field(default_factory=dict)
     """Each service's stable address, by ``namespace/service``: given at its first deploy,
     kept through every migration, freed when a commit removes the service."""
+    server_authority: str | None = None
+    """The key (PEM) of the CA that signs the JetStream servers' TLS certificates, while the
+    cluster forms: the second and third machines sign their servers' certificates with it at
+    their join, and the move onto the three servers removes it (the first machine keeps it)."""
     created: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")

@@ -11,6 +11,11 @@ clustered servers, one on each of its first three machines, when the third one j
 clustered one in place, so each clustered server is configured clustered from its first start
 (``cluster_port`` and ``routes``), and the first machine runs both.
 
+With ``tls``, clients must speak TLS to the server (which presents a certificate of the cluster's
+CA, see ``ployz.deploy.membership.certificates``; they still authenticate with the password), and
+the servers of a cluster speak mutual TLS on their routes, each verifying the other's certificate
+against the CA.
+
 The credentials are restricted to the characters a URL carries unencoded (letters, digits,
 ``-._~``): nats-py sends the user and password of a ``nats://user:password@host`` URL without
 percent-decoding them, so any other character would make :meth:`NatsServerConfig.client_url`
@@ -42,6 +47,24 @@ def new_credentials() -> tuple[str, str]:
     return f"ployz-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate and key, and the CA its routes' peers are verified against."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def render(self, *, verify: bool) -> list[str]:
+        return ["tls {",
+                f"    cert_file: {_string(str(self.cert_file))}",
+                f"    key_file: {_string(str(self.key_file))}",
+                f"    ca_file: {_string(str(self.ca_file))}",
+                f"    verify: {'true' if verify else 'false'}",
+                "    timeout: 5",
+                "}"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class NatsServerConfig:
     """One JetStream server. ``host`` is the address it listens on for clients (the machine's
@@ -62,6 +85,7 @@ class NatsServerConfig:
     routes: tuple[str, ...] = ()
     """The other servers' route URLs, ``nats://user:password@host:port``: a route
     authenticates with the same credentials as a client."""
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         for what, name in (("server name", self.server_name), ("cluster name", self.cluster_name)):
@@ -105,6 +129,8 @@ class NatsServerConfig:
             *credentials,
             "}",
         ]
+        if self.tls is not None:
+            lines += self.tls.render(verify=False)  # clients prove themselves by password
         if self.monitor_port is not None:
             lines.append(f"http: {_string(f'127.0.0.1:{self.monitor_port}')}")
         if self.cluster_port is not None:
@@ -119,20 +145,23 @@ class NatsServerConfig:
                 "    routes: [",
                 *(f"        {_string(route)}" for route in self.routes),
                 "    ]",
+                *(f"    {line}" for line in (self.tls.render(verify=True) if self.tls else [])),
                 "}",
             ]
         return "\n".join(lines) + "\n"
 
-    def client_url(self, host: str | None = None) -> str:
-        """``nats://USER:PASSWORD@HOST:PORT``, the control-plane URL of this server; ``host``
-        (default: the listen address) is where the client reaches it."""
+    def client_url(self, host: str | None = None, ca: str | None = None) -> str:
+        """``nats://USER:PASSWORD@HOST:PORT[?ca=CA]``, the control-plane URL of this server;
+        ``host`` (default: the listen address) is where the client reaches it, ``ca`` the CA
+        its certificate is verified against (:func:`ployz.control.url.ca_parameter`)."""
         host = host or self.host
         _check_host(host)
         if _is_unspecified(host):
             raise ValueError(
                 f"the server listens on every address ({host}): give the host clients reach it at"
             )
-        return f"nats://{self.user}:{self.password}@{format_address(host, self.port)}"
+        url = f"nats://{self.user}:{self.password}@{format_address(host, self.port)}"
+        return f"{url}?ca={ca}" if ca else url
 
     def write(self, path: Path) -> None:
         """Writes :meth:`render` to ``path`` whole (a temporary file renamed), mode 0600: it

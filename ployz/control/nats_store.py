@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -48,7 +49,7 @@ from ployz.control.errors import (
     InvalidArgument,
 )
 from ployz.control.store import KINDS, RevisionConflict, Versioned
-from ployz.control.url import redact_url
+from ployz.control.url import redact_url, tls_context
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class NatsStore:
         bucket_prefix: str = "ployz",
         replicas: int = 1,
         timeout: float = 20.0,
+        ca: bytes | None = None,
     ) -> None:
         if not _BUCKET_PREFIX_RE.match(bucket_prefix):
             raise InvalidArgument(f"bucket prefix {bucket_prefix!r}: letters, digits, '_' or '-'")
@@ -136,6 +138,7 @@ class NatsStore:
         self._bucket_prefix = bucket_prefix
         self._replicas = replicas
         self._timeout = timeout
+        self._tls = tls_context(ca) if ca is not None else None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ployz-control-nats", daemon=True
@@ -143,6 +146,7 @@ class NatsStore:
         self._thread.start()
         self._nc: Client | None = None
         self._refused = asyncio.Event()
+        self._untrusted: Exception | None = None
         self._buckets: dict[str, KeyValue] = {}
         self._watches: set[NatsWatch] = set()  # the open ones; used on the loop only
         try:
@@ -297,6 +301,7 @@ class NatsStore:
                 await _first_of(
                     nc.connect(
                         servers=self._servers,
+                        tls=self._tls,
                         connect_timeout=2,
                         # nats-py annotates it int; it is seconds, slept on as given
                         reconnect_time_wait=0.2,  # type: ignore[arg-type]
@@ -310,6 +315,11 @@ class NatsStore:
                 )
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 await nc.close()
+                if self._untrusted is not None:
+                    raise ControlPlaneRefused(
+                        f"the NATS server at {self.url} is not one of the cluster's: its TLS "
+                        f"certificate does not verify against the control URL's CA "
+                        f"({self._untrusted})") from exc
                 if refused.is_set():
                     raise ControlPlaneRefused(
                         f"the NATS server at {self.url} refused this machine's credentials "
@@ -380,6 +390,9 @@ class NatsStore:
         # A lost server is routine in a cluster: the client reconnects to another one and calls
         # retry meanwhile, so this is worth a log line, not an error on the terminal.
         log.info("NATS connection error (reconnecting): %r", error)
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self._untrusted = error
+            self._refused.set()
         if _AUTHORIZATION_VIOLATION in str(error):
             self._refused.set()
 

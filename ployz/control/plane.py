@@ -257,6 +257,20 @@ class ControlPlane:
             raise NoCluster()
         return info
 
+    def set_server_authority(self, key_pem: str | None) -> ClusterInfo:
+        """Records (or, with None, removes) the key of the CA of the JetStream servers'
+        certificates, for the machines that join to run one (see
+        :attr:`ClusterInfo.server_authority`)."""
+
+        def record(info: ClusterInfo | None) -> ClusterInfo:
+            if info is None:
+                raise NoCluster()
+            if info.server_authority == key_pem:
+                return info
+            return info.model_copy(update={"server_authority": key_pem})
+
+        return self._mutate("cluster", CLUSTER_KEY, ClusterInfo, record)
+
     def set_control_servers(self, machine_ids: Sequence[str]) -> ClusterInfo:
         """Records which members run the control plane's replicated servers (``machine rm``
         keeps them), once it has moved onto them."""

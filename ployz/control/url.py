@@ -5,13 +5,18 @@
 - ``nats://host1:4222,host2:4222,host3:4222?replicas=3``: NATS JetStream KV; every listed server
   is a seed the client may fail over to. Query parameters: ``replicas`` (of each bucket when this
   client creates it, default 1), ``bucket_prefix`` (default ``ployz``, so several clusters can
-  share one NATS account) and ``timeout`` (seconds to keep retrying while the cluster has no
-  leader, default 20).
+  share one NATS account), ``timeout`` (seconds to keep retrying while the cluster has no
+  leader, default 20) and ``ca``: the cluster CA's certificate (DER, base64url without padding)
+  that the servers' TLS certificates are verified against; with it the client speaks TLS only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import ssl
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ployz.control.errors import InvalidControlPlaneUrl
@@ -20,7 +25,22 @@ from ployz.control.store import DocumentStore
 
 URL_ENV = "PLOYZ_CONTROL_URL"
 DEFAULT_URL = "sqlite:///var/lib/ployz/control.db"
-_NATS_PARAMS = {"replicas": int, "bucket_prefix": str, "timeout": float}
+
+
+def _ca_certificate(text: str) -> bytes:
+    """The CA certificate (DER) of a ``ca`` parameter; ValueError when it is not one."""
+    try:
+        der = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        if not der:
+            raise ValueError("empty")
+        ssl.create_default_context(cadata=der)
+    except (binascii.Error, ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"not a CA certificate ({exc})") from None
+    return der
+
+
+_NATS_PARAMS: dict[str, Callable[[str], object]] = {
+    "replicas": int, "bucket_prefix": str, "timeout": float, "ca": _ca_certificate}
 
 
 def control_plane_url(explicit: str | None = None) -> str:
@@ -80,6 +100,30 @@ def nats_servers(url: str) -> list[str]:
         raise InvalidControlPlaneUrl(f"{redact_url(url)!r}: expected "
                                      "nats://host:port[,host:port...]")
     return [f"nats://{h}" for h in hosts]
+
+
+def ca_parameter(ca_der: bytes) -> str:
+    """The value of a URL's ``ca`` parameter for this CA certificate."""
+    return base64.urlsafe_b64encode(ca_der).decode().rstrip("=")
+
+
+def ca_of(url: str) -> bytes | None:
+    """The CA certificate a NATS URL names, if any."""
+    values = parse_qs(urlsplit(url).query).get("ca")
+    if not values:
+        return None
+    try:
+        return _ca_certificate(values[-1])
+    except ValueError as exc:
+        raise InvalidControlPlaneUrl(f"{redact_url(url)!r}: bad ca: {exc}") from None
+
+
+def tls_context(ca_der: bytes) -> ssl.SSLContext:
+    """Trusts the cluster's CA and nothing else, and checks that a server's certificate names
+    the address it was reached at."""
+    context = ssl.create_default_context(cadata=ca_der)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def redact_url(url: str) -> str:

@@ -14,7 +14,7 @@ import nats
 from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
 from ployz.control.store import KINDS
-from ployz.control.url import nats_servers, open_store
+from ployz.control.url import ca_of, nats_servers, open_store, tls_context
 from ployz.deploy.membership.invitation import invite
 from ployz.runtime.model import LABEL_NAMESPACE
 from ployz.sandbox.cluster import Cluster, Machine
@@ -105,7 +105,9 @@ class BucketPlacement:
 def bucket_placement(cluster: Cluster, kind: str) -> BucketPlacement:
     """Asked of the servers the control URL names (server names are machine ids)."""
     async def ask() -> BucketPlacement:
-        nc = await nats.connect(servers=nats_servers(cluster.control_url), connect_timeout=5)
+        ca = ca_of(cluster.control_url)
+        nc = await nats.connect(servers=nats_servers(cluster.control_url), connect_timeout=5,
+                                tls=tls_context(ca) if ca is not None else None)
         try:
             info = await nc.jetstream(timeout=10).stream_info(f"KV_ployz-{kind}")
         finally:

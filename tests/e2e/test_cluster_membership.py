@@ -36,7 +36,7 @@ import pytest
 
 from ployz.control import ControlPlane, open_control_plane
 from ployz.control.store import KINDS
-from ployz.control.url import nats_servers, open_store
+from ployz.control.url import ca_of, ca_parameter, nats_servers, open_store
 from ployz.deploy.inspect import service_rows
 from ployz.deploy.membership.founding import NATS_PORT
 from ployz.deploy.membership.replication import credentials_of
@@ -209,7 +209,10 @@ def test_the_third_join_moved_the_control_plane_onto_three_replicated_servers(
 def single_server_url(cluster: Cluster) -> str:
     """The URL of the first machine's single JetStream server, where the cluster began."""
     user, password = credentials_of(cluster.control_url)
-    return f"nats://{user}:{password}@{cluster.first.endpoint.underlay_ip}:{NATS_PORT}"
+    ca = ca_of(cluster.control_url)
+    assert ca is not None, "the sandbox's control plane speaks TLS"
+    return (f"nats://{user}:{password}@{cluster.first.endpoint.underlay_ip}:{NATS_PORT}"
+            f"?ca={ca_parameter(ca)}")
 
 
 def _refused_without_change(cluster: Cluster, spare: Machine, token: str,

@@ -18,8 +18,14 @@ from pathlib import Path
 
 from ployz.control.models import ClusterInfo, Machine
 from ployz.control.nats_server import NatsServerConfig, new_credentials
-from ployz.control.url import redact_url
+from ployz.control.url import ca_parameter, redact_url
 from ployz.deploy.membership import daemons
+from ployz.deploy.membership.certificates import (
+    CertificateAuthority,
+    ensure_server,
+    new_authority,
+    server_tls,
+)
 from ployz.deploy.membership.gateway import start_gateway
 from ployz.deploy.membership.local import (
     GATEWAY_DAEMON,
@@ -31,8 +37,9 @@ from ployz.deploy.membership.local import (
     MachineHome,
 )
 from ployz.deploy.membership.reachability import wait_for_agent, wait_for_control
-from ployz.deploy.membership.replication import start_replica
+from ployz.deploy.membership.replication import is_single_server, start_replica
 from ployz.net.keys import public_key_of
+from ployz.private_files import write_private
 from ployz.transfer.addresses import parse_address
 from ployz.transfer.keys import generate_private_key, load_private_key, public_key_text
 
@@ -83,11 +90,14 @@ def init_machine(options: InitOptions) -> Membership:
     trust = (public_key_text(operator.public_key()),)
     wireguard_public = public_key_of(home.wireguard_private_key())
     started: dict[str, str] = {}
+    authority = None
     if options.control == "nats":
+        authority = _server_authority(home, options)
         server = _nats_server(home, options.machine_id, endpoint)
+        ensure_server(home.nats_tls, authority, options.machine_id, server.host)
         server.write(home.nats_config)
         started[NATS_DAEMON] = daemons.start(home.nats_daemon())
-        url = server.client_url()
+        url = server.client_url(ca=ca_parameter(authority.cert_der))
         started[REPLICA_DAEMON] = start_replica(home, options.machine_id, url, server.host,
                                                 [server.host])
     else:
@@ -95,6 +105,8 @@ def init_machine(options: InitOptions) -> Membership:
     with wait_for_control(url) as cp:
         url = cp.location  # where a re-run finds the control plane moved to
         cluster = cp.create_cluster(options.cluster, trust)
+        if authority is not None and is_single_server(url):  # the others still have to join
+            cp.set_server_authority(authority.key_pem.decode())
         machine = cp.add_machine(options.machine_id, wireguard_public, endpoint)
         cluster = cp.get_cluster()
         config = MachineConfig(
@@ -110,6 +122,19 @@ def init_machine(options: InitOptions) -> Membership:
         return Membership(machine, cluster, redact_url(url), started)
 
 
+def _server_authority(home: MachineHome, options: InitOptions) -> CertificateAuthority:
+    """The cluster's server CA: made at the first ``init``, kept (key 0600) for every later."""
+    files = home.nats_tls
+    kept = files.authority()
+    if kept is not None:
+        return kept
+    authority = new_authority(options.cluster)
+    files.directory.mkdir(parents=True, exist_ok=True)
+    write_private(files.ca_key, authority.key_pem.decode())
+    write_private(files.ca_cert, authority.cert_pem.decode())
+    return authority
+
+
 def _nats_server(home: MachineHome, machine_id: str, endpoint: str) -> NatsServerConfig:
     """The JetStream server's configuration; its credentials are made once and kept."""
     credentials = home.nats_dir / "credentials.json"
@@ -122,4 +147,5 @@ def _nats_server(home: MachineHome, machine_id: str, endpoint: str) -> NatsServe
         credentials.write_text(json.dumps([user, password]))
     host, _ = parse_address(endpoint)
     return NatsServerConfig(server_name=machine_id, host=host, port=NATS_PORT,
-                            store_dir=home.nats_dir / "store", user=user, password=password)
+                            store_dir=home.nats_dir / "store", user=user, password=password,
+                            tls=server_tls(home.nats_tls))

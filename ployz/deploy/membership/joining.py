@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ployz.control import ControlPlane, UnknownMachine
 from ployz.control.models import Machine
-from ployz.control.url import redact_url
+from ployz.control.url import ca_of, redact_url
 from ployz.deploy.membership import daemons, tokens
+from ployz.deploy.membership.certificates import authority_of, ensure_server
 from ployz.deploy.membership.errors import MembershipError
 from ployz.deploy.membership.founding import Membership, with_port
 from ployz.deploy.membership.gateway import start_gateway
@@ -92,6 +93,20 @@ def join_machine(options: JoinOptions) -> Membership:
         return Membership(cp.get_machine(machine.id), cluster, redact_url(control), started)
 
 
+def _server_certificate(cp: ControlPlane, home: MachineHome, machine: Machine) -> None:
+    """This machine's JetStream server certificate, signed with the CA key the control plane
+    holds while the cluster forms (unless a join run before made it)."""
+    ca = ca_of(cp.location)
+    if ca is None or home.nats_tls.server_cert.exists():
+        return
+    key = cp.get_cluster().server_authority
+    if key is None:
+        raise MembershipError("the control plane holds no server CA key, so this machine cannot "
+                              "run one of the cluster's JetStream servers: run `machine init` "
+                              "again on the first machine, then join")
+    ensure_server(home.nats_tls, authority_of(ca, key), machine.id, host_of(machine))
+
+
 def _completes_replicas(cp: ControlPlane, machine_id: str) -> bool:
     """Whether this join makes the third machine of a cluster still on its single server."""
     others = [m for m in cp.list_machines() if m.id != machine_id]
@@ -109,6 +124,7 @@ def _serve_replica(cp: ControlPlane, home: MachineHome, machine: Machine,
     members = cp.list_machines()
     if not is_single_server(cp.location) or len(members) > REPLICAS:
         return cp.location
+    _server_certificate(cp, home, machine)
     started[REPLICA_DAEMON] = start_replica(home, machine.id, cp.location, host_of(machine),
                                             [host_of(m) for m in members])
     if len(members) < REPLICAS:

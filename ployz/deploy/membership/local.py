@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ployz.control.models import Endpoint, Identifier
 from ployz.deploy.agents import DEFAULT_AGENT_PORT
+from ployz.deploy.membership.certificates import TlsFiles
 from ployz.deploy.membership.daemons import Daemon
 from ployz.deploy.membership.errors import MembershipError
 from ployz.net.keys import generate_private_key, read_private_key, write_private_key
@@ -91,6 +92,12 @@ class MachineHome:
     @property
     def nats_dir(self) -> Path:
         return self.root / "nats"
+
+    @property
+    def nats_tls(self) -> TlsFiles:
+        """The CA certificate and this machine's JetStream server certificate (and, on the
+        first machine, the CA's key)."""
+        return TlsFiles(self.nats_dir / "tls")
 
     @property
     def agent_state(self) -> Path:

@@ -11,6 +11,7 @@ comes with its URL where the control plane went.
 
 Routes and clients use the machines' underlay addresses (the hosts of their WireGuard
 endpoints): the control plane must answer before the overlay exists, which is built from it.
+Both speak TLS, on certificates of the cluster's own CA (``.certificates``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from ployz.control.models import Machine
 from ployz.control.nats_server import NatsServerConfig
 from ployz.control.nats_store import NatsStore
 from ployz.control.relocation import relocate
-from ployz.control.url import nats_servers, open_store, redact_url
+from ployz.control.url import ca_of, ca_parameter, nats_servers, open_store, redact_url
 from ployz.deploy.membership import daemons
+from ployz.deploy.membership.certificates import server_tls
 from ployz.deploy.membership.errors import MembershipError
 from ployz.deploy.membership.local import MachineHome
 from ployz.transfer.addresses import format_address, parse_address
@@ -53,10 +55,12 @@ def is_single_server(url: str) -> bool:
 
 
 def replicated_url(url: str, hosts: Sequence[str]) -> str:
-    """The control URL of the replicated servers on ``hosts``, with the credentials of ``url``."""
+    """The control URL of the replicated servers on ``hosts``, with the credentials and the
+    CA of ``url``."""
     user, password = credentials_of(url)
     servers = ",".join(f"{user}:{password}@{format_address(h, REPLICA_PORT)}" for h in hosts)
-    return f"nats://{servers}?replicas={REPLICAS}"
+    ca = ca_of(url)
+    return f"nats://{servers}?replicas={REPLICAS}" + (f"&ca={ca_parameter(ca)}" if ca else "")
 
 
 def host_of(machine: Machine) -> str:
@@ -69,13 +73,15 @@ def host_of(machine: Machine) -> str:
 def start_replica(home: MachineHome, machine_id: str, url: str, host: str,
                   route_hosts: Sequence[str]) -> str:
     """Writes this machine's clustered server's configuration (routes to ``route_hosts``,
-    itself included, so that a restart finds the others) and starts it."""
+    itself included, so that a restart finds the others) and starts it; when ``url`` names a
+    CA, with TLS on the machine's server certificate, which must exist."""
     user, password = credentials_of(url)
     routes = tuple(f"nats-route://{user}:{password}@{format_address(h, ROUTE_PORT)}"
                    for h in route_hosts)
+    tls = server_tls(home.nats_tls) if ca_of(url) is not None else None
     config = NatsServerConfig(server_name=machine_id, host=host, port=REPLICA_PORT,
                               store_dir=home.nats_dir / "replica", user=user, password=password,
-                              cluster_port=ROUTE_PORT, routes=routes)
+                              cluster_port=ROUTE_PORT, routes=routes, tls=tls)
     config.write(home.replica_config)
     return daemons.start(home.replica_daemon())
 
@@ -101,10 +107,13 @@ def move_to_replicas(cp: ControlPlane, machines: Sequence[Machine]) -> str:
     try:
         if not isinstance(source, NatsStore):
             raise MembershipError(f"{cp.url} is not a NATS control plane: nothing to replicate")
-        target = NatsStore(nats_servers(target_url), replicas=REPLICAS, timeout=FORMING_S)
+        target = NatsStore(nats_servers(target_url), replicas=REPLICAS, timeout=FORMING_S,
+                           ca=ca_of(target_url))
         try:
             relocate(source, target, target_url)
-            ControlPlane(target, target_url).set_control_servers([m.id for m in machines])
+            replicated = ControlPlane(target, target_url)
+            replicated.set_control_servers([m.id for m in machines])
+            replicated.set_server_authority(None)  # every server has its certificate now
         finally:
             target.close()
     finally:

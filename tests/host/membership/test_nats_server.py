@@ -2,7 +2,8 @@
 it (a detached process): it serves the control plane to a client with the credentials, refuses
 one without (:class:`ControlPlaneRefused` at once, not a timeout after the retries, and without
 the credentials in the message), and three servers on rendered cluster configurations form a
-JetStream cluster."""
+JetStream cluster. With TLS: a client verifies the server against the cluster's CA and the
+address it dialled and refuses any other server at once; routes are mutual TLS."""
 
 from __future__ import annotations
 
@@ -18,8 +19,17 @@ from pathlib import Path
 import pytest
 
 from ployz.control import ControlPlaneRefused, Machine, open_control_plane
-from ployz.control.nats_server import NatsServerConfig, new_credentials
+from ployz.control.nats_server import NatsServerConfig, ServerTls, new_credentials
+from ployz.control.url import ca_parameter
 from ployz.deploy.membership import daemons
+from ployz.deploy.membership.certificates import (
+    CertificateAuthority,
+    TlsFiles,
+    issue_server,
+    new_authority,
+    server_tls,
+    write_server,
+)
 from ployz.deploy.membership.daemons import Daemon
 
 pytestmark = pytest.mark.host
@@ -174,3 +184,85 @@ def test_a_stopped_server_no_longer_listens(tmp_path: Path) -> None:
     assert not daemons.running(daemon)
     assert not _listens(config.port)
     assert "Server Exiting" in daemons.log_tail(daemon)
+
+
+@pytest.fixture
+def authority() -> CertificateAuthority:
+    return new_authority("test")
+
+
+def tls_files(tmp_path: Path, authority: CertificateAuthority, name: str,
+              host: str = "127.0.0.1") -> ServerTls:
+    files = TlsFiles(tmp_path / f"tls-{name}")
+    write_server(files, authority.cert_pem, issue_server(authority, name, host))
+    return server_tls(files)
+
+
+def test_with_tls_a_client_trusting_the_cluster_ca_is_served(
+        server: Servers, authority: CertificateAuthority, tmp_path: Path) -> None:
+    config = server(tls=tls_files(tmp_path, authority, "m0"))
+    url = config.client_url(ca=ca_parameter(authority.cert_der))
+    with open_control_plane(url) as cp:
+        cp.register_machine(Machine(id="machine-a", overlay_ip="10.210.1.1",
+                                    subnet="10.210.1.0/24"))
+        assert cp.get_machine("machine-a").overlay_ip == "10.210.1.1"
+
+
+@pytest.mark.parametrize("client", ["another CA", "no CA", "another address"])
+def test_with_tls_a_server_the_client_cannot_verify_is_refused_at_once(
+        server: Servers, authority: CertificateAuthority, tmp_path: Path, client: str) -> None:
+    """A server of another cluster (or a man in the middle) is refused before the client sends
+    its password; so is the cluster's own server reached at an address its certificate does
+    not name."""
+    host = "127.0.0.2" if client == "another address" else "127.0.0.1"
+    config = server(tls=tls_files(tmp_path, authority, "m0", host))
+    ca = {"another CA": ca_parameter(new_authority("other").cert_der), "no CA": None,
+          "another address": ca_parameter(authority.cert_der)}[client]
+    url = config.client_url(ca=ca).replace("?", "?timeout=30&") if ca else (
+        config.client_url() + "?timeout=30")
+    started = time.monotonic()
+    with pytest.raises(ControlPlaneRefused, match="is not one of the cluster's") as error:
+        open_control_plane(url)
+    assert time.monotonic() - started < 10
+    assert config.password not in str(error.value)
+
+
+def test_with_tls_three_servers_form_a_cluster_over_mutual_tls_routes(
+        server: Servers, authority: CertificateAuthority, tmp_path: Path) -> None:
+    user, password = new_credentials()
+    cluster_ports = [_free_port() for _ in range(3)]
+    configs = [
+        server(user=user, password=password, cluster_port=port,
+               tls=tls_files(tmp_path, authority, f"m{i}"), routes=tuple(
+                   f"nats://{user}:{password}@127.0.0.1:{other}" for other in cluster_ports
+                   if other != port))
+        for i, port in enumerate(cluster_ports)
+    ]
+    ca = ca_parameter(authority.cert_der)
+    seeds = ",".join(c.client_url().removeprefix("nats://") for c in configs)
+    with open_control_plane(f"nats://{seeds}?replicas=3&timeout=30&ca={ca}") as cp:
+        cp.register_machine(Machine(id="machine-c", overlay_ip="10.210.3.1",
+                                    subnet="10.210.3.0/24"))
+    with open_control_plane(f"{configs[2].client_url(ca=ca)}&timeout=30") as cp:
+        assert cp.get_machine("machine-c").overlay_ip == "10.210.3.1"
+    log = (tmp_path / "nats-m0.log").read_text()
+    assert "TLS route handshake error" not in log  # (the test's port probes are client errors)
+
+
+def test_a_route_without_the_cluster_certificate_is_refused(
+        server: Servers, authority: CertificateAuthority, tmp_path: Path) -> None:
+    """A server holding the cluster's password but not a certificate of its CA cannot join the
+    routes: the route's mutual TLS refuses it."""
+    user, password = new_credentials()
+    ports = [_free_port() for _ in range(2)]
+    server(user=user, password=password, cluster_port=ports[0],
+           tls=tls_files(tmp_path, authority, "m0"),
+           routes=(f"nats://{user}:{password}@127.0.0.1:{ports[1]}",))
+    server(user=user, password=password, cluster_port=ports[1],
+           tls=tls_files(tmp_path, new_authority("intruder"), "m1"),
+           routes=(f"nats://{user}:{password}@127.0.0.1:{ports[0]}",))
+    deadline = time.monotonic() + 20
+    log = tmp_path / "nats-m0.log"
+    while "TLS route handshake error" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)

@@ -25,6 +25,8 @@ from ployz.control.url import DEFAULT_URL, URL_ENV
         ("nats://h:4222/bucket", "expected nats://host"),
         ("nats://h:4222?replica=3", "unknown parameter 'replica'"),
         ("nats://h:4222?replicas=three", "bad replicas"),
+        ("nats://h:4222?ca=not-a-certificate", "bad ca: not a CA certificate"),
+        ("nats://h:4222?ca=!!", "bad ca: not a CA certificate"),
     ],
 )
 def test_malformed_urls_are_refused(url: str, message: str) -> None:

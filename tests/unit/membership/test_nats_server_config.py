@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ployz.control.nats_server import NatsServerConfig, new_credentials
+from ployz.control.nats_server import NatsServerConfig, ServerTls, new_credentials
 
 
 def _config(**changes: object) -> NatsServerConfig:
@@ -118,3 +118,14 @@ def test_the_file_is_written_whole_and_private(tmp_path: Path) -> None:
     assert path.read_text() == config.render()
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["server.conf"]
+
+
+def test_with_tls_clients_need_tls_and_routes_mutual_tls() -> None:
+    tls = ServerTls(cert_file=Path("/h/tls/server.crt"), key_file=Path("/h/tls/server.key"),
+                    ca_file=Path("/h/tls/ca.crt"))
+    text = _config(tls=tls, cluster_port=6222, routes=("nats://u:p@192.0.2.11:6222",)).render()
+    client, cluster = text.split("cluster {")
+    assert 'cert_file: "/h/tls/server.crt"' in client and "verify: false" in client
+    assert 'ca_file: "/h/tls/ca.crt"' in cluster and "verify: true" in cluster
+    assert _config(tls=tls).client_url(ca="Q0E") == (
+        "nats://ployz-1a2b:pass_word-1.~@192.0.2.10:4222?ca=Q0E")

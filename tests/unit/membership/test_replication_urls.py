@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.control.url import nats_servers
+from ployz.control.url import ca_of, ca_parameter, nats_servers
+from ployz.deploy.membership.certificates import new_authority
 from ployz.deploy.membership.errors import MembershipError
 from ployz.deploy.membership.replication import (
     credentials_of,
@@ -33,3 +34,11 @@ def test_only_a_nats_url_of_one_server_is_a_single_server() -> None:
 def test_a_url_without_credentials_is_refused_without_showing_it() -> None:
     with pytest.raises(MembershipError, match=r"nats://192\.0\.2\.1:4222 carries no NATS"):
         credentials_of("nats://192.0.2.1:4222")
+
+
+def test_the_replicated_url_keeps_the_clusters_ca() -> None:
+    ca = new_authority("ployz").cert_der
+    url = replicated_url(f"{SINGLE}?ca={ca_parameter(ca)}", ["192.0.2.1", "192.0.2.2",
+                                                             "192.0.2.3"])
+    assert url.endswith(f"?replicas=3&ca={ca_parameter(ca)}")
+    assert ca_of(url) == ca
