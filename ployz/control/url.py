@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
+import re
 import ssl
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -127,8 +129,15 @@ def tls_context(ca_der: bytes) -> ssl.SSLContext:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without the credentials a NATS URL may carry (``user:password@``), for output
-    and logs."""
+    """``url`` without the credentials a NATS URL may carry (``user:password@``), and with its
+    CA certificate shortened to a fingerprint (``ca=sha256:...``), for output and logs."""
     scheme, sep, rest = url.partition("://")
     hosts = [host.rpartition("@")[2] for host in rest.split(",")]
-    return scheme + sep + ",".join(hosts)
+    return _CA_PARAM.sub(_fingerprint, scheme + sep + ",".join(hosts))
+
+
+_CA_PARAM = re.compile(r"(?<=[?&])ca=([A-Za-z0-9_-]+)")
+
+
+def _fingerprint(match: re.Match[str]) -> str:
+    return "ca=sha256:" + hashlib.sha256(match.group(1).encode()).hexdigest()[:16]
