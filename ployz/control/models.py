@@ -424,6 +424,34 @@ class RouteAcks(Fact):
     updated: datetime = Field(default_factory=utcnow)
 
 
+class LinkRate(Fact):
+    """How fast snapshots went from one machine to another, as the migrations between them
+    measured it: a send of B bytes takes about ``fixed_s + B / bytes_per_s`` (``fixed_s``: the
+    receiver's set-up, the handshake, the commit). What a migration's estimate starts from."""
+
+    source: Identifier
+    target: Identifier
+    bytes_per_s: float | None = Field(default=None, gt=0)
+    """None until a large send was measured."""
+    fixed_s: float = Field(ge=0)
+    sends: int = Field(ge=1)
+    measured_at: datetime = Field(default_factory=utcnow)
+
+
+class CutoverCosts(Fact):
+    """What a service's last migration spent besides moving data: stopping it on the source,
+    starting it on the target and waiting until it was ready, and the rest of the run (lock,
+    plan, container creation, commit, route confirmation, cleanup)."""
+
+    namespace: Identifier
+    service: Identifier
+    stop_s: float = Field(ge=0)
+    start_s: float = Field(ge=0)
+    ready_s: float = Field(ge=0)
+    overhead_s: float = Field(ge=0)
+    measured_at: datetime = Field(default_factory=utcnow)
+
+
 class Lease(Fact):
     """A named lock with a time to live.
 

@@ -80,6 +80,7 @@ from ployz.control.models import (
     Capacity,
     Change,
     ClusterInfo,
+    CutoverCosts,
     Deploy,
     DeployCommit,
     DeployPhase,
@@ -88,6 +89,7 @@ from ployz.control.models import (
     Invite,
     Lease,
     Lifecycle,
+    LinkRate,
     Machine,
     NamespaceState,
     Removal,
@@ -107,6 +109,10 @@ from ployz.control.store import DocumentStore, RevisionConflict, StoreWatch
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_ATTEMPTS = 200
+SMALL_SEND = 1 << 20
+"""Sends smaller than this measure a link's fixed cost per send, larger ones its rate."""
+MEASUREMENT_WEIGHT = 0.5
+"""The weight of a new measurement against what was measured before."""
 _REMEMBERED_OPS = 8
 _CHANGES = TypeAdapter(tuple[Change, ...])
 _WIREGUARD_KEY = TypeAdapter(WireGuardKey)
@@ -342,6 +348,48 @@ class ControlPlane:
         """Wakes when a machine or a namespace changes (a join, a heartbeat, a commit, a lock):
         what every machine's routing is made of."""
         return self._store.watch("machines", "namespaces")
+
+    # --- measurements that estimates start from ------------------------------------------------
+
+    def record_send(self, source: str, target: str, size: int, seconds: float) -> LinkRate:
+        """Folds one send of ``size`` stream bytes in ``seconds`` into the link's rate: a
+        small send (under :data:`SMALL_SEND`) measures the fixed cost, a large one the rate
+        beyond it; each new figure weighs :data:`MEASUREMENT_WEIGHT` against the old."""
+        check_name("machine id", source)
+        check_name("machine id", target)
+        if size < 0 or not seconds > 0:
+            raise InvalidArgument(f"a send of {size} bytes in {seconds} s measures nothing")
+
+        def fold(current: LinkRate | None) -> LinkRate:
+            fixed = current.fixed_s if current else 0.0
+            rate = current.bytes_per_s if current else None
+            if size < SMALL_SEND:
+                fixed = seconds if current is None else _blend(current.fixed_s, seconds)
+            else:
+                sample = size / max(seconds - fixed, seconds / 2)
+                rate = sample if rate is None else _blend(rate, sample)
+            return LinkRate(source=source, target=target, bytes_per_s=rate, fixed_s=fixed,
+                            sends=(current.sends if current else 0) + 1)
+
+        return self._mutate("measurements", f"link.{source}.{target}", LinkRate, fold)
+
+    def link_rate(self, source: str, target: str) -> LinkRate | None:
+        return self._read("measurements", f"link.{check_name('machine id', source)}."
+                                          f"{check_name('machine id', target)}", LinkRate)
+
+    def record_cutover(self, costs: CutoverCosts) -> CutoverCosts:
+        """The latest costs of a service's migration replace the earlier ones, the service's
+        and the cluster's latest (what a service that never moved is estimated from)."""
+        self._mutate("measurements", "cutover-latest", CutoverCosts, lambda _: costs)
+        return self._mutate("measurements", f"cutover.{costs.namespace}.{costs.service}",
+                            CutoverCosts, lambda _: costs)
+
+    def latest_cutover_costs(self) -> CutoverCosts | None:
+        return self._read("measurements", "cutover-latest", CutoverCosts)
+
+    def cutover_costs(self, namespace: str, service: str) -> CutoverCosts | None:
+        return self._read("measurements", f"cutover.{check_name('namespace', namespace)}."
+                                          f"{check_name('service', service)}", CutoverCosts)
 
     def add_machine(self, machine_id: str, wireguard_key: str, endpoint: str) -> Machine:
         """Make a machine a member: allocate its overlay IP and subnet, and record it, active.
@@ -857,6 +905,10 @@ class ControlPlane:
             except RevisionConflict:
                 time.sleep(random.uniform(0, 0.002))  # desynchronise the racers
         raise ControlPlaneBusy(f"{kind}/{key}: {_MAX_ATTEMPTS} concurrent updates in a row won")
+
+
+def _blend(old: float, new: float) -> float:
+    return (1 - MEASUREMENT_WEIGHT) * old + MEASUREMENT_WEIGHT * new
 
 
 def _same_member(machine: Machine, wireguard_key: str) -> Machine:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-KINDS = ("machines", "namespaces", "deploys", "commits", "leases", "cluster", "invites", "acks")
+KINDS = ("machines", "namespaces", "deploys", "commits", "leases", "cluster", "invites", "acks",
+         "measurements")
 
 
 class Versioned(NamedTuple):

@@ -22,6 +22,8 @@ from ployz.transfer.addresses import format_address
 DEFAULT_AGENT_PORT = 7070
 ROUTE_WAIT_S = 30.0
 """How long a commit waits for the live machines' agents to apply its routing."""
+WRITE_SAMPLE_S = 2.0
+"""How long a migration's plan watches the service's writes to measure their rate."""
 
 
 def agent_address(machine: Machine, port: int = DEFAULT_AGENT_PORT) -> str:
@@ -48,15 +50,22 @@ class AgentLookup(Protocol):
         """How long a commit waits for these agents to acknowledge its routing."""
         ...
 
+    @property
+    def write_sample_s(self) -> float:
+        """How long a plan watches a service's writes through these agents (0: not)."""
+        ...
+
 
 class AgentDirectory(AgentLookup):
     """One signed client per machine for the length of a run; close it when done."""
 
     def __init__(self, key: Ed25519PrivateKey, port: int = DEFAULT_AGENT_PORT,
-                 route_wait_s: float = ROUTE_WAIT_S) -> None:
+                 route_wait_s: float = ROUTE_WAIT_S,
+                 write_sample_s: float = WRITE_SAMPLE_S) -> None:
         self._key = key
         self._port = port
         self._route_wait_s = route_wait_s
+        self._write_sample_s = write_sample_s
         self._agents: dict[str, RemoteAgent] = {}
 
     @property
@@ -66,6 +75,10 @@ class AgentDirectory(AgentLookup):
     @property
     def route_wait_s(self) -> float:
         return self._route_wait_s
+
+    @property
+    def write_sample_s(self) -> float:
+        return self._write_sample_s
 
     def agent(self, machine: Machine) -> RemoteAgent:
         agent = self._agents.get(machine.id)

@@ -126,6 +126,11 @@ class Done(Event):
     seconds: float | None
     routes: dict[str, Any] | None = None
     """The commit's route confirmation (version, confirmed, missing, seconds)."""
+    estimate: dict[str, Any] | None = None
+    """What the plan predicted: ``initial_bytes``, ``final_bytes``, ``seconds``,
+    ``window_seconds``, ``link_bytes_per_s``, ``write_bytes_per_s``."""
+    actual: dict[str, Any] | None = None
+    """The same figures as the run measured them."""
 
 
 class Recover(Event):

@@ -28,6 +28,9 @@ from tests.e2e.writer_service import (
 # seconds under emulation.
 pytestmark = pytest.mark.timeout(1800)
 
+ESTIMATE_FIELDS = {"initial_bytes", "final_bytes", "seconds", "window_seconds",
+                   "link_bytes_per_s", "write_bytes_per_s"}
+
 
 @pytest.fixture(scope="module")
 def moved(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
@@ -61,6 +64,10 @@ def test_preview_shows_the_plan_and_changes_nothing(moved: dict) -> None:
     assert plan["phases"] == ["lock", "pre-copy", "fence", "final-send", "start", "commit",
                               "cleanup"]
     assert plan["placement"] == {"service": "machine-b", "volumes": {"data": "machine-b"}}
+    estimate = plan["estimate"]
+    assert set(estimate) >= ESTIMATE_FIELDS
+    assert estimate["initial_bytes"] == volume["initial_send"]
+    assert estimate["write_bytes_per_s"] > 0  # the writer appends five lines a second
     assert moved["after_preview"] == moved["before"]
     assert moved["snapshots_after_preview"] == []
 
@@ -88,6 +95,11 @@ def test_apply_moves_the_service_with_every_line_written_before_the_fence(
     assert kinds[0] == "full" and kinds[-1] == "final"
     done = events[-1]
     assert done["event"] == "done" and done["target"] == "machine-b"
+    assert set(done["estimate"]) == ESTIMATE_FIELDS and set(done["actual"]) == ESTIMATE_FIELDS
+    assert done["actual"]["window_seconds"] == done["cutover_s"]["total"]
+    full = next(e for e in events if e["event"] == "transfer" and e["state"] == "done")
+    assert done["actual"]["initial_bytes"] == full["bytes"]
+    print("estimate:", done["estimate"], "actual:", done["actual"])
     assert set(done["cutover_s"]) == {"stop", "final_snapshot", "final_send", "start", "ready",
                                       "total"}
     assert done["cutover_s"]["total"] < done["seconds"]

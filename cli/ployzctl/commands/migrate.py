@@ -15,6 +15,7 @@ import sys
 from ployz.deploy.manifest import render
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.errors import MalformedServiceRef, TargetWithoutRoom
+from ployz.deploy.migration.estimate import DEFAULT_BUDGET_SLACK_S, Prediction
 from ployz.deploy.migration.plan import MigrationPlan, moved_manifest, plan_migration
 from ployz.deploy.migration.ref import ServiceRef, parse_service_ref
 from ployz.transfer.units import format_size
@@ -44,11 +45,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         command.add_argument("--keep-source", action="store_true",
                              help="apply: keep the source dataset after the commit (default: "
                                   "destroyed once the target has the data and runs)")
+        command.add_argument("--max-downtime", type=_seconds, metavar="SECONDS",
+                             help="preview, apply: the cutover the pre-copy converges to; "
+                                  "apply refuses before its fence when it cannot (default: "
+                                  "the service's measured stop, start and readiness, plus "
+                                  f"{DEFAULT_BUDGET_SLACK_S:g} s)")
         add_control_argument(command)
         add_agent_arguments(command)
         command.add_argument("--json", action="store_true",
                              help="print JSON (apply: one event per line)")
         command.set_defaults(func=func)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive number of seconds")
+    return value
 
 
 def _ref(text: str) -> ServiceRef:
@@ -61,7 +77,7 @@ def _ref(text: str) -> ServiceRef:
 @reported
 def _preview(args: argparse.Namespace) -> int:
     with open_control(args) as cp, agent_directory(args) as agents:
-        plan = plan_migration(cp, agents, args.ref, args.to)
+        plan = plan_migration(cp, agents, args.ref, args.to, args.max_downtime)
     if args.json:
         print_json(plan.to_json())
     else:
@@ -87,7 +103,8 @@ def _render(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     emit = print_event if args.json else EventPrinter(sys.stdout)
     with open_control(args) as cp, agent_directory(args) as agents:
-        migrate(cp, agents, args.ref, args.to, keep_source=args.keep_source, emit=emit)
+        migrate(cp, agents, args.ref, args.to, keep_source=args.keep_source,
+                max_downtime_s=args.max_downtime, emit=emit)
     return 0
 
 
@@ -95,10 +112,9 @@ def _print_plan(plan: MigrationPlan) -> None:
     print(f"migrate preview of {plan.ref}: {plan.source} -> {plan.target} "
           f"(manifest {plan.digest}, image {plan.image})")
     if plan.volumes:
-        print_table(("VOLUME", "SIZE", "INITIAL SEND", "FINAL SEND", "SOURCE DATASET",
-                     "TARGET DATASET"),
+        print_table(("VOLUME", "SIZE", "INITIAL SEND", "SOURCE DATASET", "TARGET DATASET"),
                     [(v.name, format_size(v.size), format_size(v.initial_send),
-                      f"<= {format_size(v.final_send)}", v.source_dataset, v.target_dataset)
+                      v.source_dataset, v.target_dataset)
                      for v in plan.volumes])
         room = plan.room
         verdict = "room OK" if room.has_room else "NOT ENOUGH ROOM"
@@ -107,5 +123,26 @@ def _print_plan(plan: MigrationPlan) -> None:
     else:
         print("no volume: a plain container move")
     print("phases: " + " -> ".join(plan.to_json()["phases"]))
+    _print_estimate(plan.prediction)
     volumes = "".join(f"; volume {v.name} on {plan.target}" for v in plan.volumes)
     print(f"after: service {plan.ref.service} on {plan.target}{volumes}")
+
+
+def _print_estimate(prediction: Prediction) -> None:
+    e = prediction.estimate
+
+    def size(value: float | None) -> str:
+        return "unknown" if value is None else format_size(int(value))
+
+    def seconds(value: float | None) -> str:
+        return "unknown" if value is None else f"{value:.1f} s"
+
+    print(f"expected: {size(e.initial_bytes)} first, then a final send of "
+          f"{size(e.final_bytes)}; about {seconds(e.seconds)} in all, of which "
+          f"{seconds(e.window_seconds)} of downtime (budget {prediction.budget_s:g} s)")
+    print(f"  from: the service writing {size(e.write_bytes_per_s)}/s, the link carrying "
+          f"{size(e.link_bytes_per_s)}/s (link {prediction.basis['link']}, cutover costs "
+          f"{prediction.basis['cutover_costs']})")
+    if prediction.converges is False:
+        print(f"  pre-copy cannot converge to {prediction.budget_s:g} s of downtime: apply "
+              "would refuse before its fence")

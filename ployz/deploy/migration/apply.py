@@ -5,10 +5,13 @@ move data):
 
 1. lock: the namespace deploy lock, held under a stable holder per service and renewed by a
    :class:`~ployz.control.LeaseKeeper` while the data moves;
-2. pre-copy, with the service running: a snapshot and a full send, then incremental rounds
-   until less than :data:`~ployz.deploy.migration.plan.FINAL_DELTA` was written since the last
-   one (at most :data:`~ployz.deploy.migration.plan.MAX_PRECOPY_ROUNDS`); each snapshot is held
-   so nothing can destroy the incremental base. It ends by mounting the received datasets on the
+2. pre-copy, with the service running: a snapshot and a full send of every volume, then
+   incremental rounds of all of them, each sending what was written during the one before,
+   until the final send would fit the downtime budget (``max_downtime_s``) with the stop and
+   start around it, as measured (:func:`~ployz.deploy.migration.estimate.next_round`); a service
+   whose deltas stop shrinking before that cannot converge, and the run aborts before its fence
+   (:class:`~.errors.PrecopyWontConverge`). Each snapshot is held so nothing can destroy the
+   incremental base. It ends by mounting the received datasets on the
    target and creating (not starting) the container there, with the same image and
    configuration: creation costs seconds that need not fall in the cutover window, and the
    final incremental receives into a mounted, untouched dataset like any other;
@@ -62,12 +65,10 @@ from ployz.deploy.events import (
     step,
 )
 from ployz.deploy.kinds import KINDS
-from ployz.deploy.migration.plan import (
-    FINAL_DELTA,
-    MAX_PRECOPY_ROUNDS,
-    MigrationPlan,
-    plan_migration,
-)
+from ployz.deploy.migration.actual import Actual
+from ployz.deploy.migration.errors import PrecopyWontConverge
+from ployz.deploy.migration.estimate import next_round
+from ployz.deploy.migration.plan import MigrationPlan, plan_migration
 from ployz.deploy.migration.record import (
     Evidence,
     MigrationRecord,
@@ -104,11 +105,15 @@ class MigrationResult:
     routes: dict[str, Any] | None = None
     """Which live machines confirmed the commit's routing (None: a run that only finished a
     cleanup did not wait)."""
+    estimate: dict[str, Any] | None = None
+    """What the plan predicted (None: a run that only finished a cleanup)."""
+    actual: dict[str, Any] | None = None
+    """The same figures as this run measured them."""
 
     def to_json(self) -> dict[str, Any]:
         return {"deploy_id": self.deploy_id, "commit": self.commit_seq, "source": self.source,
                 "target": self.target, "cutover_s": self.cutover, "seconds": self.seconds,
-                "routes": self.routes}
+                "routes": self.routes, "estimate": self.estimate, "actual": self.actual}
 
 
 def migrate(
@@ -118,19 +123,23 @@ def migrate(
     to_machine: str,
     *,
     keep_source: bool = False,
+    max_downtime_s: float | None = None,
     emit: Emit = ignore,
 ) -> MigrationResult:
-    """Moves ``ref`` to ``to_machine``; see the module docstring for the phases and errors."""
+    """Moves ``ref`` to ``to_machine``; see the module docstring for the phases and errors.
+    ``max_downtime_s``: the downtime budget pre-copy converges to (by default what the
+    service's stop, start and readiness measured, plus a margin for the final send)."""
     if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
-        plan_migration(cp, agents, ref, to_machine).check_room()
+        plan_migration(cp, agents, ref, to_machine, max_downtime_s).check_room()
     emit(Phase(phase="lock"))
     started = time.monotonic()
+    moved: tuple[DeployRun[MigrationRecord], _Phases] | None = None
     with namespace_lock(cp, ref.namespace, ref.holder, emit) as keeper:
         settled = settle_unfinished(cp, agents, ref.namespace, KINDS, emit)
         result = _already_moved(settled, ref, to_machine)
         if result is None:
-            plan = plan_migration(cp, agents, ref, to_machine)
+            plan = plan_migration(cp, agents, ref, to_machine, max_downtime_s)
             plan.check_room()
             run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
             phases = _Phases(cp, plan, run)
@@ -138,10 +147,25 @@ def migrate(
                                                       plan=plan.to_json()))
             result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
                                      phases.cutover,
-                                     routes=asdict(run.routes) if run.routes else None)
+                                     routes=asdict(run.routes) if run.routes else None,
+                                     estimate=plan.prediction.estimate.to_json())
+            moved = run, phases
     result.seconds = round(time.monotonic() - started, 3)
+    if moved is not None:
+        _record_actual(cp, ref, result, *moved)
     emit(Done(**result.to_json()))
     return result
+
+
+def _record_actual(cp: ControlPlane, ref: ServiceRef, result: MigrationResult,
+                   run: DeployRun[MigrationRecord], phases: _Phases) -> None:
+    """The figures this run measured, beside its estimate: in its result and its deploy
+    record; and the costs the next estimates start from."""
+    assert result.seconds is not None
+    result.actual = phases.actual.measured(result.seconds, phases.cutover).to_json()
+    cp.record_cutover(phases.actual.costs(ref, result.seconds, phases.cutover))
+    run.record.estimate, run.record.actual = result.estimate, result.actual
+    run.save()
 
 
 def _already_moved(settled: list[Settled], ref: ServiceRef,
@@ -183,6 +207,8 @@ class _Phases:
         """The target container, created at the end of pre-copy."""
         self.address = service_address(cp, plan.ref.namespace, plan.ref.service)
         """The service's stable address: the target container takes it over."""
+        self.actual = Actual(plan.prediction.estimate.initial_bytes)
+        """What this run measures of its estimate's figures."""
         self.quotas = {name: v.quota for name, v in cp.namespace(plan.ref.namespace)
                        .volumes.items()}
         """Set on each target dataset by its full receive, as a deploy sets them at creation."""
@@ -201,26 +227,49 @@ class _Phases:
     # --- pre-copy, fence, final send ---------------------------------------------------------
 
     def _pre_copy(self) -> None:
+        """The full sends, then rounds of all volumes until :func:`next_round` fences."""
         self.run.step("pre-copy")
-        for volume in self.record.volumes:
-            self._send_round(volume, 1)
-            for round_ in range(2, MAX_PRECOPY_ROUNDS + 2):
-                written = int_prop(self.source.zfs.get(volume.source_dataset, ["written"]),
-                                   "written")
-                if written < FINAL_DELTA:
-                    break
-                self.run.keeper.check()
-                self._send_round(volume, round_)
+        if not self.record.volumes:
+            return
+        round_ = 1
+        round_started = self._send_round(round_)
+        previous: int | None = None
+        prediction = self.plan.prediction
+        costs = (self.cp.cutover_costs(self.plan.ref.namespace, self.plan.ref.service)
+                 or self.cp.latest_cutover_costs())
+        while True:
+            delta = sum(int_prop(self.source.zfs.get(v.source_dataset, ["written"]), "written")
+                        for v in self.record.volumes)
+            write_rate = delta / max(time.monotonic() - round_started, 1e-3)
+            self.actual.wrote(write_rate)
+            link = self.cp.link_rate(self.plan.source, self.plan.target)
+            if link is None or link.bytes_per_s is None:
+                return  # only small sends so far: nothing left worth a round
+            verdict = next_round(link, costs, write_rate, delta, previous, round_,
+                                 prediction.budget_s)
+            if verdict == "fence":
+                return
+            if verdict == "cannot converge":
+                raise PrecopyWontConverge(prediction.budget_s, write_rate, link.bytes_per_s,
+                                          delta, round_)
+            self.run.keeper.check()
+            previous, round_ = delta, round_ + 1
+            round_started = self._send_round(round_)
 
-    def _send_round(self, volume: VolumeRecord, round_: int) -> None:
-        snapshot = f"{volume.source_dataset}@{snapshot_name(self.plan.digest, volume.name, round_)}"
-        self._snapshot(volume, [snapshot])
-        self._send(volume, snapshot, "full" if round_ == 1 else "incremental", round_)
+    def _send_round(self, round_: int) -> float:
+        """One pre-copy round of every volume: its snapshots, taken at once, then its sends;
+        returns when the snapshots were taken (what the next delta was written since)."""
+        snapshots = [f"{v.source_dataset}@{snapshot_name(self.plan.digest, v.name, round_)}"
+                     for v in self.record.volumes]
+        self._snapshot(snapshots)
+        taken = time.monotonic()
+        for volume, snapshot in zip(self.record.volumes, snapshots, strict=True):
+            self._send(volume, snapshot, "full" if round_ == 1 else "incremental", round_)
+        return taken
 
-    def _snapshot(self, volume: VolumeRecord | None, snapshots: list[str]) -> None:
-        """Takes ``snapshots`` at once and holds them, recorded first."""
-        volumes = [volume] if volume else self.record.volumes
-        for v, snapshot in zip(volumes, snapshots, strict=True):
+    def _snapshot(self, snapshots: list[str]) -> None:
+        """Takes ``snapshots`` (one of each volume) at once and holds them, recorded first."""
+        for v, snapshot in zip(self.record.volumes, snapshots, strict=True):
             v.snapshots.append(snapshot)
             v.held.append(snapshot)
         self.run.save()
@@ -236,6 +285,7 @@ class _Phases:
         self.run.emit(TransferStarted(volume=volume.name, round=round_, kind=kind,
                                       snapshot=snapshot, estimate=estimate))
         quota = self.quotas.get(volume.name)
+        sending = time.monotonic()
         sent = send_snapshot(
             self.source, self.target, self.run.agents.key, transfer_id=transfer_id,
             snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
@@ -250,6 +300,9 @@ class _Phases:
             volume.held.remove(base)
         self.run.save()
         received = sent.received
+        seconds = time.monotonic() - sending
+        self.cp.record_send(self.plan.source, self.plan.target, received.bytes, seconds)
+        self.actual.sent(kind, received.bytes, seconds)
         self.run.emit(TransferDone(volume=volume.name, round=round_, kind=kind,
                                    bytes=received.bytes, wire_bytes=received.wire_bytes,
                                    seconds=received.seconds, resumes=received.resumes,
@@ -270,8 +323,8 @@ class _Phases:
         self.cutover["stop"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
         if self.record.volumes:
-            self._snapshot(None, [f"{v.source_dataset}@{snapshot_name(self.plan.digest, v.name)}"
-                                  for v in self.record.volumes])
+            self._snapshot([f"{v.source_dataset}@{snapshot_name(self.plan.digest, v.name)}"
+                            for v in self.record.volumes])
         self.cutover["final_snapshot"] = round(time.monotonic() - started, 3)
 
     def _final_send(self) -> None:

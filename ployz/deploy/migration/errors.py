@@ -50,6 +50,24 @@ class TargetWithoutRoom(PlanError):
             f"{margin:.0%} margin; free space there or pick another machine")
 
 
+class PrecopyWontConverge(DeployError):
+    """The service writes faster than pre-copy can catch up with inside the downtime budget;
+    raised before the fence, so the run rolls back and the service goes on on its source."""
+
+    def __init__(self, budget_s: float, write_bytes_per_s: float, link_bytes_per_s: float | None,
+                 delta: int, rounds: int) -> None:
+        self.budget_s = budget_s
+        self.write_bytes_per_s = write_bytes_per_s
+        self.link_bytes_per_s = link_bytes_per_s
+        link = (f"{format_size(int(link_bytes_per_s))}/s" if link_bytes_per_s is not None
+                else "an unmeasured rate")
+        super().__init__(
+            f"pre-copy cannot converge to a downtime of {budget_s:g} s: the service writes "
+            f"{format_size(int(write_bytes_per_s))}/s and the link carries {link}; after "
+            f"{rounds} rounds {format_size(delta)} were still to send. Raise --max-downtime, or "
+            "migrate when the service writes less")
+
+
 class MigrationAborted(DeployError):
     """The migration failed before its commit and was rolled back: the service runs on its
     source again. ``undone`` lists what was rolled back, ``left`` what could not be."""

@@ -10,6 +10,7 @@ and a free dataset name there.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from ployz.deploy.migration.errors import (
     TargetDatasetExists,
     TargetWithoutRoom,
 )
+from ployz.deploy.migration.estimate import Prediction, predict
 from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.plan import DeployPlan, make_plan
 from ployz.deploy.specs import dataset_name
@@ -33,13 +35,6 @@ ROOM_MARGIN = 0.10
 """Share of the moved data the target pool must have free on top of it: the data grows while
 pre-copy runs, and a pool filled to the brim slows every write on that machine."""
 
-FINAL_DELTA = 16 << 20
-"""Pre-copy rounds continue until less than this was written since the last round (or the round
-limit is reached): it bounds the final send, the one the service waits for."""
-
-MAX_PRECOPY_ROUNDS = 4
-"""Incremental rounds after the full send: a service writing faster than the link carries would
-otherwise never converge; its final send is then simply larger."""
 
 PHASES = ("lock", "pre-copy", "fence", "final-send", "start", "commit", "cleanup")
 
@@ -49,15 +44,13 @@ class VolumeMovePlan:
     """One volume: where its data is and goes, its size and the estimated bytes of its sends.
 
     ``initial_send`` is the full send of pre-copy (what the dataset references now, or the
-    ``send_space`` of its latest snapshot plus what was written since); ``final_send`` the
-    send the service waits for, which pre-copy keeps below :data:`FINAL_DELTA`."""
+    ``send_space`` of its latest snapshot plus what was written since)."""
 
     name: str
     source_dataset: str
     target_dataset: str
     size: int
     initial_send: int
-    final_send: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +76,7 @@ class MigrationPlan:
     deploy_plan: DeployPlan
     volumes: tuple[VolumeMovePlan, ...]
     room: TargetRoom
+    prediction: Prediction
 
     @property
     def digest(self) -> str:
@@ -109,14 +103,17 @@ class MigrationPlan:
             "target_pool": {**asdict(self.room), "has_room": self.room.has_room},
             "phases": list(PHASES),
             "placement": self.placement,
+            "estimate": self.prediction.to_json(),
         }
 
 
 def plan_migration(
-    cp: ControlPlane, agents: AgentLookup, ref: ServiceRef, to_machine: str
+    cp: ControlPlane, agents: AgentLookup, ref: ServiceRef, to_machine: str,
+    max_downtime_s: float | None = None,
 ) -> MigrationPlan:
-    """The plan of moving ``ref`` to ``to_machine``; raises a typed refusal when it cannot be
-    done (nothing is changed either way)."""
+    """The plan of moving ``ref`` to ``to_machine``, with its estimate for a downtime budget of
+    ``max_downtime_s`` (by default :func:`~.estimate.default_budget`); raises a typed refusal
+    when it cannot be done (nothing is changed either way)."""
     machines = machine_map(cp)
     service, manifest = moved_manifest(cp, ref, to_machine, machines)
     deploy_plan = make_plan(manifest, cp)
@@ -125,16 +122,40 @@ def plan_migration(
         raise ImageNotOnMachine(ref.service, service.image, to_machine)
     capacity = target.zfs.capacity() if deploy_plan.moves else None
     pool = capacity.pool if capacity else ""
+    source = agents.agent(machines[service.machine])
     volumes = tuple(
-        _volume_plan(agents.agent(machines[service.machine]), target, action.name,
-                     str(action.dataset), dataset_name(pool, ref.namespace, action.name),
-                     to_machine)
+        _volume_plan(source, target, action.name, str(action.dataset),
+                     dataset_name(pool, ref.namespace, action.name), to_machine)
         for action in deploy_plan.moves
     )
     needed = int(sum(v.size for v in volumes) * (1 + ROOM_MARGIN))
     room = TargetRoom(to_machine, pool, capacity.free if capacity else 0, needed, ROOM_MARGIN)
+    costs = cp.cutover_costs(ref.namespace, ref.service) or cp.latest_cutover_costs()
+    prediction = predict(sum(v.initial_send for v in volumes),
+                         write_rate(source, [v.source_dataset for v in volumes],
+                                    agents.write_sample_s),
+                         cp.link_rate(service.machine, to_machine), costs, max_downtime_s)
     return MigrationPlan(ref, service.machine, to_machine, service.image, manifest, deploy_plan,
-                         volumes, room)
+                         volumes, room, prediction)
+
+
+def write_rate(source: Agent, datasets: list[str], sample_s: float) -> float | None:
+    """Bytes per second the service writes to its volumes, from the growth of their
+    ``written`` (bytes written since their latest snapshot) over ``sample_s``; None when not
+    sampled."""
+    if not datasets:
+        return 0.0
+    if sample_s <= 0:
+        return None
+
+    def written() -> tuple[int, float]:
+        total = sum(int_prop(source.zfs.get(d, ["written"]), "written") for d in datasets)
+        return total, time.monotonic()
+
+    before, started = written()
+    time.sleep(sample_s)
+    after, ended = written()
+    return round(max(0, after - before) / (ended - started), 1)
 
 
 def moved_manifest(cp: ControlPlane, ref: ServiceRef, to_machine: str,
@@ -168,5 +189,4 @@ def _volume_plan(source: Agent, target: Agent, name: str, source_dataset: str,
         initial = source.zfs.send_space(latest) + int_prop(props, "written")
     else:
         initial = referenced
-    return VolumeMovePlan(name, source_dataset, target_dataset, referenced, initial,
-                          min(initial, FINAL_DELTA))
+    return VolumeMovePlan(name, source_dataset, target_dataset, referenced, initial)

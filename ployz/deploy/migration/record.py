@@ -8,6 +8,8 @@ cleanup after it, from the record alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from ployz.agent.api import Committed
@@ -60,6 +62,10 @@ class MigrationRecord(RunRecord):
     transfers: list[str] = Field(default_factory=list)
     """Transfer ids whose receiver may still run on the target."""
     volumes: list[VolumeRecord] = Field(default_factory=list)
+    estimate: dict[str, Any] | None = None
+    """What the plan predicted (:class:`~.estimate.Estimate`); ``actual`` the same figures as
+    measured, both written once the run ended committed."""
+    actual: dict[str, Any] | None = None
 
     @property
     def hold_tag(self) -> str:

@@ -1,6 +1,7 @@
-"""Services' stable addresses and the machines' routing acknowledgements, on both backends:
-an address is given once per service and kept, two services never share one, a removed
-service's address is freed; acknowledgements merge per namespace and wake their watch."""
+"""Services' stable addresses, the machines' routing acknowledgements and the measurements
+migrations are estimated from, on both backends: an address is given once per service and
+kept, two services never share one, a removed service's address is freed; acknowledgements
+merge per namespace and wake their watch; sends fold into a link's rate."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ployz.control import (
     Service,
     deploy_lock_name,
 )
-from ployz.control.models import next_service_address
+from ployz.control.models import CutoverCosts, next_service_address
 
 TRUST = "ed25519:" + base64.b64encode(bytes(32)).decode()
 
@@ -99,3 +100,28 @@ def test_a_routing_watch_wakes_at_a_commit(cluster: ControlPlane) -> None:
         assert watch.wait(10)
     finally:
         watch.close()
+
+
+def test_sends_fold_into_the_links_rate_and_fixed_cost(cluster: ControlPlane) -> None:
+    assert cluster.link_rate("machine-a", "machine-b") is None
+    small = cluster.record_send("machine-a", "machine-b", 4096, 0.8)
+    assert (small.bytes_per_s, small.fixed_s, small.sends) == (None, 0.8, 1)
+    large = cluster.record_send("machine-a", "machine-b", 100 << 20, 10.8)
+    assert large.bytes_per_s == pytest.approx((100 << 20) / 10.0) and large.sends == 2
+    again = cluster.record_send("machine-a", "machine-b", 100 << 20, 5.8)
+    assert again.bytes_per_s == pytest.approx(((100 << 20) / 10.0 + (100 << 20) / 5.0) / 2)
+    assert cluster.link_rate("machine-a", "machine-b") == again
+    assert cluster.link_rate("machine-b", "machine-a") is None
+
+
+def test_the_latest_cutover_costs_are_kept_per_service_and_for_the_cluster(
+        cluster: ControlPlane) -> None:
+    first = CutoverCosts(namespace="shop", service="web", stop_s=1, start_s=2, ready_s=3,
+                         overhead_s=10)
+    cluster.record_cutover(first)
+    second = first.model_copy(update={"service": "db", "stop_s": 4.0})
+    cluster.record_cutover(second)
+    assert cluster.cutover_costs("shop", "web") == first
+    assert cluster.cutover_costs("shop", "db") == second
+    assert cluster.latest_cutover_costs() == second
+    assert cluster.cutover_costs("shop", "api") is None

@@ -53,6 +53,8 @@ class FakeDataset:
     holds: dict[str, set[str]] = field(default_factory=dict)
     written: int = 0
     """Bytes written since the latest snapshot; the tests set it to make pre-copy go on."""
+    writes_between_snapshots: int = 0
+    """What ``written`` is again after each snapshot: a service that keeps writing."""
 
 
 class FakeMachine:
@@ -137,7 +139,7 @@ class FakeZfs(ZfsApi):
         for name in snapshots:
             dataset = self._dataset(name)
             dataset.snapshots.append(Snapshot(len(dataset.snapshots) + 1, name, next(_guids)))
-            dataset.written = 0
+            dataset.written = dataset.writes_between_snapshots
 
     def snapshots(self, dataset: str) -> list[Snapshot]:
         self.m.check("zfs.snapshots")
@@ -344,6 +346,8 @@ class FakeCluster:
         self.key = Ed25519PrivateKey.generate()
         self.route_wait_s = 0.0
         """No agent acknowledges routing here: a commit names the machines, without waiting."""
+        self.write_sample_s = 0.0
+        """Writes are what a test sets (``FakeDataset.written``), not sampled over time."""
         self.calls: list[str] = []
         self.failures: dict[tuple[str, str], BaseException] = {}
         self.machines = {m: FakeMachine(self, m, m, free) for m in machine_ids}

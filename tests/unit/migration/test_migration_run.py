@@ -19,7 +19,7 @@ from ployz.deploy.drain import candidates, drain
 from ployz.deploy.events import Event
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.errors import MigrationAborted, MigrationFailedAfterCommit
-from ployz.deploy.migration.plan import FINAL_DELTA, PHASES
+from ployz.deploy.migration.plan import PHASES
 from ployz.deploy.migration.ref import ServiceRef
 from tests.unit.conftest import RegisterMachines
 from tests.unit.deploy.fake_agents import FakeCluster
@@ -80,7 +80,7 @@ def moved(cp: ControlPlane, agents: FakeCluster) -> None:
 
 
 def test_the_migration_moves_service_and_volume(cp: ControlPlane, agents: FakeCluster) -> None:
-    agents.machines["machine-a"].datasets["machine-a/shop.db"].written = FINAL_DELTA
+    agents.machines["machine-a"].datasets["machine-a/shop.db"].written = 16 << 20
     events: list[dict[str, Any]] = []
     result = migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
     assert (result.source, result.target, result.commit_seq) == ("machine-a", "machine-b", 2)

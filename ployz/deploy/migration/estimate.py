@@ -1,0 +1,138 @@
+"""What a migration will cost, predicted from measurements, and the rule that ends pre-copy.
+
+The inputs are measured, never assumed: the bytes each volume's first send carries (``send_space``
+of its stream), the rate the service writes at (growth of its volumes' ``written`` over a short
+sample), the link between the two machines as earlier migrations measured it (a send of B bytes
+took ``fixed_s + B / bytes_per_s``, :class:`~ployz.control.LinkRate`) and what the service's
+last migration spent stopping, starting, getting ready and on the rest of its run
+(:class:`~ployz.control.CutoverCosts`; any service's last, when this one never moved). An input
+not measured yet leaves the figures that need it unknown (None), never guessed.
+
+Pre-copy is modelled as ``migrate apply`` runs it (:func:`next_round`): the full send, then
+rounds that each send what was written during the one before, while each is smaller than the
+last, until the final send would fit in the downtime budget (``--max-downtime``) with the stop
+and start around it. A service that writes faster than the link carries never converges: the
+estimate says so (``converges`` False) and apply refuses before its fence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from ployz.control.models import CutoverCosts, LinkRate
+
+MAX_PRECOPY_ROUNDS = 8
+"""Incremental rounds after the full send at most; a service that needs more cannot converge."""
+DEFAULT_BUDGET_SLACK_S = 5.0
+"""The default downtime budget is the measured stop, start and ready plus this much for the
+final send (or this much alone, before a migration of the cluster measured them)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The figures ``migrate preview --json`` prints under ``estimate`` and apply's ``done``
+    event carries beside ``actual`` (with the same fields, as measured)."""
+
+    initial_bytes: int
+    final_bytes: int | None
+    seconds: float | None
+    """The whole apply."""
+    window_seconds: float | None
+    """The cutover: the source's stop to the target's readiness."""
+    link_bytes_per_s: float | None
+    write_bytes_per_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An estimate and how it was reached."""
+
+    estimate: Estimate
+    rounds: int | None
+    """Sends expected, the full and the final one included (None: the link is unknown)."""
+    converges: bool | None
+    budget_s: float
+    basis: dict[str, Any]
+    """Where each input came from, for the preview's reader."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.estimate.to_json(), "rounds": self.rounds, "converges": self.converges,
+                "max_downtime_s": self.budget_s, "basis": self.basis}
+
+
+def default_budget(costs: CutoverCosts | None) -> float:
+    """The downtime budget when none is given: what the service's stop, start and readiness
+    measured, plus :data:`DEFAULT_BUDGET_SLACK_S` for the final send."""
+    fixed = costs.stop_s + costs.start_s + costs.ready_s if costs is not None else 0.0
+    return round(fixed + DEFAULT_BUDGET_SLACK_S, 3)
+
+
+def send_seconds(link: LinkRate, size: float) -> float:
+    assert link.bytes_per_s is not None
+    return link.fixed_s + size / link.bytes_per_s
+
+
+Verdict = Literal["another round", "fence", "cannot converge"]
+
+
+def next_round(link: LinkRate, costs: CutoverCosts | None, write_bytes_per_s: float,
+               delta: float, previous_delta: float | None, rounds_done: int,
+               budget_s: float) -> Verdict:
+    """After a pre-copy round: ``delta`` bytes were written since its snapshot (the previous
+    round's delta ``previous_delta``, None after the full send). Fence when the final send,
+    with what the stop adds to it, fits the budget with the stop and start around it; another
+    round while the deltas shrink and rounds are left; else pre-copy cannot converge."""
+    stop = costs.stop_s if costs is not None else 0.0
+    start = costs.start_s + costs.ready_s if costs is not None else 0.0
+    final = delta + write_bytes_per_s * stop
+    if stop + send_seconds(link, final) + start <= budget_s:
+        return "fence"
+    shrinking = previous_delta is None or delta < previous_delta
+    if shrinking and rounds_done <= MAX_PRECOPY_ROUNDS:
+        return "another round"
+    return "cannot converge"
+
+
+def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate | None,
+            costs: CutoverCosts | None, budget_s: float | None = None) -> Prediction:
+    """The estimate of a migration moving ``initial_bytes`` first, from these measurements."""
+    budget = default_budget(costs) if budget_s is None else budget_s
+    basis = {"link": _when(link), "cutover_costs": _when(costs),
+             "write_rate": "sampled" if write_bytes_per_s is not None else "unknown"}
+    rate = link.bytes_per_s if link is not None else None
+    if link is None or rate is None or write_bytes_per_s is None:
+        return Prediction(Estimate(initial_bytes, None, None, None, rate, write_bytes_per_s),
+                          None, None, budget, basis)
+    elapsed = send_seconds(link, initial_bytes)
+    delta = write_bytes_per_s * elapsed
+    previous: float | None = None
+    rounds = 1
+    while (verdict := next_round(link, costs, write_bytes_per_s, delta, previous, rounds,
+                                 budget)) == "another round":
+        round_s = send_seconds(link, delta)
+        elapsed += round_s
+        previous, delta = delta, write_bytes_per_s * round_s
+        rounds += 1
+    stop = costs.stop_s if costs is not None else 0.0
+    start = costs.start_s + costs.ready_s if costs is not None else 0.0
+    final = delta + write_bytes_per_s * stop
+    window = stop + send_seconds(link, final) + start
+    overhead = costs.overhead_s if costs is not None else None
+    seconds = None if overhead is None else elapsed + window + overhead
+    return Prediction(
+        Estimate(initial_bytes, round(final), _round(seconds), round(window, 3), rate,
+                 write_bytes_per_s),
+        rounds + 1, verdict == "fence", budget, basis)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _when(measured: LinkRate | CutoverCosts | None) -> str:
+    return "not measured yet" if measured is None else (
+        f"measured {measured.measured_at.isoformat(timespec='seconds')}")

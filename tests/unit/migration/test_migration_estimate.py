@@ -1,0 +1,124 @@
+"""A migration's estimate from measurements, the rule that ends pre-copy, and what apply does
+with them: a service writing faster than the link carries is refused before the fence; a
+migration that converges reports its estimate beside what it measured, and leaves its costs
+for the next estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ployz.control import Capacity, ControlPlane, open_control_plane
+from ployz.control.models import CutoverCosts, LinkRate
+from ployz.deploy.apply import deploy
+from ployz.deploy.migration.apply import migrate
+from ployz.deploy.migration.errors import MigrationAborted
+from ployz.deploy.migration.estimate import (
+    DEFAULT_BUDGET_SLACK_S,
+    default_budget,
+    next_round,
+    predict,
+)
+from ployz.deploy.migration.ref import ServiceRef
+from tests.unit.conftest import RegisterMachines
+from tests.unit.deploy.fake_agents import FakeCluster
+from tests.unit.deploy.test_deploy_run import manifest, recorded
+from tests.unit.migration.test_migration_run import on_source
+
+MIB = 1 << 20
+LINK = LinkRate(source="machine-a", target="machine-b", bytes_per_s=10 * MIB, fixed_s=1.0,
+                sends=3)
+COSTS = CutoverCosts(namespace="shop", service="web", stop_s=1.0, start_s=0.5, ready_s=0.5,
+                     overhead_s=20.0)
+FIELDS = {"initial_bytes", "final_bytes", "seconds", "window_seconds", "link_bytes_per_s",
+          "write_bytes_per_s"}
+
+
+def test_a_converging_service_is_estimated_round_by_round() -> None:
+    prediction = predict(100 * MIB, 1 * MIB, LINK, COSTS, budget_s=3.5)
+    e = prediction.estimate
+    assert set(e.to_json()) == FIELDS
+    # The full send takes 11 s, while 11 MiB are written: their send, with the stop's 1 MiB,
+    # would make a window of 1 + 2.2 + 1 s, over the budget. One round of 11 MiB (2.1 s) leaves
+    # 2.1 MiB: a window of 1 + (1 + 0.31) + 1 s.
+    assert prediction.rounds == 3 and prediction.converges is True
+    assert e.final_bytes == round(3.1 * MIB)
+    assert e.window_seconds == pytest.approx(3.31)
+    assert e.seconds == pytest.approx(11 + 2.1 + 3.31 + 20)
+    assert predict(100 * MIB, 1 * MIB, LINK, COSTS, budget_s=5.0).rounds == 2
+    assert (e.link_bytes_per_s, e.write_bytes_per_s) == (10 * MIB, 1 * MIB)
+
+
+def test_a_service_writing_faster_than_the_link_does_not_converge() -> None:
+    prediction = predict(100 * MIB, 20 * MIB, LINK, COSTS, budget_s=5.0)
+    assert prediction.converges is False
+    assert next_round(LINK, COSTS, 20 * MIB, 200 * MIB, 100 * MIB, 2, 5.0) == "cannot converge"
+    assert next_round(LINK, COSTS, 1 * MIB, 50 * MIB, 100 * MIB, 2, 5.0) == "another round"
+    assert next_round(LINK, COSTS, 1 * MIB, 1 * MIB, 50 * MIB, 3, 5.0) == "fence"
+
+
+def test_what_is_not_measured_yet_is_unknown_never_guessed() -> None:
+    unknown = predict(100 * MIB, 1 * MIB, None, None).estimate
+    assert (unknown.seconds, unknown.window_seconds, unknown.final_bytes) == (None, None, None)
+    assert unknown.initial_bytes == 100 * MIB
+    no_costs = predict(100 * MIB, 1 * MIB, LINK, None).estimate
+    assert no_costs.window_seconds is not None and no_costs.seconds is None
+    assert default_budget(None) == DEFAULT_BUDGET_SLACK_S
+    assert default_budget(COSTS) == 2.0 + DEFAULT_BUDGET_SLACK_S
+
+
+MACHINES = ["machine-a", "machine-b"]
+WEB = ServiceRef("shop", "web")
+
+
+@pytest.fixture
+def cp(tmp_path: Path, register_machines: RegisterMachines) -> Iterator[ControlPlane]:
+    with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
+        register_machines(plane, MACHINES, Capacity(pool_free=8 << 30))
+        yield plane
+
+
+@pytest.fixture
+def agents(cp: ControlPlane) -> FakeCluster:
+    cluster = FakeCluster(MACHINES)
+    for machine in cluster.machines.values():
+        machine.images.add("img:1")
+    deploy(cp, manifest("1"), cluster, holder="ops")
+    return cluster
+
+
+def test_a_writer_faster_than_the_link_is_refused_before_the_fence(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    cp.record_send("machine-a", "machine-b", 100 * MIB, 10.0)  # a link of about 10 MiB/s
+    source = agents.machines["machine-a"].datasets["machine-a/shop.db"]
+    source.writes_between_snapshots = 200 * MIB  # what is written during each round
+    events: list[dict[str, Any]] = []
+    with pytest.raises(MigrationAborted) as aborted:
+        migrate(cp, agents, WEB, "machine-b", max_downtime_s=1.0, emit=recorded(events))
+    message = str(aborted.value)
+    assert "pre-copy cannot converge to a downtime of 1 s" in message
+    assert "the service writes" in message and "the link carries" in message
+    assert [e["phase"] for e in events if e["event"] == "phase"] == ["lock", "pre-copy"]
+    on_source(cp, agents)
+
+
+def test_the_done_event_carries_the_estimate_and_what_was_measured(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    events: list[dict[str, Any]] = []
+    result = migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
+    done = events[-1]
+    assert done["event"] == "done"
+    assert set(done["estimate"]) == FIELDS and set(done["actual"]) == FIELDS
+    assert done["actual"]["seconds"] == result.seconds
+    assert done["actual"]["window_seconds"] == result.cutover["total"]
+    assert done["actual"]["initial_bytes"] == 4096  # what the fake sends
+    record = cp.get_deploy(result.deploy_id).detail
+    assert (record["estimate"], record["actual"]) == (done["estimate"], done["actual"])
+    costs = cp.cutover_costs("shop", "web")
+    assert costs is not None and costs.start_s == result.cutover["start"]
+    assert cp.latest_cutover_costs() == costs
+    link = cp.link_rate("machine-a", "machine-b")
+    assert link is not None and link.sends == 2  # the full and the final send
