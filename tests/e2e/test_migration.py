@@ -37,8 +37,9 @@ def moved(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """The writer of namespace ``shop`` deployed on machine-a, previewed, then migrated."""
     source_log = deploy_writer(cluster, tmp_path_factory.mktemp("shop"), "shop")
     before = dump(cluster)
+    plan_file = tmp_path_factory.mktemp("plan") / "move.json"
     preview = ployzctl(cluster, "migrate", "preview", "shop/writer", "--to", "machine-b",
-                       "--json")
+                       "--json", "--out", str(plan_file))
     preview_dump = dump(cluster)
     with agent(cluster, cluster.machines[0]) as client:
         snapshots_after_preview = client.zfs.snapshots("machine-a/shop.data")
@@ -49,7 +50,7 @@ def moved(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                                           "--keep-source")
     yield {"preview": preview, "before": before, "after_preview": preview_dump,
            "snapshots_after_preview": snapshots_after_preview, "rendered": rendered,
-           "rendered_preview": rendered_preview,
+           "rendered_preview": rendered_preview, "plan_file": plan_file,
            "status": status, "events": events, "stderr": stderr, "source_log": source_log}
 
 
@@ -141,6 +142,18 @@ def test_moving_back_onto_a_kept_source_dataset_is_refused(cluster: Cluster,
     status, _, stderr = apply_events(cluster, "shop/writer", "--to", "machine-a")
     assert status != 0
     assert "machine-a/shop.data already exists" in stderr
+    assert dump(cluster) == before
+
+
+def test_a_saved_plan_is_refused_once_another_apply_moved_the_volume(
+        cluster: Cluster, moved: dict) -> None:
+    """The preview's plan was made with the service on machine-a; the apply since moved it."""
+    before = dump(cluster)
+    status, _, stderr = apply_events(cluster, "shop/writer", "--to", "machine-b", "--plan",
+                                     str(moved["plan_file"]))
+    assert status != 0
+    assert "the plan no longer holds, nothing was changed" in stderr
+    assert "shop/writer runs on machine-b now; the plan moves it from machine-a" in stderr
     assert dump(cluster) == before
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ployz.deploy.manifest import render
 from ployz.deploy.migration.apply import migrate
@@ -18,6 +19,7 @@ from ployz.deploy.migration.errors import MalformedServiceRef, TargetWithoutRoom
 from ployz.deploy.migration.estimate import DEFAULT_BUDGET_SLACK_S, Prediction
 from ployz.deploy.migration.plan import MigrationPlan, moved_manifest, plan_migration
 from ployz.deploy.migration.ref import ServiceRef, parse_service_ref
+from ployz.deploy.migration.saved_plan import load_plan, write_plan
 from ployz.transfer.units import format_size
 from ployzctl.commands import SUMMARIES
 from ployzctl.config import (
@@ -45,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         command.add_argument("--keep-source", action="store_true",
                              help="apply: keep the source dataset after the commit (default: "
                                   "destroyed once the target has the data and runs)")
+        command.add_argument("--out", type=Path, metavar="PLAN",
+                             help="preview: also write the plan to this file, for apply --plan")
+        command.add_argument("--plan", metavar="PLAN",
+                             help="apply: execute exactly this plan (from preview --out); "
+                                  "refused, changing nothing, when its facts no longer hold")
         command.add_argument("--max-downtime", type=_seconds, metavar="SECONDS",
                              help="preview, apply: the cutover the pre-copy converges to; "
                                   "apply refuses before its fence when it cannot (default: "
@@ -78,6 +85,8 @@ def _ref(text: str) -> ServiceRef:
 def _preview(args: argparse.Namespace) -> int:
     with open_control(args) as cp, agent_directory(args) as agents:
         plan = plan_migration(cp, agents, args.ref, args.to, args.max_downtime)
+    if args.out is not None:
+        write_plan(plan, args.out)
     if args.json:
         print_json(plan.to_json())
     else:
@@ -102,9 +111,10 @@ def _render(args: argparse.Namespace) -> int:
 @reported
 def _apply(args: argparse.Namespace) -> int:
     emit = print_event if args.json else EventPrinter(sys.stdout)
+    expected = load_plan(args.plan) if args.plan is not None else None
     with open_control(args) as cp, agent_directory(args) as agents:
         migrate(cp, agents, args.ref, args.to, keep_source=args.keep_source,
-                max_downtime_s=args.max_downtime, emit=emit)
+                max_downtime_s=args.max_downtime, expected=expected, emit=emit)
     return 0
 
 

@@ -76,6 +76,7 @@ from ployz.deploy.migration.record import (
     snapshot_name,
 )
 from ployz.deploy.migration.ref import ServiceRef
+from ployz.deploy.migration.saved_plan import PlanFile
 from ployz.deploy.migration.settle import MIGRATION
 from ployz.deploy.migration.snapshot_send import SnapshotSent, send_snapshot
 from ployz.deploy.migration.target import prepare_container
@@ -124,14 +125,17 @@ def migrate(
     *,
     keep_source: bool = False,
     max_downtime_s: float | None = None,
+    expected: PlanFile | None = None,
     emit: Emit = ignore,
 ) -> MigrationResult:
     """Moves ``ref`` to ``to_machine``; see the module docstring for the phases and errors.
     ``max_downtime_s``: the downtime budget pre-copy converges to (by default what the
-    service's stop, start and readiness measured, plus a margin for the final send)."""
+    service's stop, start and readiness measured, plus a margin for the final send);
+    ``expected``: a saved plan the move must still match (:class:`~.saved_plan.PlanOutdated`
+    otherwise, before anything changes)."""
     if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
-        plan_migration(cp, agents, ref, to_machine, max_downtime_s).check_room()
+        _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s), expected)
     emit(Phase(phase="lock"))
     started = time.monotonic()
     moved: tuple[DeployRun[MigrationRecord], _Phases] | None = None
@@ -139,8 +143,8 @@ def migrate(
         settled = settle_unfinished(cp, agents, ref.namespace, KINDS, emit)
         result = _already_moved(settled, ref, to_machine)
         if result is None:
-            plan = plan_migration(cp, agents, ref, to_machine, max_downtime_s)
-            plan.check_room()
+            plan = _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s),
+                            expected)
             run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
             phases = _Phases(cp, plan, run)
             seq = run.execute(phases, started=Started(deploy_id=run.deploy_id,
@@ -155,6 +159,14 @@ def migrate(
         _record_actual(cp, ref, result, *moved)
     emit(Done(**result.to_json()))
     return result
+
+
+def _checked(plan: MigrationPlan, expected: PlanFile | None) -> MigrationPlan:
+    """``plan`` if it can run: a saved plan it was given still holds, the target has room."""
+    if expected is not None:
+        expected.check(plan)
+    plan.check_room()
+    return plan
 
 
 def _record_actual(cp: ControlPlane, ref: ServiceRef, result: MigrationResult,

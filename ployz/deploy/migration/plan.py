@@ -51,6 +51,8 @@ class VolumeMovePlan:
     target_dataset: str
     size: int
     initial_send: int
+    guid: int
+    """The source dataset's guid: another dataset of that name is other data."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def _volume_plan(source: Agent, target: Agent, name: str, source_dataset: str,
                  target_dataset: str, to_machine: str) -> VolumeMovePlan:
     if target.zfs.exists(target_dataset):
         raise TargetDatasetExists(to_machine, target_dataset)
-    props = source.zfs.get(source_dataset, ["referenced", "written"])
+    props = source.zfs.get(source_dataset, ["referenced", "written", "guid"])
     referenced = int_prop(props, "referenced")
     snapshots = source.zfs.snapshots(source_dataset)
     if snapshots:
@@ -189,4 +191,5 @@ def _volume_plan(source: Agent, target: Agent, name: str, source_dataset: str,
         initial = source.zfs.send_space(latest) + int_prop(props, "written")
     else:
         initial = referenced
-    return VolumeMovePlan(name, source_dataset, target_dataset, referenced, initial)
+    return VolumeMovePlan(name, source_dataset, target_dataset, referenced, initial,
+                          int_prop(props, "guid"))
