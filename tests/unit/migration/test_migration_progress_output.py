@@ -47,7 +47,7 @@ class Terminal(io.StringIO):
 
 def apply(monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
     def migrate(cp: Any, agents: Any, ref: Any, to: str, *, keep_source: bool,
-                max_downtime_s: float | None, emit: Any) -> None:
+                max_downtime_s: float | None, expected: Any, emit: Any) -> None:
         for event in EVENTS:
             emit(event)
 
