@@ -55,6 +55,12 @@ class AgentLookup(Protocol):
         """How long a plan watches a service's writes through these agents (0: not)."""
         ...
 
+    def fork(self) -> AgentLookup:
+        """A lookup with connections of its own, for another thread; close it when done."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class AgentDirectory(AgentLookup):
     """One signed client per machine for the length of a run; close it when done."""
@@ -86,6 +92,9 @@ class AgentDirectory(AgentLookup):
             client = AgentClient(agent_address(machine, self._port), self._key, machine.id)
             agent = self._agents[machine.id] = RemoteAgent(client)
         return agent
+
+    def fork(self) -> AgentDirectory:
+        return AgentDirectory(self._key, self._port, self._route_wait_s, self._write_sample_s)
 
     def close(self) -> None:
         for agent in self._agents.values():

@@ -12,3 +12,15 @@ SUMMARIES: dict[str, str] = {
     "service": "deployed services",
     "transfer": "send or receive one stream",
 }
+
+
+def rate(text: str) -> float:
+    """An argparse type: a bandwidth like ``50M`` or ``1GiB`` in bytes per second."""
+    import argparse
+
+    from ployz.transfer.units import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -9,7 +9,7 @@ import sys
 
 from ployz.deploy.inspect import machine_rows
 from ployz.transfer.units import format_size
-from ployzctl.commands import SUMMARIES, membership
+from ployzctl.commands import SUMMARIES, membership, rate
 from ployzctl.config import (
     add_agent_arguments,
     add_control_argument,
@@ -38,10 +38,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       "move every service on it to other active machines")
     drain_parser.add_argument("machine", metavar="MACHINE")
     drain_parser.add_argument("--migrate", action="store_true",
-                              help="move the machine's services away, one at a time, each to the "
-                                   "active machine with the most free pool space")
+                              help="move the machine's services away, each to the active "
+                                   "machine with the most free pool space")
     drain_parser.add_argument("--keep-source", action="store_true",
                               help="keep the source datasets after each move")
+    drain_parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                              help="with --migrate: move up to N services at once (default 1)")
+    drain_parser.add_argument("--bwlimit", type=rate, default=0.0, metavar="RATE",
+                              help="with --migrate: bytes per second all the moves share "
+                                   "(e.g. 50M; default unlimited)")
     add_control_argument(drain_parser)
     add_agent_arguments(drain_parser)
     drain_parser.add_argument("--json", action="store_true",
@@ -80,7 +85,8 @@ def _drain(args: argparse.Namespace) -> int:
     emit = print_event if args.json else EventPrinter(sys.stdout)
     with open_control(args) as cp, agent_directory(args) as agents:
         outcomes = drain(cp, agents, args.machine, migrate_services=args.migrate,
-                         keep_source=args.keep_source, emit=emit)
+                         keep_source=args.keep_source, parallel=args.parallel,
+                         bwlimit=args.bwlimit, emit=emit)
     if args.json:
         print_json({"event": "drained", "machine": args.machine,
                     "results": [o.to_json() for o in outcomes]})

@@ -21,7 +21,7 @@ from ployz.deploy.migration.plan import MigrationPlan, moved_manifest, plan_migr
 from ployz.deploy.migration.ref import ServiceRef, parse_service_ref
 from ployz.deploy.migration.saved_plan import load_plan, write_plan
 from ployz.transfer.units import format_size
-from ployzctl.commands import SUMMARIES
+from ployzctl.commands import SUMMARIES, rate
 from ployzctl.config import (
     add_agent_arguments,
     add_control_argument,
@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         command.add_argument("--plan", metavar="PLAN",
                              help="apply: execute exactly this plan (from preview --out); "
                                   "refused, changing nothing, when its facts no longer hold")
+        command.add_argument("--bwlimit", type=rate, default=0.0, metavar="RATE",
+                             help="apply: bytes per second the move's sends share (e.g. 50M; "
+                                  "default unlimited)")
         command.add_argument("--max-downtime", type=_seconds, metavar="SECONDS",
                              help="preview, apply: the cutover the pre-copy converges to; "
                                   "apply refuses before its fence when it cannot (default: "
@@ -114,7 +117,8 @@ def _apply(args: argparse.Namespace) -> int:
     expected = load_plan(args.plan) if args.plan is not None else None
     with open_control(args) as cp, agent_directory(args) as agents:
         migrate(cp, agents, args.ref, args.to, keep_source=args.keep_source,
-                max_downtime_s=args.max_downtime, expected=expected, emit=emit)
+                max_downtime_s=args.max_downtime, expected=expected, bwlimit=args.bwlimit,
+                emit=emit)
     return 0
 
 

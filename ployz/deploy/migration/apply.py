@@ -35,7 +35,9 @@ one machine.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +58,7 @@ from ployz.deploy.apply import READY_TIMEOUT_S
 from ployz.deploy.events import (
     Done,
     Emit,
+    Event,
     Phase,
     Started,
     TransferDone,
@@ -126,13 +129,15 @@ def migrate(
     keep_source: bool = False,
     max_downtime_s: float | None = None,
     expected: PlanFile | None = None,
+    bwlimit: float = 0.0,
     emit: Emit = ignore,
 ) -> MigrationResult:
     """Moves ``ref`` to ``to_machine``; see the module docstring for the phases and errors.
     ``max_downtime_s``: the downtime budget pre-copy converges to (by default what the
     service's stop, start and readiness measured, plus a margin for the final send);
     ``expected``: a saved plan the move must still match (:class:`~.saved_plan.PlanOutdated`
-    otherwise, before anything changes)."""
+    otherwise, before anything changes); ``bwlimit``: bytes per second all its sends share
+    (0: unlimited)."""
     if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
         _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s), expected)
@@ -146,7 +151,7 @@ def migrate(
             plan = _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s),
                             expected)
             run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
-            phases = _Phases(cp, plan, run)
+            phases = _Phases(cp, plan, run, bwlimit)
             seq = run.execute(phases, started=Started(deploy_id=run.deploy_id,
                                                       plan=plan.to_json()))
             result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
@@ -207,7 +212,7 @@ class _Phases:
     """A migration's steps before its commit; each mutation is recorded first."""
 
     def __init__(self, cp: ControlPlane, plan: MigrationPlan,
-                 run: DeployRun[MigrationRecord]) -> None:
+                 run: DeployRun[MigrationRecord], bwlimit: float = 0.0) -> None:
         self.cp = cp
         self.plan = plan
         self.run = run
@@ -221,6 +226,9 @@ class _Phases:
         """The service's stable address: the target container takes it over."""
         self.actual = Actual(plan.prediction.estimate.initial_bytes)
         """What this run measures of its estimate's figures."""
+        self.bwlimit = bwlimit
+        """Bytes per second all of this run's sends share (0: unlimited)."""
+        self._shared = threading.Lock()
         self.quotas = {name: v.quota for name, v in cp.namespace(plan.ref.namespace)
                        .volumes.items()}
         """Set on each target dataset by its full receive, as a deploy sets them at creation."""
@@ -275,9 +283,30 @@ class _Phases:
                      for v in self.record.volumes]
         self._snapshot(snapshots)
         taken = time.monotonic()
-        for volume, snapshot in zip(self.record.volumes, snapshots, strict=True):
-            self._send(volume, snapshot, "full" if round_ == 1 else "incremental", round_)
+        self._send_all(snapshots, "full" if round_ == 1 else "incremental", round_)
         return taken
+
+    def _send_all(self, snapshots: list[str], kind: str, round_: int) -> list[SnapshotSent]:
+        """Sends one snapshot of each volume, all at once (each on agent connections of its
+        own, sharing the bandwidth limit); returns once every send ended, raising the first
+        failure then (a rollback must not race a send still running)."""
+        volumes = self.record.volumes
+        if len(volumes) == 1:
+            return [self._send(self.source, self.target, volumes[0], snapshots[0], kind,
+                               round_)]
+
+        def one(volume: VolumeRecord, snapshot: str) -> SnapshotSent:
+            source, target = self.source.fork(), self.target.fork()
+            try:
+                return self._send(source, target, volume, snapshot, kind, round_)
+            finally:
+                source.close()
+                target.close()
+
+        with ThreadPoolExecutor(len(volumes), "ployz-send") as pool:
+            futures = [pool.submit(one, v, s) for v, s in zip(volumes, snapshots, strict=True)]
+            wait(futures)
+        return [future.result() for future in futures]
 
     def _snapshot(self, snapshots: list[str]) -> None:
         """Takes ``snapshots`` (one of each volume) at once and holds them, recorded first."""
@@ -288,38 +317,49 @@ class _Phases:
         self.source.zfs.snapshot(snapshots)
         self.source.zfs.hold(dict.fromkeys(snapshots, self.record.hold_tag))
 
-    def _send(self, volume: VolumeRecord, snapshot: str, kind: str, round_: int) -> SnapshotSent:
+    def _send(self, source: Agent, target: Agent, volume: VolumeRecord, snapshot: str,
+              kind: str, round_: int) -> SnapshotSent:
+        """One volume's send; the record, the events and the measurements are shared with the
+        other volumes' sends, which may run at the same time (under ``self._shared``)."""
         base = volume.sent[-1] if volume.sent else None
         transfer_id = f"{self.run.deploy_id}-{volume.name}-{round_}"
-        self.record.transfers.append(transfer_id)
-        self.run.save()
-        estimate = self.source.zfs.send_space(snapshot, base)
-        self.run.emit(TransferStarted(volume=volume.name, round=round_, kind=kind,
-                                      snapshot=snapshot, estimate=estimate))
+        with self._shared:
+            self.record.transfers.append(transfer_id)
+            self.run.save()
+        estimate = source.zfs.send_space(snapshot, base)
+        self._emit(TransferStarted(volume=volume.name, round=round_, kind=kind,
+                                   snapshot=snapshot, estimate=estimate))
         quota = self.quotas.get(volume.name)
         sending = time.monotonic()
         sent = send_snapshot(
-            self.source, self.target, self.run.agents.key, transfer_id=transfer_id,
+            source, target, self.run.agents.key, transfer_id=transfer_id,
             snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
             props={"quota": quota} if base is None and quota else None,
-            on_progress=lambda p: self.run.emit(TransferProgress(
+            bwlimit=self.bwlimit / len(self.record.volumes),
+            on_progress=lambda p: self._emit(TransferProgress(
                 volume=volume.name, round=round_, kind=kind, bytes=p.bytes, total=p.total,
                 rate=p.rate, eta_s=p.eta_s)))
-        volume.sent.append(snapshot)
+        seconds = time.monotonic() - sending
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
-            self.source.zfs.release({base: [self.record.hold_tag]})
-            volume.held.remove(base)
-        self.run.save()
+            source.zfs.release({base: [self.record.hold_tag]})
         received = sent.received
-        seconds = time.monotonic() - sending
+        with self._shared:
+            volume.sent.append(snapshot)
+            if base is not None:
+                volume.held.remove(base)
+            self.run.save()
+            self.actual.sent(kind, received.bytes, seconds)
         self.cp.record_send(self.plan.source, self.plan.target, received.bytes, seconds)
-        self.actual.sent(kind, received.bytes, seconds)
-        self.run.emit(TransferDone(volume=volume.name, round=round_, kind=kind,
-                                   bytes=received.bytes, wire_bytes=received.wire_bytes,
-                                   seconds=received.seconds, resumes=received.resumes,
-                                   codec=received.codec))
+        self._emit(TransferDone(volume=volume.name, round=round_, kind=kind,
+                                bytes=received.bytes, wire_bytes=received.wire_bytes,
+                                seconds=received.seconds, resumes=received.resumes,
+                                codec=received.codec))
         return sent
+
+    def _emit(self, event: Event) -> None:
+        with self._shared:  # one event at a time, whichever send it is of
+            self.run.emit(event)
 
     def _fence(self) -> None:
         self.run.step("fence")
@@ -342,8 +382,10 @@ class _Phases:
     def _final_send(self) -> None:
         self.run.step("final-send")
         started = time.monotonic()
-        for volume in self.record.volumes:
-            sent = self._send(volume, volume.snapshots[-1], "final", len(volume.snapshots))
+        volumes = self.record.volumes
+        sends = self._send_all([v.snapshots[-1] for v in volumes], "final",
+                               len(volumes[0].snapshots) if volumes else 0)
+        for volume, sent in zip(volumes, sends, strict=True):
             assert sent.fromguid is not None  # the final send is incremental
             volume.evidence = Evidence(committed=sent.received.committed,
                                        source_guid=sent.toguid, base_guid=sent.fromguid,

@@ -96,6 +96,7 @@ def send_snapshot(
     total: int | None = None,
     on_progress: ProgressHandler | None = None,
     props: SetProps | None = None,
+    bwlimit: float = 0.0,
 ) -> SnapshotSent:
     """Sends ``snapshot`` (incremental from ``base`` when given) into ``target_dataset``;
     returns once the receiver acknowledged it, raises :class:`TransferFailed` otherwise.
@@ -103,7 +104,8 @@ def send_snapshot(
     With ``on_progress``, it is called about once a second while the stream moves, and once at
     100 % when it has; ``total`` (the caller's ``send_space`` estimate) stands in for the
     total while the source agent does not know it. A failing poll or handler never fails the
-    send. ``props`` (the volume's quota) are set on the dataset a full send creates."""
+    send. ``props`` (the volume's quota) are set on the dataset a full send creates;
+    ``bwlimit`` caps the send's bytes per second (0: unlimited)."""
     toguid = guid_of(source, snapshot)
     fromguid = guid_of(source, base) if base else None
     secret = new_secret()
@@ -114,7 +116,7 @@ def send_snapshot(
 
     def send(agent: Agent) -> SendSummary:
         return agent.transfer.send(transfer_id, snapshot, address, ticket, base=base,
-                                   secret=secret)
+                                   secret=secret, bwlimit=bwlimit)
 
     try:
         if on_progress is None:

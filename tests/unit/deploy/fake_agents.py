@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+import threading
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -73,6 +74,8 @@ class FakeMachine:
         self.receiving: dict[str, tuple[str, SetProps | None]] = {}
         self.secrets: dict[str, str | None] = {}
         """The secret each ``receive`` and ``send`` was given, by ``"<call> <transfer id>"``."""
+        self.bwlimits: list[float] = []
+        """The bandwidth limit each ``send`` was given, in order."""
 
     def check(self, call: str) -> None:
         self.cluster.calls.append(f"{self.id} {call}")
@@ -283,6 +286,9 @@ class FakeTransfer(TransferApi):
              secret: str | None = None, encrypt: bool = False) -> SendSummary:
         self.m.check("transfer.send")
         self.m.secrets[f"send {transfer_id}"] = secret
+        self.m.bwlimits.append(bwlimit)
+        if self.m.cluster.send_barrier is not None:
+            self.m.cluster.send_barrier.wait(timeout=10)
         target = self.m.cluster.machines[to.split("/", 1)[0]]
         dataset, props = target.receiving[transfer_id]
         sent = FakeZfs(self.m)._snapshot(snapshot)
@@ -348,12 +354,20 @@ class FakeCluster:
         """No agent acknowledges routing here: a commit names the machines, without waiting."""
         self.write_sample_s = 0.0
         """Writes are what a test sets (``FakeDataset.written``), not sampled over time."""
+        self.send_barrier: threading.Barrier | None = None
+        """When set, every ``transfer.send`` waits at it: sends that must overlap do."""
         self.calls: list[str] = []
         self.failures: dict[tuple[str, str], BaseException] = {}
         self.machines = {m: FakeMachine(self, m, m, free) for m in machine_ids}
 
     def agent(self, machine: Machine) -> FakeAgent:
         return self.agent_of(machine.id)
+
+    def fork(self) -> FakeCluster:
+        return self  # in-memory: every thread sees the same machines
+
+    def close(self) -> None:
+        pass
 
     def agent_of(self, machine_id: str) -> FakeAgent:
         return FakeAgent(self.machines[machine_id])

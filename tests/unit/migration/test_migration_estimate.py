@@ -5,6 +5,7 @@ for the next estimate."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from ployz.control import Capacity, ControlPlane, open_control_plane
 from ployz.control.models import CutoverCosts, LinkRate
 from ployz.deploy.apply import deploy
+from ployz.deploy.manifest import parse_manifest
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.errors import MigrationAborted
 from ployz.deploy.migration.estimate import (
@@ -122,3 +124,32 @@ def test_the_done_event_carries_the_estimate_and_what_was_measured(
     assert cp.latest_cutover_costs() == costs
     link = cp.link_rate("machine-a", "machine-b")
     assert link is not None and link.sends == 2  # the full and the final send
+
+
+FOUR_VOLUMES = parse_manifest(textwrap.dedent("""
+    namespace = "shop"
+    [[services]]
+    name = "web"
+    placement = "machine-a"
+    [services.template]
+    image = "img:1"
+    mounts = { v1 = "/v1", v2 = "/v2", v3 = "/v3", v4 = "/v4" }
+""") + "".join(f'[[volumes]]\nname = "v{i}"\nowner = "machine-a"\n' for i in range(1, 5)),
+    "deploy.toml")
+
+
+def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
+        cp: ControlPlane) -> None:
+    cluster = FakeCluster(MACHINES)
+    for machine in cluster.machines.values():
+        machine.images.add("img:1")
+    deploy(cp, FOUR_VOLUMES, cluster, holder="ops")
+    events: list[dict[str, Any]] = []
+    migrate(cp, cluster, WEB, "machine-b", bwlimit=40e6, emit=recorded(events))
+    sends = sorted((e["kind"], e["volume"]) for e in events
+                   if e["event"] == "transfer" and e["state"] == "done")
+    assert sends == sorted((kind, f"v{i}") for kind in ("full", "final") for i in range(1, 5))
+    state = cp.namespace("shop")
+    assert {v.owner for v in state.volumes.values()} == {"machine-b"}
+    assert set(state.transfers) == {"v1", "v2", "v3", "v4"}
+    assert cluster.machines["machine-a"].bwlimits == [10e6] * 8  # a quarter each, 2 rounds

@@ -47,7 +47,8 @@ class Terminal(io.StringIO):
 
 def apply(monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
     def migrate(cp: Any, agents: Any, ref: Any, to: str, *, keep_source: bool,
-                max_downtime_s: float | None, expected: Any, emit: Any) -> None:
+                max_downtime_s: float | None, expected: Any, bwlimit: float,
+                emit: Any) -> None:
         for event in EVENTS:
             emit(event)
 

@@ -6,6 +6,7 @@ At every point the control plane names exactly one owner of the volume."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,29 @@ def test_a_drain_does_not_pick_a_machine_without_a_container_runtime(
     """machine-c has the most free space but its agent reaches no Docker: machine-b is chosen."""
     register_machines(cp, ["machine-c"], Capacity(pool_free=64 << 30, runtime_up=False))
     assert candidates(cp, "machine-a") == ["machine-b"]
+
+
+def test_a_parallel_drain_sets_aside_the_room_promised_to_the_moves_under_way(
+        cp: ControlPlane, register_machines: RegisterMachines) -> None:
+    """Two moves at once, each of a 1 GiB volume (1.1 GiB with the margin): machine-b, with
+    the most room, can take only one of them at a time, so the other goes to machine-c; the
+    bandwidth limit is shared by the two."""
+    register_machines(cp, ["machine-c"], Capacity(pool_free=1300 << 20))
+    cluster = FakeCluster([*MACHINES, "machine-c"])
+    cluster.machines["machine-b"].free = 1500 << 20
+    cluster.machines["machine-c"].free = 1300 << 20
+    cp.heartbeat("machine-b", Capacity(pool_free=1500 << 20))
+    for machine in cluster.machines.values():
+        machine.images.add("img:1")
+    for namespace in ("shop", "blog"):
+        deploy(cp, manifest("1").model_copy(update={"namespace": namespace}), cluster,
+               holder="ops")
+        cluster.machines["machine-a"].datasets[f"machine-a/{namespace}.db"].props[
+            "referenced"] = 1 << 30
+    cluster.send_barrier = threading.Barrier(2)
+    outcomes = drain(cp, cluster, "machine-a", migrate_services=True, parallel=2,
+                     bwlimit=20e6)
+    assert [(o.service, o.status) for o in outcomes] == [("blog/web", "moved"),
+                                                         ("shop/web", "moved")]
+    assert sorted(o.target or "" for o in outcomes) == ["machine-b", "machine-c"]
+    assert set(cluster.machines["machine-a"].bwlimits) == {10e6}
