@@ -14,8 +14,8 @@ how a test puts a failure at a phase boundary; ``calls`` lists every call, in or
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
