@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ployz.agent.errors import AgentError
 from ployz.control import ControlPlane, ControlPlaneError, control_plane_url, open_control_plane
-from ployz.deploy.agents import DEFAULT_AGENT_PORT, AgentDirectory
+from ployz.deploy.agents import DEFAULT_AGENT_PORT, ROUTE_WAIT_S, AgentDirectory
 from ployz.deploy.errors import DeployError, ManifestError
 from ployz.deploy.membership.local import MachineHome, machine_home
 from ployz.transfer.keys import BadKey, load_private_key
@@ -33,6 +33,7 @@ from ployzctl.output import fail, print_json
 CONTROL_ENV = "PLOYZ_CONTROL"
 KEY_ENV = "PLOYZ_KEY"
 AGENT_PORT_ENV = "PLOYZ_AGENT_PORT"
+ROUTE_WAIT_ENV = "PLOYZ_ROUTE_WAIT"
 
 
 class ConfigError(Exception):
@@ -50,6 +51,10 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent-port", type=int, metavar="PORT",
                         help=f"port of the machines' agents (default ${AGENT_PORT_ENV} or "
                              f"{DEFAULT_AGENT_PORT})")
+    parser.add_argument("--route-wait", type=float, metavar="SECONDS",
+                        help="how long a commit waits for every live machine's agent to "
+                             f"confirm its routing (default ${ROUTE_WAIT_ENV} or "
+                             f"{ROUTE_WAIT_S:g}; 0: do not wait, name who had not)")
 
 
 def control_url(args: argparse.Namespace) -> str:
@@ -92,7 +97,14 @@ def agent_directory(args: argparse.Namespace) -> AgentDirectory:
         raise ConfigError(f"${AGENT_PORT_ENV} must be a port number, got {port!r}") from None
     if not 0 < port < 65536:
         raise ConfigError(f"agent port must be 1-65535, got {port}")
-    return AgentDirectory(key, port)
+    wait = args.route_wait if args.route_wait is not None else os.environ.get(ROUTE_WAIT_ENV)
+    try:
+        route_wait = float(wait) if wait is not None else ROUTE_WAIT_S
+    except ValueError:
+        raise ConfigError(f"${ROUTE_WAIT_ENV} must be seconds, got {wait!r}") from None
+    if route_wait < 0:
+        raise ConfigError(f"the route wait must not be negative, got {route_wait:g}")
+    return AgentDirectory(key, port, route_wait_s=route_wait)
 
 
 def reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

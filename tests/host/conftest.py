@@ -1,4 +1,11 @@
-"""Fixtures shared by the host test suites: a private Docker daemon with the test image loaded.
+"""Fixtures shared by the host test suites: a private Docker daemon with the test image loaded,
+and commits that do not wait for routing.
+
+The host's agents run without a control plane (no overlay, no routing keeper), so no machine
+ever acknowledges a commit's routing: every ``ployzctl`` the suites start gets
+``PLOYZ_ROUTE_WAIT=0`` and names the machines that did not confirm instead of waiting 30 s for
+them (the wait itself is tested in tests/host/deploy/test_deploy_apply.py and, with real
+acknowledgements, in the e2e suite).
 
 The daemon is started once per session with its own data root, exec root, pidfile, socket,
 cgroup parent and containerd namespaces, without a bridge or iptables rules, so it never touches
@@ -7,6 +14,7 @@ a Docker daemon the machine may already run on the default socket.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -55,6 +63,13 @@ def _wait_until_answering(process: subprocess.Popen[bytes], socket: str, log: Pa
             time.sleep(0.2)
         finally:
             runtime.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def commits_do_not_wait_for_routing() -> Iterator[None]:
+    os.environ["PLOYZ_ROUTE_WAIT"] = "0"
+    yield
+    del os.environ["PLOYZ_ROUTE_WAIT"]
 
 
 @pytest.fixture(scope="session")

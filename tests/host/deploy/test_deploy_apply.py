@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +225,19 @@ def test_a_deploy_killed_at_a_phase_boundary_is_settled_by_running_it_again(
         assert (settled.status, settled.phase) == ("committed", "done")
     assert [(status, d) for _, status, d in deployment.containers()] == [("running", current)]
     assert state.services["web"].config["env"] == {"VERSION": "v2"}
+
+
+def test_a_commit_waits_for_routing_bounded_and_names_who_did_not_confirm(
+        deployment: Deployment):
+    """These agents keep no routing, so no machine confirms: the deploy waits the second it
+    is given, then goes on and names every live machine."""
+    path = deployment.tmp_path / "v1.toml"
+    path.write_text(MANIFEST.format(namespace=deployment.namespace, image=deployment.image,
+                                    command="sleep 600", version="v1"))
+    started = time.monotonic()
+    done = deployment.cluster.ployzctl("deploy", "-f", str(path), "--route-wait", "1",
+                                       env={"PLOYZ_AGENT_PORT": deployment.port})
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 1
+    assert "routing of commit #1 applied by no machine" in done.stdout
+    assert "NOT confirmed by machine-a, machine-b, machine-c in time" in done.stdout
