@@ -14,6 +14,7 @@ from ployz.deploy.events import (
     Started,
     Step,
     TransferDone,
+    TransferInterrupted,
     TransferProgress,
     TransferStarted,
 )
@@ -60,6 +61,8 @@ def describe_event(event: Event) -> str:
         rate = event.bytes / event.seconds if event.seconds else 0.0
         return (f"   {_transfer(event)}: {format_size(event.bytes)} in {event.seconds:.1f} s "
                 f"({format_size(int(rate))}/s, {event.resumes} resumes, codec {event.codec})")
+    if isinstance(event, TransferInterrupted):
+        return f"   {_transfer(event)} interrupted ({event.reason}): resuming"
     if isinstance(event, Started):
         plan = event.plan
         return (f"migrating {plan['service']} from {plan['source']} to {plan['target']} "
@@ -84,5 +87,5 @@ def describe_event(event: Event) -> str:
     return f"{event.KIND}: " + json.dumps(fields)
 
 
-def _transfer(event: TransferStarted | TransferDone) -> str:
+def _transfer(event: TransferStarted | TransferDone | TransferInterrupted) -> str:
     return f"{event.kind} send of {event.volume} (round {event.round})"

@@ -84,6 +84,15 @@ class TransferDone(_OfASend):
     codec: str
 
 
+class TransferInterrupted(_OfASend):
+    """A send was interrupted (an agent restarting, a lost connection, a stall) and goes on
+    from where its receiver's resume point is."""
+
+    KIND = "transfer"
+    state: Literal["interrupted"] = "interrupted"
+    reason: str
+
+
 class TransferProgress(_OfASend):
     """A send's progress, about once a second: bytes sent, their expected total, bytes per
     second, seconds left (None while unknown)."""

@@ -62,6 +62,7 @@ from ployz.deploy.events import (
     Phase,
     Started,
     TransferDone,
+    TransferInterrupted,
     TransferProgress,
     TransferStarted,
     ignore,
@@ -338,7 +339,9 @@ class _Phases:
             bwlimit=self.bwlimit / len(self.record.volumes),
             on_progress=lambda p: self._emit(TransferProgress(
                 volume=volume.name, round=round_, kind=kind, bytes=p.bytes, total=p.total,
-                rate=p.rate, eta_s=p.eta_s)))
+                rate=p.rate, eta_s=p.eta_s)),
+            on_interruption=lambda reason: self._emit(TransferInterrupted(
+                volume=volume.name, round=round_, kind=kind, reason=reason)))
         seconds = time.monotonic() - sending
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.

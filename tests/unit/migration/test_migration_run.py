@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ployz.agent.errors import remote_error
 from ployz.control import Capacity, ControlPlane, deploy_lock_name, open_control_plane
 from ployz.control.errors import StaleFencingToken
 from ployz.deploy.apply import deploy
@@ -94,23 +95,26 @@ def test_the_migration_moves_service_and_volume(cp: ControlPlane, agents: FakeCl
     assert (record.kind, record.status, record.phase) == ("migrate", "committed", "done")
 
 
+CORRUPT = remote_error("transfer.StreamChecksumMismatch", "the stream's checksum differs", {})
+"""A failure of a send that resuming cannot fix (an agent out of reach is resumed, below)."""
 FAILURES = [
-    ("pre-copy", "machine-b", "transfer.receive"),
-    ("pre-copy", "machine-a", "transfer.send"),
-    ("fence", "machine-a", "containers.stop"),
-    ("fence", "machine-a", "zfs.snapshot"),
-    ("final-send", "machine-a", "transfer.send"),
-    ("start", "machine-b", "containers.start"),
-    ("start", "machine-b", "containers.wait_ready"),
+    ("pre-copy", "machine-b", "transfer.receive", CORRUPT),
+    ("pre-copy", "machine-a", "transfer.send", CORRUPT),
+    ("fence", "machine-a", "containers.stop", None),
+    ("fence", "machine-a", "zfs.snapshot", None),
+    ("final-send", "machine-a", "transfer.send", CORRUPT),
+    ("start", "machine-b", "containers.start", None),
+    ("start", "machine-b", "containers.wait_ready", None),
 ]
 
 
-@pytest.mark.parametrize(("phase", "machine", "call"), FAILURES)
+@pytest.mark.parametrize(("phase", "machine", "call", "error"), FAILURES)
 def test_a_failure_at_each_phase_aborts_with_the_source_intact(
-        cp: ControlPlane, agents: FakeCluster, phase: str, machine: str, call: str) -> None:
+        cp: ControlPlane, agents: FakeCluster, phase: str, machine: str, call: str,
+        error: BaseException | None) -> None:
     def emit(event: Event) -> None:
         if event.to_json() == {"event": "phase", "phase": phase}:
-            agents.fail_on(machine, call)
+            agents.fail_on(machine, call, error)
 
     with pytest.raises(MigrationAborted) as aborted:
         migrate(cp, agents, WEB, "machine-b", emit=emit)
@@ -120,6 +124,24 @@ def test_a_failure_at_each_phase_aborts_with_the_source_intact(
     assert (record.status, record.detail["rolled_back"]) == ("failed", True)
     migrate(cp, agents, WEB, "machine-b")  # the cause gone, it goes through
     moved(cp, agents)
+
+
+@pytest.mark.parametrize("call", ["transfer.send", "transfer.receive"])
+def test_an_agent_out_of_reach_during_a_send_is_waited_for_and_the_send_resumed(
+        cp: ControlPlane, agents: FakeCluster, call: str) -> None:
+    machine = "machine-a" if call == "transfer.send" else "machine-b"
+    events: list[dict[str, Any]] = []
+
+    def emit(event: Event) -> None:
+        recorded(events)(event)
+        if event.to_json() == {"event": "phase", "phase": "pre-copy"}:
+            agents.fail_on(machine, call)  # the agent dies as the send begins, and is back
+
+    migrate(cp, agents, WEB, "machine-b", emit=emit)
+    moved(cp, agents)
+    (interrupted,) = [e for e in events if e.get("state") == "interrupted"]
+    assert (interrupted["kind"], interrupted["volume"]) == ("full", "db")
+    assert "agent out of reach" in interrupted["reason"]
 
 
 def test_a_lock_lost_before_the_commit_aborts(cp: ControlPlane, agents: FakeCluster,

@@ -37,6 +37,9 @@ class Props:
     def get(self, name: str, props: list[str]) -> dict[str, Any]:
         return {"guid": GUID}
 
+    def capacity(self) -> None:
+        """The agent answers (it never went away)."""
+
 
 class StatusAgent:
     """The second connection: answers ``send_status`` from a script of answers (a status is
@@ -183,3 +186,57 @@ def test_the_send_error_is_raised_as_without_progress() -> None:
         assert info.value is error
         assert target.calls == ["receive", "receive_cancel"]
         assert len(source.forks) == (0 if on_progress is None else 1)
+
+
+class StallingSource(SourceAgent):
+    """Its first send moves 300 bytes, then nothing: it ends only when the receiver it sends
+    to is cancelled (as a sender whose peer vanished gives up). The second send resumes."""
+
+    def __init__(self, target: StallingTarget) -> None:
+        super().__init__([status(300, SIZE, 50.0, 14.0)] * 1000)
+        self.target = target
+        self.sends = 0
+
+    def send(self, transfer_id: str, snapshot: str, to: str, ticket: str, **options: Any
+             ) -> Summary:
+        self.sends += 1
+        if self.sends == 1:
+            assert self.target.cancelled.wait(10), "the stalled send was never cut"
+            raise RemoteError("transfer.RetriesExhausted", "the receiver went away")
+        return Summary(**SUMMARY)
+
+
+class StallingTarget(TargetAgent):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = threading.Event()
+        self.zfs = Props()
+
+    def fork(self) -> StallingTarget:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def receive_wait(self, transfer_id: str, timeout_s: float = 30.0) -> ReceiveState:
+        self.calls.append("receive_wait")
+        if self.cancelled.is_set() and self.calls.count("receive") == 1:
+            return ReceiveState(state="failed", error="cancelled")
+        return ReceiveState(state="committed", result=ReceiveSummary(**SUMMARY))
+
+    def receive_cancel(self, transfer_id: str) -> ReceiveState:
+        self.cancelled.set()
+        return super().receive_cancel(transfer_id)
+
+
+def test_a_stalled_send_is_cut_and_resumed_by_a_new_receiver() -> None:
+    target = StallingTarget()
+    source = StallingSource(target)
+    reasons: list[str] = []
+    result = send(source, target, on_progress=lambda sample: None, stall_s=0.2,
+                  on_interruption=reasons.append)
+    assert result.received.committed == COMMITTED
+    assert source.sends == 2
+    assert target.calls.count("receive") == 2  # the cut one's receiver is started anew
+    (reason,) = reasons
+    assert "stalled: no progress for" in reason
