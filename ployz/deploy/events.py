@@ -82,6 +82,8 @@ class TransferDone(_OfASend):
     seconds: float
     resumes: int
     codec: str
+    resumed_bytes: int = 0
+    """The stream bytes the receiver already held when the last attempt began (resumed)."""
 
 
 class TransferInterrupted(_OfASend):
@@ -91,6 +93,8 @@ class TransferInterrupted(_OfASend):
     KIND = "transfer"
     state: Literal["interrupted"] = "interrupted"
     reason: str
+    sent_bytes: int | None
+    """What the interrupted attempt had sent (None: its agent could not say)."""
 
 
 class TransferProgress(_OfASend):

@@ -1,6 +1,7 @@
 """``ployzctl migrate apply`` going wrong in the sandbox, each failure ending consistent: a data
 connection cut mid-pre-copy resumes; the single JetStream server killed mid-pre-copy and
-restarted is waited for; a ployzctl killed at any phase boundary leaves a state that ``apply``
+restarted is waited for; the target agent restarted mid-pre-copy is waited for and the send
+resumed; a ployzctl killed at any phase boundary leaves a state that ``apply``
 run again settles and goes on from; a target pool that fills up, or a target agent lost before
 the commit, aborts with the service running on its source again, and ``apply`` run again, once
 the cause is gone, completes. At every point the control plane names exactly one owner of the
@@ -77,6 +78,38 @@ def test_a_connection_cut_mid_pre_copy_resumes(cluster: Cluster, tmp_path: Path)
     assert full["resumes"] >= 1, f"the cut did not hit the full send: {cut}"
     assert run.of("aborting") == []
     assert_moved(cluster, "cut", run, run.before_fence)
+
+
+def test_the_target_agent_restarted_mid_pre_copy_the_migration_completes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """machine-b's agent is SIGKILLed once a third of the full send has moved, and started
+    again 2 s later: the send waits for it, a new receiver offers the resume token ZFS kept,
+    and the send resumes there; less than a tenth of the volume travels twice."""
+    b = cluster.machines[1]
+    deploy_writer(cluster, tmp_path, "restart", fill_mib=128)
+    run = Apply(cluster, "restart")
+    for event in run:
+        if (event.get("event"), event.get("kind")) == ("progress", "full") and (
+                event["bytes"] >= 40 << 20):
+            break
+    else:
+        pytest.fail("the full send never moved 40 MiB")
+    cluster.stop_agent(b)
+    time.sleep(2)
+    cluster.start_agent(b)
+    status, stderr = run.finish()
+    assert status == 0, stderr
+    transfers = run.of("transfer")
+    (interrupted,) = [e for e in transfers if e["state"] == "interrupted"]
+    assert interrupted["kind"] == "full"
+    (full,) = [e for e in transfers if e["state"] == "done" and e["kind"] == "full"]
+    assert full["resumed_bytes"] > 0, "the new receiver did not resume the partial receive"
+    twice = (interrupted["sent_bytes"] or 0) - full["resumed_bytes"]
+    print(f"sent before the restart: {interrupted['sent_bytes']}, resumed from "
+          f"{full['resumed_bytes']}: {twice} bytes travelled twice")
+    assert twice < (128 << 20) // 10
+    assert run.of("aborting") == []
+    assert_moved(cluster, "restart", run, run.before_fence)
 
 
 def check_recovery(run: Apply, killed_at: str) -> None:

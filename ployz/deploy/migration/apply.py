@@ -340,8 +340,8 @@ class _Phases:
             on_progress=lambda p: self._emit(TransferProgress(
                 volume=volume.name, round=round_, kind=kind, bytes=p.bytes, total=p.total,
                 rate=p.rate, eta_s=p.eta_s)),
-            on_interruption=lambda reason: self._emit(TransferInterrupted(
-                volume=volume.name, round=round_, kind=kind, reason=reason)))
+            on_interruption=lambda reason, sent: self._emit(TransferInterrupted(
+                volume=volume.name, round=round_, kind=kind, reason=reason, sent_bytes=sent)))
         seconds = time.monotonic() - sending
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
@@ -357,7 +357,7 @@ class _Phases:
         self._emit(TransferDone(volume=volume.name, round=round_, kind=kind,
                                 bytes=received.bytes, wire_bytes=received.wire_bytes,
                                 seconds=received.seconds, resumes=received.resumes,
-                                codec=received.codec))
+                                codec=received.codec, resumed_bytes=received.resumed_bytes))
         return sent
 
     def _emit(self, event: Event) -> None:

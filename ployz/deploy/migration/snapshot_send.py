@@ -19,8 +19,8 @@ and a send that stalls (no byte acknowledged for :data:`STALL_S`: its receiver i
 which keeps the partial receive). It waits for both agents to answer again (at most
 :data:`RESTART_WAIT_S`), starts the receiver anew if it is gone, the new one offering the resume
 token ZFS kept, and sends again, which resumes there: only what followed the last resume point
-travels twice. Every interruption is reported to ``on_interruption``. Any other failure cancels
-the receiver and is raised.
+travels twice. Every interruption is reported to ``on_interruption``, with the bytes the
+interrupted attempt had sent. Any other failure cancels the receiver and is raised.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def send_snapshot(
     on_progress: ProgressHandler | None = None,
     props: SetProps | None = None,
     bwlimit: float = 0.0,
-    on_interruption: Callable[[str], None] | None = None,
+    on_interruption: Callable[[str, int | None], None] | None = None,
     stall_s: float = STALL_S,
 ) -> SnapshotSent:
     """Sends ``snapshot`` (incremental from ``base`` when given) into ``target_dataset``;
@@ -161,7 +161,7 @@ def send_snapshot(
             log.warning("send of %s interrupted (%s); resuming (%d of %d)", snapshot, reason,
                         interruptions, MAX_INTERRUPTIONS)
             if on_interruption is not None:
-                on_interruption(reason)
+                on_interruption(reason, _sent_so_far(source, transfer_id))
             _wait_answering(source)
             _wait_answering(target)
             state = _receive_state(target, transfer_id)
@@ -190,6 +190,15 @@ def interruption(error: BaseException) -> str | None:
     if isinstance(error, (ConnectionLost, RetriesExhausted, UnknownTransfer)):
         return f"the connection to the receiver was lost: {error}"
     return None
+
+
+def _sent_so_far(source: Agent, transfer_id: str) -> int | None:
+    """The bytes the interrupted send had sent, as its agent last counted them (None when the
+    agent is away, or restarted and forgot)."""
+    try:
+        return source.transfer.send_status(transfer_id).bytes
+    except AgentError:
+        return None
 
 
 def _wait_answering(agent: Agent) -> None:

@@ -205,6 +205,9 @@ class StallingSource(SourceAgent):
             raise RemoteError("transfer.RetriesExhausted", "the receiver went away")
         return Summary(**SUMMARY)
 
+    def send_status(self, transfer_id: str) -> SendStatus:
+        return status(300, SIZE, 0.0, None)
+
 
 class StallingTarget(TargetAgent):
     def __init__(self) -> None:
@@ -232,11 +235,11 @@ class StallingTarget(TargetAgent):
 def test_a_stalled_send_is_cut_and_resumed_by_a_new_receiver() -> None:
     target = StallingTarget()
     source = StallingSource(target)
-    reasons: list[str] = []
+    reasons: list[tuple[str, int | None]] = []
     result = send(source, target, on_progress=lambda sample: None, stall_s=0.2,
-                  on_interruption=reasons.append)
+                  on_interruption=lambda reason, sent: reasons.append((reason, sent)))
     assert result.received.committed == COMMITTED
     assert source.sends == 2
     assert target.calls.count("receive") == 2  # the cut one's receiver is started anew
-    (reason,) = reasons
-    assert "stalled: no progress for" in reason
+    ((reason, sent),) = reasons
+    assert "stalled: no progress for" in reason and sent == 300
