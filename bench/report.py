@@ -245,6 +245,51 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+ESTIMATED = (("initial_bytes", "bytes"), ("seconds", "whole time"),
+             ("window_seconds", "window"))
+"""The estimate's figures checked against what the run measured, with their targets."""
+ESTIMATE_TARGETS = {"initial_bytes": 0.05, "seconds": 0.25, "window_seconds": 0.5}
+
+
+def estimate_error(entry: dict[str, Any], field: str) -> float | None:
+    """|estimate - actual| / actual for one figure of one run (None: not both known)."""
+    estimate, actual = entry.get("estimate") or {}, entry.get("actual") or {}
+    predicted, measured = estimate.get(field), actual.get(field)
+    if predicted is None or not measured:
+        return None
+    return float(abs(predicted - measured) / measured)
+
+
+def estimates_table(migration: dict[str, Any]) -> list[str]:
+    """What each preview predicted against what its apply measured."""
+    rows = []
+    for mib, runs in migration.get("sizes", {}).items():
+        entry = runs.get("ours", {})
+        if "estimate" not in entry:
+            continue
+        e, a = entry["estimate"], entry["actual"]
+        cells = [f"{_figure(f, e.get(f))} / {_figure(f, a.get(f))} "
+                 f"({_percent(estimate_error(entry, f))})" for f, _ in ESTIMATED]
+        rows.append(f"| {mib} MiB | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["Each migration's estimate (what `migrate preview` and the run's start predicted, "
+            "from the measured write rate, link and costs) against what it measured: "
+            "estimate / actual (error).", "",
+            "| volume | " + " | ".join(label for _, label in ESTIMATED) + " |",
+            "|---|" + "---|" * len(ESTIMATED), *rows, ""]
+
+
+def _figure(field: str, value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value / 2**20:.1f} MiB" if field.endswith("bytes") else f"{value:.1f} s"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def migration_table(migration: dict[str, Any]) -> list[str]:
     if "error" in migration:
         return [f"The migration benchmark could not run: {migration['error']}", ""]
@@ -275,7 +320,7 @@ def migration_table(migration: dict[str, Any]) -> list[str]:
                        f"{ratio(ours, base) if name == 'ours' else ''} | "
                        + " | ".join(f"{steps[s]:.1f}" if s in steps else "-" for s in STEPS)
                        + f" | {entry['seconds']:.1f} |")
-    return [*out, ""]
+    return [*out, "", *estimates_table(migration)]
 
 
 def migration_targets(migration: dict[str, Any],
@@ -305,7 +350,10 @@ def migration_targets(migration: dict[str, Any],
             *[(f"client gap beyond the cutover window, {mib} MiB",
                beyond(migration["sizes"][mib]), 0.5, " s") for mib in sizes],
             (f"client gap growth, {sizes[0]} -> {sizes[-1]} MiB",
-             over(gap(high), gap(low)), 1.5, "x")]
+             over(gap(high), gap(low)), 1.5, "x"),
+            *[(f"estimate error, {label}, {mib} MiB",
+               estimate_error(migration["sizes"][mib].get("ours", {}), field),
+               ESTIMATE_TARGETS[field], "x") for mib in sizes for field, label in ESTIMATED]]
 
 
 # -- the gateway --------------------------------------------------------------------------------

@@ -54,8 +54,9 @@ def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
         raise RuntimeError(f"migrate apply {namespace} failed: {done.stderr.strip()[-500:]}")
     rounds = [{k: e[k] for k in ("kind", "bytes", "wire_bytes", "seconds", "codec")}
               for e in events if e["event"] == "transfer" and e["state"] == "done"]
-    return {"cutover_s": events[-1]["cutover_s"], "seconds": events[-1]["seconds"],
-            "rounds": rounds, "routes": events[-1]["routes"]}
+    done = events[-1]
+    return {"cutover_s": done["cutover_s"], "seconds": done["seconds"], "rounds": rounds,
+            "routes": done["routes"], "estimate": done["estimate"], "actual": done["actual"]}
 
 
 def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:
