@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -320,17 +321,50 @@ def migration_table(migration: dict[str, Any]) -> list[str]:
                        f"{ratio(ours, base) if name == 'ours' else ''} | "
                        + " | ".join(f"{steps[s]:.1f}" if s in steps else "-" for s in STEPS)
                        + f" | {entry['seconds']:.1f} |")
-    return [*out, "", *estimates_table(migration)]
+    return [*out, "", *estimates_table(migration), *volumes_table(migration),
+            *drain_table(migration)]
+
+
+def volumes_table(migration: dict[str, Any]) -> list[str]:
+    volumes = migration.get("volumes")
+    if not volumes:
+        return []
+    rows = []
+    for count in ("1", "4"):
+        entry = volumes.get(count, {"error": "absent"})
+        rows.append(f"| {count} | could not run: {cell(entry['error'])} | |" if "error" in entry
+                    else f"| {count} | {entry['cutover_s']['total']:.1f} | "
+                         f"{entry['seconds']:.1f} |")
+    return [f"One service with one volume, and one with four, of {volumes['mib']} MiB each "
+            "(each written to): the volumes move at once, in pre-copy and in the final send.",
+            "", "| volumes | window (s) | whole run (s) |", "|---|---|---|", *rows, ""]
+
+
+def drain_table(migration: dict[str, Any]) -> list[str]:
+    drain = migration.get("drain")
+    if not drain:
+        return []
+    rows = [f"| {parallel} | {', '.join(f'{s:.1f}' for s in runs) or '-'} | "
+            f"{cell(drain['errors'].get(parallel, ''))} |"
+            for parallel, runs in drain["seconds"].items()]
+    return [f"`machine drain machine-a --migrate` of {drain['services']} services with a "
+            f"{drain['mib']} MiB volume each, by `--parallel`: seconds of the whole drain.", "",
+            "| --parallel | seconds | error |", "|---|---|---|", *rows, ""]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def migration_targets(migration: dict[str, Any],
                       ) -> list[tuple[str, float | None, float, str]]:
     """(what, value, most allowed, unit): the window's share of stop-first's at the largest
     size and its growth from the smallest size to the largest; the client's gap beyond the
-    window at each size, and its growth."""
+    window at each size, and its growth; the estimates' errors; four volumes' window against
+    one's, and a parallel drain against a serial one."""
     sizes = sorted(migration.get("sizes", {}), key=int)
     if not sizes:
-        return []
+        return volume_and_drain_targets(migration)
     low, high = migration["sizes"][sizes[0]], migration["sizes"][sizes[-1]]
 
     def of(runs: dict[str, Any], name: str) -> float | None:
@@ -353,7 +387,24 @@ def migration_targets(migration: dict[str, Any],
              over(gap(high), gap(low)), 1.5, "x"),
             *[(f"estimate error, {label}, {mib} MiB",
                estimate_error(migration["sizes"][mib].get("ours", {}), field),
-               ESTIMATE_TARGETS[field], "x") for mib in sizes for field, label in ESTIMATED]]
+               ESTIMATE_TARGETS[field], "x") for mib in sizes for field, label in ESTIMATED],
+            *volume_and_drain_targets(migration)]
+
+
+def volume_and_drain_targets(migration: dict[str, Any],
+                             ) -> list[tuple[str, float | None, float, str]]:
+    targets: list[tuple[str, float | None, float, str]] = []
+    volumes = migration.get("volumes")
+    if volumes:
+        targets.append(("cutover window with 4 volumes vs with 1",
+                        over(window(volumes.get("4", {"error": "absent"})),
+                             window(volumes.get("1", {"error": "absent"}))), 1.3, "x"))
+    drain = migration.get("drain")
+    if drain:
+        targets.append((f"drain of {drain['services']} services, --parallel 2 vs --parallel 1",
+                        over(_median(drain["seconds"].get("2", [])),
+                             _median(drain["seconds"].get("1", []))), 0.7, "x"))
+    return targets
 
 
 # -- the gateway --------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ machine-c (:mod:`ployz.sandbox.watch`) asking the service every 50 ms by name, b
 through the gateway: the gap between the old instance's last answer and the new one's first is
 the downtime a client saw, reported beside the server's window.
 
-Environment: ``PLOYZ_BENCH_MIGRATION_MIB`` (volume sizes, default ``256,1024``).
+Then the same writer with one volume and with four (``PLOYZ_BENCH_MIGRATION_PART_MIB`` each,
+default 64): the four move at once, so their cutover should stay close to one's; and a drain of
+four such services with ``--parallel 1`` and ``--parallel 2`` (``PLOYZ_BENCH_DRAIN_ROUNDS``
+rounds, order rotated).
+
+Environment: ``PLOYZ_BENCH_MIGRATION_MIB`` (volume sizes, default ``256,1024``),
+``PLOYZ_BENCH_MIGRATION_PARTS`` (default ``sizes,volumes,drain``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from bench.datapath.suite import env_list, exit_on_sigterm
 from bench.migration.stop_first import migrate_stop_first
 from bench.migration.workload import deploy, manifest, ployzctl
+from bench.rounds import rotated
 from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
 from ployz.deploy.inspect import service_rows
@@ -38,6 +45,9 @@ from ployz.sandbox.watch import Watched, WatchingClient, answered, client_gap
 from ployz.transfer.keys import load_private_key
 
 AGENT_TIMEOUT_S = 600.0
+VOLUME_COUNTS = (1, 4)
+DRAINED = 4
+DRAIN_PARALLEL = (1, 2)
 CLIENT_START_S = 120.0
 CLIENT_AFTER_S = 3.0
 """How long the client goes on asking after a move has ended: past the routing's flip."""
@@ -100,19 +110,21 @@ def watched(cluster: Cluster, namespace: str, move: Callable[[str], dict[str, An
     return result
 
 
-def remove(cluster: Cluster, namespace: str) -> None:
+def remove(cluster: Cluster, namespace: str, volumes: int = 1) -> None:
     """Removes the namespace's containers and datasets from every machine, so the next size
     finds the pools empty (the control plane's facts about it no longer matter)."""
+    names = ["data", *(f"data{i}" for i in range(2, volumes + 1))]
     for machine in cluster.machines:
         with agent(cluster, machine) as client:
             for container in client.containers.list(service_labels(namespace)):
                 client.containers.remove(container.name, force=True)
-            dataset = f"{machine.pool}/{namespace}.data"
-            if client.zfs.exists(dataset):
-                snapshots = [s.name for s in client.zfs.snapshots(dataset)]
-                if snapshots:
-                    client.zfs.destroy_snapshots(snapshots)
-                client.zfs.destroy(dataset)
+            for name in names:
+                dataset = f"{machine.pool}/{namespace}.{name}"
+                if client.zfs.exists(dataset):
+                    snapshots = [s.name for s in client.zfs.snapshots(dataset)]
+                    if snapshots:
+                        client.zfs.destroy_snapshots(snapshots)
+                    client.zfs.destroy(dataset)
 
 
 WARM_UP_MIB = 32
@@ -146,9 +158,58 @@ def measure_size(cluster: Cluster, mib: int, work: Path) -> dict[str, Any]:
     return result
 
 
+def measure_volumes(cluster: Cluster, mib: int, work: Path) -> dict[str, Any]:
+    """The cutover of one service with one volume and of one with four (each of ``mib``
+    MiB, each written to): the volumes move at once, so four should cost little more."""
+    result: dict[str, Any] = {"mib": mib}
+    for count in VOLUME_COUNTS:
+        namespace = f"vol{count}"
+        try:
+            deploy(cluster, namespace, mib, work, volumes=count)
+            result[str(count)] = ours(cluster, namespace)
+        except Exception as exc:  # recorded: the report names what could not run
+            result[str(count)] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            remove(cluster, namespace, volumes=count)
+        print(f"bench.migration: {count} volume(s) of {mib} MiB: {result[str(count)]}",
+              flush=True)
+    return result
+
+
+def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[str, Any]:
+    """``machine drain machine-a --migrate --parallel N`` of :data:`DRAINED` services with a
+    volume of ``mib`` MiB each, for each N (rotated from round to round): the whole drain."""
+    seconds: dict[str, list[float]] = {str(n): [] for n in DRAIN_PARALLEL}
+    errors: dict[str, str] = {}
+    for round_ in range(rounds):
+        for parallel in rotated(DRAIN_PARALLEL, round_):
+            namespaces = [f"drain{parallel}-{i}" for i in range(DRAINED)]
+            try:
+                for namespace in namespaces:
+                    deploy(cluster, namespace, mib, work)
+                started = time.monotonic()
+                done = ployzctl(cluster, "machine", "drain", "machine-a", "--migrate",
+                                "--parallel", str(parallel), "--json")
+                if done.returncode != 0:
+                    raise RuntimeError(done.stderr.strip()[-500:])
+                seconds[str(parallel)].append(round(time.monotonic() - started, 3))
+            except Exception as exc:  # recorded: the report names what could not run
+                errors[str(parallel)] = f"{type(exc).__name__}: {exc}"
+            finally:
+                ployzctl(cluster, "machine", "activate", "machine-a")
+                for namespace in namespaces:
+                    remove(cluster, namespace)
+            print(f"bench.migration: drain of {DRAINED} with --parallel {parallel}: "
+                  f"{seconds[str(parallel)]}", flush=True)
+    return {"services": DRAINED, "mib": mib, "seconds": seconds, "errors": errors}
+
+
 def main() -> None:
     exit_on_sigterm()
     sizes = [int(s) for s in env_list("PLOYZ_BENCH_MIGRATION_MIB", ("256", "1024"))]
+    parts = env_list("PLOYZ_BENCH_MIGRATION_PARTS", ("sizes", "volumes", "drain"))
+    part_mib = int(os.environ.get("PLOYZ_BENCH_MIGRATION_PART_MIB", "64"))
+    drain_rounds = int(os.environ.get("PLOYZ_BENCH_DRAIN_ROUNDS", "1"))
     out = Path(os.environ.get("PLOYZ_REPORTS", "reports")) / "bench-migration.json"
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                            "kernel": platform.release()},
@@ -160,9 +221,14 @@ def main() -> None:
         results["cluster_start_s"] = round(time.monotonic() - started, 1)
         with tempfile.TemporaryDirectory() as work:
             results["warm_up"] = warm_up(cluster, Path(work))
-            for mib in sizes:
+            for mib in sizes if "sizes" in parts else ():
                 results["sizes"][str(mib)] = measure_size(cluster, mib, Path(work))
                 out.write_text(json.dumps(results, indent=1) + "\n")
+            if "volumes" in parts:
+                results["volumes"] = measure_volumes(cluster, part_mib, Path(work))
+                out.write_text(json.dumps(results, indent=1) + "\n")
+            if "drain" in parts:
+                results["drain"] = measure_drain(cluster, part_mib, drain_rounds, Path(work))
         results["complete"] = True
     finally:
         out.write_text(json.dumps(results, indent=1) + "\n")

@@ -28,26 +28,31 @@ from ployz.sandbox.cluster import Cluster, Machine
 # A shell as PID 1 ignores SIGTERM unless it traps it, and the stop would wait for SIGKILL.
 WRITER = ("trap 'exit 0' TERM; "
           "mkdir -p /tmp/www; hostname > /tmp/www/instance; httpd -p 8080 -h /tmp/www; "
-          "[ -f /data/filled ] || {{ touch /tmp/up; dd if=/dev/urandom of=/data/fill bs=1M "
-          "count={mib} 2>/dev/null; sync; touch /data/filled; }}; "
+          "[ -f /data/filled ] || {{ touch /tmp/up; for d in {dirs}; do dd if=/dev/urandom "
+          "of=$d/fill bs=1M count={mib} 2>/dev/null; done; sync; touch /data/filled; }}; "
           "i=$(tail -n 1 /data/log 2>/dev/null); i=${{i:-0}}; "
-          "while true; do i=$((i+1)); echo $i >> /data/log; "
-          "dd if=/dev/urandom of=/data/churn bs=64k count=1 seek=$((i % 256)) conv=notrunc "
-          "2>/dev/null; [ -f /tmp/up ] || touch /tmp/up; sleep 0.1; done")
+          "while true; do i=$((i+1)); echo $i >> /data/log; for d in {dirs}; do "
+          "dd if=/dev/urandom of=$d/churn bs=64k count=1 seek=$((i % 256)) conv=notrunc "
+          "2>/dev/null; done; [ -f /tmp/up ] || touch /tmp/up; sleep 0.1; done")
+"""Fills each volume with ``mib`` MiB, then writes 64 KiB to each of them every ~0.1 s."""
+
+VOLUME = textwrap.dedent("""
+    [[volumes]]
+    name = "{name}"
+    quota = "{quota}M"
+    owner = "machine-a"
+""")
 
 MANIFEST = textwrap.dedent("""
     namespace = "{namespace}"
-    [[volumes]]
-    name = "data"
-    quota = "{quota}M"
-    owner = "machine-a"
+    {volumes}
     [[services]]
     name = "writer"
     placement = "machine-a"
     [services.template]
     image = "{image}"
     command = ["sh", "-c", {writer}]
-    mounts = {{ data = "/data" }}
+    mounts = {{ {mounts} }}
     ports = [8080]
     [services.template.readiness]
     test = ["CMD-SHELL", "test -f /tmp/up"]
@@ -62,9 +67,15 @@ MANIFEST = textwrap.dedent("""
 FILL_TIMEOUT_S = 1800.0
 
 
-def manifest(namespace: str, mib: int) -> str:
-    return MANIFEST.format(namespace=namespace, quota=mib + 256, image=TEST_IMAGE,
-                           writer=json.dumps(WRITER.format(mib=mib)))
+def manifest(namespace: str, mib: int, volumes: int = 1) -> str:
+    """The writer with ``volumes`` volumes (``data``, ``data2``, ...) of ``mib`` MiB each."""
+    names = ["data", *(f"data{i}" for i in range(2, volumes + 1))]
+    dirs = " ".join(f"/{name}" for name in names)
+    return MANIFEST.format(
+        namespace=namespace, image=TEST_IMAGE,
+        volumes="".join(VOLUME.format(name=name, quota=mib + 256) for name in names),
+        mounts=", ".join(f'{name} = "/{name}"' for name in names),
+        writer=json.dumps(WRITER.format(mib=mib, dirs=dirs)))
 
 
 def ployzctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,11 +83,11 @@ def ployzctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, env={**os.environ, **cluster.environment()}, check=False)
 
 
-def deploy(cluster: Cluster, namespace: str, mib: int, work: Path) -> None:
-    """Deploys the writer on machine-a and returns once its volume holds ``mib`` MiB and it
-    writes continuously."""
+def deploy(cluster: Cluster, namespace: str, mib: int, work: Path, volumes: int = 1) -> None:
+    """Deploys the writer on machine-a and returns once each of its volumes holds ``mib`` MiB
+    and it writes continuously."""
     path = work / f"{namespace}.toml"
-    path.write_text(manifest(namespace, mib))
+    path.write_text(manifest(namespace, mib, volumes))
     done = ployzctl(cluster, "deploy", "-f", str(path))
     if done.returncode != 0:
         raise RuntimeError(f"deploying {namespace} failed: {done.stderr.strip()}")
