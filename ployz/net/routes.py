@@ -17,7 +17,7 @@ import contextlib
 import errno
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from pyroute2.netlink.exceptions import (  # type: ignore[import-untyped]
 )
 
 from ployz.net.errors import NetlinkError
+from ployz.net.netlink import translated
 
 ROUTE_PROTOCOL = 74
 """The ``proto`` of ployz's service routes (unassigned in iproute2's rt_protos; ``ip route show
@@ -95,12 +96,8 @@ class ServiceRoutes:
             raise NetlinkError("look up the interface", self.ifname, errno.ENODEV)
         return int(found[0])
 
-    @contextlib.contextmanager
-    def _netlink(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except PyrouteNetlinkError as exc:
-            raise NetlinkError(operation, self.ifname, exc.code) from exc
+    def _netlink(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        return translated(operation, self.ifname)
 
 
 def enable_forwarding(path: Path = IP_FORWARD) -> bool:

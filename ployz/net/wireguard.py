@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from pyroute2.netlink.exceptions import (  # type: ignore[import-untyped]
 
 from ployz.net.errors import NetlinkError, NotWireGuard, WireGuardUnavailable
 from ployz.net.keys import clamped
+from ployz.net.netlink import translated
 from ployz.net.peers import Endpoint, Peer, PeerConfig
 
 IFNAME_MAX = 15
@@ -134,12 +135,8 @@ class WireGuardLink:
 
     # --- internals -------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _netlink(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except PyrouteNetlinkError as exc:
-            raise NetlinkError(operation, self.ifname, exc.code) from exc
+    def _netlink(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        return translated(operation, self.ifname)
 
     def _create(self) -> None:
         """Creating the link loads the wireguard module if it is loadable: a kernel that does

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -32,20 +30,8 @@ from ployz.runtime.model import (
 pytestmark = pytest.mark.host
 
 
-@pytest.fixture
-def runtime(dockerd) -> Iterator[DockerRuntime]:
-    runtime = DockerRuntime(dockerd.socket)
-    yield runtime
-    runtime.close()
 
 
-@pytest.fixture
-def namespace(runtime: DockerRuntime) -> Iterator[str]:
-    """A namespace unique to the test; its containers are removed afterwards."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    for info in runtime.list(service_labels(name)):
-        runtime.remove(info.name, force=True)
 
 
 def spec(dockerd, namespace: str, **overrides) -> ServiceSpec:

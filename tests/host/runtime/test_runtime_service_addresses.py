@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 
 import docker
 import pytest
 
-from ployz.runtime.docker_runtime import SERVICE_NETWORK, DockerRuntime
+from ployz.runtime.docker_runtime import SERVICE_NETWORK
 from ployz.runtime.errors import DockerRequestFailed
 from ployz.runtime.model import ServiceAddress, ServiceSpec, service_labels
 
@@ -21,20 +19,8 @@ pytestmark = pytest.mark.host
 RANGE = "10.212.0.0/16"
 
 
-@pytest.fixture
-def runtime(dockerd) -> Iterator[DockerRuntime]:
-    runtime = DockerRuntime(dockerd.socket)
-    yield runtime
-    runtime.close()
 
 
-@pytest.fixture
-def namespace(runtime: DockerRuntime) -> Iterator[str]:
-    """A namespace unique to the test; its containers are removed afterwards."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    for info in runtime.list(service_labels(name)):
-        runtime.remove(info.name, force=True)
 
 
 def web(dockerd, namespace: str, service: str, address: str, text: str) -> ServiceSpec:

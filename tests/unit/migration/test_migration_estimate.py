@@ -6,13 +6,11 @@ for the next estimate."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ployz.control import Capacity, ControlPlane, open_control_plane
+from ployz.control import ControlPlane
 from ployz.control.models import CutoverCosts, LinkRate
 from ployz.deploy.apply import deploy
 from ployz.deploy.manifest import parse_manifest
@@ -24,10 +22,9 @@ from ployz.deploy.migration.estimate import (
     next_round,
     predict,
 )
-from ployz.deploy.migration.ref import ServiceRef
-from tests.unit.conftest import RegisterMachines
 from tests.unit.deploy.fake_agents import FakeCluster
-from tests.unit.deploy.test_deploy_run import manifest, recorded
+from tests.unit.deploy.test_deploy_run import recorded
+from tests.unit.migration.conftest import MACHINES, WEB
 from tests.unit.migration.test_migration_run import on_source
 
 MIB = 1 << 20
@@ -72,24 +69,10 @@ def test_what_is_not_measured_yet_is_unknown_never_guessed() -> None:
     assert default_budget(COSTS) == 2.0 + DEFAULT_BUDGET_SLACK_S
 
 
-MACHINES = ["machine-a", "machine-b"]
-WEB = ServiceRef("shop", "web")
 
 
-@pytest.fixture
-def cp(tmp_path: Path, register_machines: RegisterMachines) -> Iterator[ControlPlane]:
-    with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
-        register_machines(plane, MACHINES, Capacity(pool_free=8 << 30))
-        yield plane
 
 
-@pytest.fixture
-def agents(cp: ControlPlane) -> FakeCluster:
-    cluster = FakeCluster(MACHINES)
-    for machine in cluster.machines.values():
-        machine.images.add("img:1")
-    deploy(cp, manifest("1"), cluster, holder="ops")
-    return cluster
 
 
 def test_a_writer_faster_than_the_link_is_refused_before_the_fence(

@@ -7,14 +7,12 @@ At every point the control plane names exactly one owner of the volume."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ployz.agent.errors import remote_error
-from ployz.control import Capacity, ControlPlane, deploy_lock_name, open_control_plane
+from ployz.control import Capacity, ControlPlane, deploy_lock_name
 from ployz.control.errors import StaleFencingToken
 from ployz.deploy.apply import deploy
 from ployz.deploy.drain import candidates, drain
@@ -22,30 +20,10 @@ from ployz.deploy.events import Event
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.errors import MigrationAborted, MigrationFailedAfterCommit
 from ployz.deploy.migration.plan import PHASES
-from ployz.deploy.migration.ref import ServiceRef
 from tests.unit.conftest import RegisterMachines
 from tests.unit.deploy.fake_agents import FakeCluster
 from tests.unit.deploy.test_deploy_run import Killed, killed_at, manifest, recorded
-
-MACHINES = ["machine-a", "machine-b"]
-WEB = ServiceRef("shop", "web")
-
-
-@pytest.fixture
-def cp(tmp_path: Path, register_machines: RegisterMachines) -> Iterator[ControlPlane]:
-    with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
-        register_machines(plane, MACHINES, Capacity(pool_free=8 << 30))
-        yield plane
-
-
-@pytest.fixture
-def agents(cp: ControlPlane) -> FakeCluster:
-    """machine-a runs ``shop/web`` on its volume ``db``, deployed by a plain deploy."""
-    cluster = FakeCluster(MACHINES)
-    for machine in cluster.machines.values():
-        machine.images.add("img:1")
-    deploy(cp, manifest("1"), cluster, holder="ops")
-    return cluster
+from tests.unit.migration.conftest import MACHINES, WEB
 
 
 def on_source(cp: ControlPlane, agents: FakeCluster) -> None:

@@ -5,45 +5,27 @@ not; a file that is not a plan is refused with why."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ployz.control import Capacity, ControlPlane, open_control_plane
-from ployz.deploy.apply import deploy
+from ployz.control import ControlPlane
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.plan import plan_migration
-from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.migration.saved_plan import (
     PlanFileError,
     PlanOutdated,
     load_plan,
     write_plan,
 )
-from tests.unit.conftest import RegisterMachines
 from tests.unit.deploy.fake_agents import FakeCluster
-from tests.unit.deploy.test_deploy_run import manifest
+from tests.unit.migration.conftest import MACHINES, WEB
 from tests.unit.migration.test_migration_run import on_source
 
-MACHINES = ["machine-a", "machine-b", "machine-c"]
-WEB = ServiceRef("shop", "web")
-
 
 @pytest.fixture
-def cp(tmp_path: Path, register_machines: RegisterMachines) -> Iterator[ControlPlane]:
-    with open_control_plane(f"sqlite:///{tmp_path / 'control.db'}") as plane:
-        register_machines(plane, MACHINES, Capacity(pool_free=8 << 30))
-        yield plane
-
-
-@pytest.fixture
-def agents(cp: ControlPlane) -> FakeCluster:
-    cluster = FakeCluster(MACHINES)
-    for machine in cluster.machines.values():
-        machine.images.add("img:1")
-    deploy(cp, manifest("1"), cluster, holder="ops")
-    return cluster
+def machines() -> list[str]:
+    return [*MACHINES, "machine-c"]
 
 
 @pytest.fixture
