@@ -315,7 +315,7 @@ def test_concurrent_commits_under_one_lock_lose_nothing(control_url: str, machin
     """Threads of one deploy process committing at once while a lease keeper renews the lock:
     every commit lands exactly once, numbered without gaps, and the lease is never lost."""
     with open_control_plane(control_url) as cp:
-        lease = cp.acquire(deploy_lock_name(NS), "deploy-1", ttl=1.5)
+        lease = cp.acquire(deploy_lock_name(NS), "deploy-1", ttl=3.0)
         stop = threading.Event()
         committed: list[str] = []
         errors: list[BaseException] = []
@@ -334,7 +334,7 @@ def test_concurrent_commits_under_one_lock_lose_nothing(control_url: str, machin
                 except BaseException as exc:
                     errors.append(exc)
 
-        with LeaseKeeper(cp, lease, ttl=1.5) as keeper:
+        with LeaseKeeper(cp, lease, ttl=3.0) as keeper:
             workers = [threading.Thread(target=commit_services, args=(w,)) for w in range(4)]
             for worker in workers:
                 worker.start()
