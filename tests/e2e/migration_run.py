@@ -20,13 +20,13 @@ FINAL_SEND = {"event": "phase", "phase": "final-send"}
 
 
 class Apply:
-    """``ployzctl migrate apply NS/writer --to machine-b --json`` running in the background,
-    read event by event so that a test can act at a chosen point of the run."""
+    """``ployzctl migrate apply NS/writer --to machine-b --json [OPTIONS]`` running in the
+    background, read event by event so that a test can act at a chosen point of the run."""
 
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
+    def __init__(self, cluster: Cluster, namespace: str, *options: str) -> None:
         self.source_log = log_path(cluster.machines[0], namespace)
         self.process = ployzctl_process(cluster, "migrate", "apply", f"{namespace}/writer",
-                                        "--to", "machine-b", "--json")
+                                        "--to", "machine-b", "--json", *options)
         self.events: list[dict[str, Any]] = []
         self.before_fence: list[int] | None = None
         """The source's log when the final send began: the writer was stopped at the fence,

@@ -4,7 +4,8 @@ restarted is waited for; the target agent restarted mid-pre-copy is waited for a
 resumed; a ployzctl killed at any phase boundary leaves a state that ``apply``
 run again settles and goes on from; a target pool that fills up, or a target agent lost before
 the commit, aborts with the service running on its source again, and ``apply`` run again, once
-the cause is gone, completes. At every point the control plane names exactly one owner of the
+the cause is gone, completes; a service writing faster than the link is refused before the
+fence. At every point the control plane names exactly one owner of the
 volume: machine-a until the commit, machine-b after it. (The three replicated servers' failures
 are in test_cluster_membership.py, whose third machine forms them.)"""
 
@@ -110,6 +111,28 @@ def test_the_target_agent_restarted_mid_pre_copy_the_migration_completes(
     assert twice < (128 << 20) // 10
     assert run.of("aborting") == []
     assert_moved(cluster, "restart", run, run.before_fence)
+
+
+def test_a_writer_faster_than_the_link_is_refused_before_the_fence(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """Each of its lines rewrites 16 MiB: the deltas do not shrink, pre-copy cannot get the
+    final send into a second, and the run stops before its fence, rolled back, the service
+    never stopped, its facts as they were."""
+    deploy_writer(cluster, tmp_path, "fast", fill_mib=4, churn_mib=16)
+    before = service(cluster, "fast")
+    (running,) = containers(cluster, cluster.machines[0], "fast")
+    run = Apply(cluster, "fast", "--max-downtime", "1")
+    status, stderr = run.finish()
+    assert status == 1, stderr
+    assert "pre-copy cannot converge to a downtime of 1 s" in stderr
+    assert "the service writes" in stderr and "the link carries" in stderr
+    assert [e["phase"] for e in run.of("phase")] == ["lock", "pre-copy"]
+    assert service(cluster, "fast") == before
+    (after,) = containers(cluster, cluster.machines[0], "fast")
+    assert (after.name, after.state, after.started_at) == (running.name, "running",
+                                                          running.started_at)
+    assert containers(cluster, cluster.machines[1], "fast") == []
+    assert not dataset_exists(cluster, cluster.machines[1], "fast")
 
 
 def check_recovery(run: Apply, killed_at: str) -> None:

@@ -33,17 +33,21 @@ MANIFEST = textwrap.dedent("""
 """)
 
 
-def writer_command(fill_mib: int) -> str:
+def writer_command(fill_mib: int, churn_mib: int = 0) -> str:
     """Resumes the numbering where the log ends, so the lines stay consecutive across machines;
     ``fill_mib`` MiB of incompressible data make pre-copy carry more than the final send; exits
     on SIGTERM (a shell as PID 1 ignores it, and the stop would wait for its SIGKILL). Five
     lines a second: each line is synced, and under emulation a sync costs every other process
-    on the machine, so a faster writer slows the whole suite for no stronger check."""
+    on the machine, so a faster writer slows the whole suite for no stronger check. With
+    ``churn_mib``, each line also rewrites that many MiB of random data: a service writing as
+    fast as the machine can."""
+    churn = (f"dd if=/dev/urandom of=/data/churn bs=1M count={churn_mib} conv=notrunc "
+             "2>/dev/null; " if churn_mib else "")
     return ("trap 'exit 0' TERM; "
             f"[ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count={fill_mib} "
             "2>/dev/null; "
             "i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; "
-            "while true; do i=$((i+1)); echo $i >> /data/log; sync; sleep 0.2; done")
+            f"while true; do i=$((i+1)); echo $i >> /data/log; {churn}sync; sleep 0.2; done")
 
 
 def log_path(machine: Machine, namespace: str) -> Path:
@@ -51,11 +55,12 @@ def log_path(machine: Machine, namespace: str) -> Path:
     return machine.home / "pool" / f"{namespace}.data" / "log"
 
 
-def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str, fill_mib: int = 32) -> Path:
+def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str, fill_mib: int = 32,
+                  churn_mib: int = 0) -> Path:
     """Deploys the writer on machine-a; returns its log file once it has lines."""
     path = tmp_path / f"{namespace}.toml"
     path.write_text(MANIFEST.format(namespace=namespace, image=TEST_IMAGE,
-                                    writer=json.dumps(writer_command(fill_mib))))
+                                    writer=json.dumps(writer_command(fill_mib, churn_mib))))
     done = ployzctl(cluster, "deploy", "-f", str(path))
     assert done.returncode == 0, done.stderr
     a = cluster.machines[0]
