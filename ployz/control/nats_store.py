@@ -54,6 +54,16 @@ from ployz.control.url import redact_url, tls_context
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+
+def _not_sslproto_eof(record: logging.LogRecord) -> bool:
+    """nats-py's protocol asks asyncio to keep a connection half-open at EOF, which asyncio
+    cannot do over TLS and says at every connection's end: a warning about nothing (the
+    connection closes either way) that would reach every command's stderr."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_not_sslproto_eof)
+
 _TRANSIENT = (
     TimeoutError,
     nats.errors.TimeoutError,

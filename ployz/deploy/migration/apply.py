@@ -139,6 +139,8 @@ def migrate(
     ``expected``: a saved plan the move must still match (:class:`~.saved_plan.PlanOutdated`
     otherwise, before anything changes); ``bwlimit``: bytes per second all its sends share
     (0: unlimited)."""
+    if expected is not None:
+        expected.check_placement(cp.get_service(ref.namespace, ref.service).machine)
     if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
         _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s), expected)

@@ -86,6 +86,15 @@ class PlanFile:
         if changes:
             raise PlanOutdated(self.path, changes)
 
+    def check_placement(self, placed_on: str) -> None:
+        """PlanOutdated when the service no longer runs where the plan moves it from: checked
+        before planning anew, which would refuse a move to where it runs now for that reason
+        alone."""
+        if placed_on != self.saved.source:
+            raise PlanOutdated(self.path, [
+                f"{self.saved.service} runs on {placed_on} now; the plan moves it from "
+                f"{self.saved.source}"])
+
 
 def load_plan(path: str) -> PlanFile:
     try:
