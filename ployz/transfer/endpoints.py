@@ -40,6 +40,9 @@ class ResumePoint:
     token: str | None = None
     notices: tuple[str, ...] = field(default_factory=tuple)
     complete: bool = False
+    held: int = 0
+    """Bytes of the stream the sink already holds, which this connection does not carry
+    again (the token's byte count; not sent to the sender: for the receiver's summary)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"offset": self.offset, "token": self.token, "notices": list(self.notices),

@@ -385,6 +385,8 @@ class Receiver:
             transfer = self._transfer_for(ready)
             resume = (ResumePoint(complete=True) if transfer.committed is not None
                       else self.sink.resume_point(self._stream(transfer).committed))
+            if resume.held:
+                transfer.resumed_bytes = resume.held
         except (Refused, TicketRefused) as exc:  # the sink found the stream unfit for it
             self.refused += 1
             code = exc.code if isinstance(exc, Refused) else "ticket"

@@ -166,7 +166,7 @@ class ZfsSink:
                 return ResumePoint()
             if (token.toguid, token.fromguid, token.toname) == (
                     self.toguid, self.fromguid, self.toname):
-                return ResumePoint(token=token.text)
+                return ResumePoint(token=token.text, held=token.bytes)
             zfs.abort_receive(self.dataset)
         except zfs.ZFSError as exc:
             raise SinkError(f"cannot inspect the partial receive on {self.dataset}: "
