@@ -8,9 +8,7 @@ to the control plane or to any machine's WireGuard: those a real member is neede
 token, a duplicate id, a busy machine) and a forged token (the refused ``rm`` of a machine
 running a JetStream server is in tests/host/control/test_control_membership.py). Last, the
 replicated servers' failures: one killed during a migration's pre-copy, the leader killed as a
-migration commits. Those two (marker ``replicated_failures``) run with ``make
-test-replicated``, not in ``make test``: under emulation they cost about 8 minutes more than
-the suite's time allows. The refusals that come before the control
+migration commits (marker ``replicated_failures``: ``make test-replicated`` runs them alone). The refusals that come before the control
 plane knows anything (expired token, foreign endpoint, unreachable control plane) are in
 tests/host/membership/test_join_refusals.py.
 
