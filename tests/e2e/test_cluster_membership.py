@@ -8,9 +8,9 @@ to the control plane or to any machine's WireGuard: those a real member is neede
 token, a duplicate id, a busy machine) and a forged token (the refused ``rm`` of a machine
 running a JetStream server is in tests/host/control/test_control_membership.py). Last, the
 replicated servers' failures: one killed during a migration's pre-copy, the leader killed as a
-migration commits (marker ``replicated_failures``: ``make test-replicated`` runs them alone). The refusals that come before the control
-plane knows anything (expired token, foreign endpoint, unreachable control plane) are in
-tests/host/membership/test_join_refusals.py.
+migration commits (marker ``replicated_failures``: ``make test-replicated`` runs them alone).
+The refusals that come before the control plane knows anything (expired token, foreign
+endpoint, unreachable control plane) are in tests/host/membership/test_join_refusals.py.
 
 The module borrows the session's two machines and adds three: machine-c (no Docker), which stays
 (it runs one of the servers; the module runs last); a spare with wires and a pool but no Docker,
