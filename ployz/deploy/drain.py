@@ -71,7 +71,7 @@ class Promised:
         :meth:`release`; :class:`NoTargetWithRoom` when none has it."""
         tried = []
         for candidate in candidates(cp, machine_id):
-            room = plan_migration(cp, agents, service, candidate).room
+            room = plan_migration(cp, agents, service, candidate, sample_writes=False).room
             with self._lock:
                 promised = self._bytes.get(candidate, 0)
                 if room.needed <= room.free - promised:

@@ -143,7 +143,8 @@ def migrate(
         expected.check_placement(cp.get_service(ref.namespace, ref.service).machine)
     if not unfinished(cp, ref.namespace):
         # Refusals before anything is written, not even the lock.
-        _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s), expected)
+        _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s,
+                                sample_writes=False), expected)
     emit(Phase(phase="lock"))
     started = time.monotonic()
     moved: tuple[DeployRun[MigrationRecord], _Phases] | None = None

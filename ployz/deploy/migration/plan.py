@@ -111,11 +111,12 @@ class MigrationPlan:
 
 def plan_migration(
     cp: ControlPlane, agents: AgentLookup, ref: ServiceRef, to_machine: str,
-    max_downtime_s: float | None = None,
+    max_downtime_s: float | None = None, *, sample_writes: bool = True,
 ) -> MigrationPlan:
     """The plan of moving ``ref`` to ``to_machine``, with its estimate for a downtime budget of
     ``max_downtime_s`` (by default :func:`~.estimate.default_budget`); raises a typed refusal
-    when it cannot be done (nothing is changed either way)."""
+    when it cannot be done (nothing is changed either way). Without ``sample_writes`` the
+    write rate is left unknown (a plan made only for its refusals need not wait for it)."""
     machines = machine_map(cp)
     service, manifest = moved_manifest(cp, ref, to_machine, machines)
     deploy_plan = make_plan(manifest, cp)
@@ -135,7 +136,7 @@ def plan_migration(
     costs = cp.cutover_costs(ref.namespace, ref.service) or cp.latest_cutover_costs()
     prediction = predict(sum(v.initial_send for v in volumes),
                          write_rate(source, [v.source_dataset for v in volumes],
-                                    agents.write_sample_s),
+                                    agents.write_sample_s if sample_writes else 0.0),
                          cp.link_rate(service.machine, to_machine), costs, max_downtime_s)
     return MigrationPlan(ref, service.machine, to_machine, service.image, manifest, deploy_plan,
                          volumes, room, prediction)
