@@ -32,6 +32,10 @@ class HostMap(Protocol):
     def apply(self, hosts: Mapping[str, str]) -> object: ...
 
 
+SetRecords = Callable[[dict[str, str]], None]
+"""Replaces the DNS answers (:meth:`ployz.net.dns.DnsServer.set_records`)."""
+
+
 def dns_records(services: Iterable[ServiceFact]) -> dict[str, str]:
     return {service_name(s.namespace, s.name): s.address for s in services}
 
@@ -49,8 +53,8 @@ class ServiceRouting:
     """:class:`~ployz.agent.overlay.LocalRouting` of a machine: each part is optional (a test
     agent without an overlay interface has no routes; one without HAProxy no gateway)."""
 
-    def __init__(self, routes: RouteTable | None, set_records: Callable[[dict[str, str]], None]
-                 | None, gateway: HostMap | None) -> None:
+    def __init__(self, routes: RouteTable | None, set_records: SetRecords | None,
+                 gateway: HostMap | None) -> None:
         self._routes = routes
         self._set_records = set_records
         self._gateway = gateway
