@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -122,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--path", default="/instance",
                         help="what the client asks: an answer that names the instance")
+    parser.add_argument("--control", default=os.environ.get("PLOYZ_CONTROL"), metavar="URL",
+                        help="the control plane (default $PLOYZ_CONTROL, as for ployzctl)")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     ref = parse_service_ref(args.service)
-    with open_control_plane() as cp:
+    with open_control_plane(args.control) as cp:
         (row,) = [r for r in service_rows(cp, ref.namespace) if r["name"] == ref.service]
     watched = Watched(ref.namespace, ref.service, row["address"], args.port,
                       row["http_host"] or "", args.path)
