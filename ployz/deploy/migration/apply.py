@@ -295,9 +295,9 @@ class _Phases:
         own, sharing the bandwidth limit); returns once every send ended, raising the first
         failure then (a rollback must not race a send still running)."""
         volumes = self.record.volumes
-        if len(volumes) == 1:
-            return [self._send(self.source, self.target, volumes[0], snapshots[0], kind,
-                               round_)]
+        if len(volumes) <= 1:
+            return [self._send(self.source, self.target, volume, snapshot, kind, round_)
+                    for volume, snapshot in zip(volumes, snapshots, strict=True)]
 
         def one(volume: VolumeRecord, snapshot: str) -> SnapshotSent:
             source, target = self.source.fork(), self.target.fork()

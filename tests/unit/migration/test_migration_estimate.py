@@ -136,3 +136,23 @@ def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
     assert {v.owner for v in state.volumes.values()} == {"machine-b"}
     assert set(state.transfers) == {"v1", "v2", "v3", "v4"}
     assert cluster.machines["machine-a"].bwlimits == [10e6] * 8  # a quarter each, 2 rounds
+
+
+def test_a_service_without_volumes_moves_with_nothing_to_send(cp: ControlPlane) -> None:
+    cluster = FakeCluster(MACHINES)
+    for machine in cluster.machines.values():
+        machine.images.add("img:1")
+    stateless = parse_manifest(textwrap.dedent("""
+        namespace = "shop"
+        [[services]]
+        name = "web"
+        placement = "machine-a"
+        [services.template]
+        image = "img:1"
+    """), "deploy.toml")
+    deploy(cp, stateless, cluster, holder="ops")
+    events: list[dict[str, Any]] = []
+    result = migrate(cp, cluster, WEB, "machine-b", emit=recorded(events))
+    assert result.target == "machine-b"
+    assert [e for e in events if e["event"] == "transfer"] == []
+    assert cp.namespace("shop").services["web"].machine == "machine-b"
