@@ -45,7 +45,7 @@ def machine_line(results: dict[str, Any]) -> str:
     later = {suite: when for suite, when in results.get("measured", {}).items()
              if when != m["date"]}
     if later:
-        line += ("; measured again later, on a machine of the same kind: "
+        line += ("; some suites measured later, on a machine of the same kind: "
                  + ", ".join(f"{suite} {when}" for suite, when in sorted(later.items())))
     return line
 
