@@ -326,17 +326,18 @@ def test_a_jetstream_server_killed_during_pre_copy_the_migration_completes(
     """The server leading the namespaces' bucket dies while data flows and stays down: the
     other two elect a new leader, the run's control-plane calls and its lock's renewals go on
     there, and the migration commits once."""
-    deploy_writer(cluster, tmp_path, "nats", fill_mib=64)
-    before = commits(cluster, "nats")
-    run = Apply(cluster, "nats")
+    # "replica": test_migration_failures.py's single-server kill test has "nats"
+    deploy_writer(cluster, tmp_path, "replica", fill_mib=64)
+    before = commits(cluster, "replica")
+    run = Apply(cluster, "replica")
     with leader_killed(cluster) as kill:
         run.until_data_flows()
         kill()
         status, stderr = run.finish()
         assert status == 0, stderr
         assert run.of("aborting") == [] and len(run.of("committed")) == 1
-        assert commits(cluster, "nats") == before + 1
-        assert_moved(cluster, "nats", run, run.before_fence)
+        assert commits(cluster, "replica") == before + 1
+        assert_moved(cluster, "replica", run, run.before_fence)
 
 
 @pytest.mark.replicated_failures
