@@ -53,12 +53,23 @@ def test_deploy_runs_the_service_on_its_volume(cluster: Cluster, tmp_path: Path)
     (counter,) = [s for s in services if s["namespace"] == "counting"]
     assert counter["machine"] == "machine-a"
     assert counter["volumes"][0]["dataset"] == "machine-a/counting.data"
-    machines = {m["id"]: m for m in json.loads(ployzctl(cluster, "machine", "ls",
-                                                        "--json").stdout)}
+    machines = machines_once_counted(cluster, "machine-a")
     assert machines["machine-a"]["containers"] >= 1
     assert machines["machine-a"]["pool_used"] > 0 and machines["machine-a"]["pool_free"] > 0
     assert {"id", "lifecycle", "overlay_ip", "pool_free", "pool_used",
             "last_heartbeat"} <= set(machines["machine-b"])
+
+
+def machines_once_counted(cluster: Cluster, machine: str) -> dict[str, dict]:
+    """``machine ls`` once ``machine`` reports a container: the count is the agent's heartbeat
+    fact, so it lags a started container by up to one heartbeat interval (10 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        listed = json.loads(ployzctl(cluster, "machine", "ls", "--json").stdout)
+        machines = {m["id"]: m for m in listed}
+        if machines[machine]["containers"] >= 1 or time.monotonic() > deadline:
+            return machines
+        time.sleep(1)
 
 
 @pytest.mark.parametrize(("case", "status", "message"), [
