@@ -103,6 +103,9 @@ class RemoteZfs(_Methods, ZfsApi):
     def get(self, name: str, props: list[str]) -> Props:
         return self._call(_PROPS, "zfs.get", {"name": name, "props": props})
 
+    def written(self, datasets: list[str]) -> int:
+        return self._call(_INT, "zfs.written", {"datasets": datasets})
+
     def snapshot(self, snapshots: list[str]) -> None:
         self._call(_NONE, "zfs.snapshot", {"snapshots": snapshots})
 

@@ -4,7 +4,17 @@ Everything here goes through ``ployz._lzc`` (cffi, API mode); no ``zfs`` command
 are ``ZFSError`` subclasses carrying the errno and the dataset concerned.
 """
 
-from ployz.zfs.datasets import create, destroy, exists, get, mount, mounts_of, rename, unmount
+from ployz.zfs.datasets import (
+    create,
+    destroy,
+    exists,
+    get,
+    mount,
+    mounts_of,
+    rename,
+    sync,
+    unmount,
+)
 from ployz.zfs.errors import (
     BadStream,
     DatasetBusy,
@@ -58,5 +68,5 @@ __all__ = [
     "ZFSError", "ZFSUnavailable", "abort_receive", "bookmark", "bookmarks", "create", "destroy",
     "destroy_bookmarks", "destroy_snapshots", "exists", "get", "guid_of", "hold", "holds", "mount",
     "mounts_of", "receive", "release", "rename", "resume_token", "rollback", "send",
-    "send_resume", "send_space", "snapshot", "snapshots", "unmount",
+    "send_resume", "send_space", "snapshot", "snapshots", "sync", "unmount",
 ]

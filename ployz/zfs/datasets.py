@@ -101,6 +101,15 @@ def destroy(dataset: str) -> None:
     check(lib.lzc_destroy(enc(dataset)), dataset, action="destroy")
 
 
+def sync(pool: str) -> None:
+    """Waits until the pool's open transaction group is on disk. Space properties (``written``,
+    ``used``) count a write only once its transaction group syncs, up to ``zfs_txg_timeout``
+    (5 s) later: a rate measured from them without a sync sees bursts and silences."""
+    ensure_init()
+    with nvlist_in({"force": False}) as nvl:
+        check(lib.lzc_sync(enc(pool), nvl, ffi.NULL), pool, action="sync")
+
+
 def rename(source: str, target: str) -> None:
     ensure_init()
     check(lib.lzc_rename(enc(source), enc(target)), source, action=f"rename to {target}")

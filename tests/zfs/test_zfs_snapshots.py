@@ -7,6 +7,8 @@ import os
 import pytest
 
 from ployz import zfs
+from ployz.agent.errors import OutsidePool
+from ployz.agent.methods.zfs_ops import ZFSMethods
 from tests.zfs.zfshelpers import sh, write_file
 
 
@@ -117,3 +119,22 @@ def test_destroy_and_unmount(fs: str) -> None:
 def test_create_existing(fs: str) -> None:
     with pytest.raises(zfs.DatasetExists):
         zfs.create(fs)
+
+
+def test_written_counts_a_write_of_this_moment_once_the_pool_is_synced(fs: str) -> None:
+    zfs.snapshot([f"{fs}@s1"])
+    write_file(f"/run/{fs}/fresh", 4 << 20, seed=7)  # no fsync: its txg is still open
+    written = ZFSMethods(fs.split("/")[0]).written([fs])
+    assert written >= 4 << 20
+    assert written == int(sh("zfs", "get", "-Hpo", "value", "written", fs))
+
+
+def test_written_is_refused_outside_the_agents_pool(fs: str) -> None:
+    with pytest.raises(OutsidePool, match="other-pool"):
+        ZFSMethods("other-pool").written([fs])
+
+
+def test_sync_of_a_missing_pool_names_it() -> None:
+    with pytest.raises(zfs.ZFSError) as info:
+        zfs.sync("no-such-pool")
+    assert info.value.name == "no-such-pool"

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ployz.agent.api import Agent, int_prop
+from ployz.agent.api import Agent
 from ployz.control.models import (
     Change,
     PutService,
@@ -262,8 +262,7 @@ class _Phases:
         costs = (self.cp.cutover_costs(self.plan.ref.namespace, self.plan.ref.service)
                  or self.cp.latest_cutover_costs())
         while True:
-            delta = sum(int_prop(self.source.zfs.get(v.source_dataset, ["written"]), "written")
-                        for v in self.record.volumes)
+            delta = self.source.zfs.written([v.source_dataset for v in self.record.volumes])
             write_rate = delta / max(time.monotonic() - round_started, 1e-3)
             self.actual.wrote(write_rate)
             link = self.cp.link_rate(self.plan.source, self.plan.target)

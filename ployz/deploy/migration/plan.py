@@ -152,8 +152,7 @@ def write_rate(source: Agent, datasets: list[str], sample_s: float) -> float | N
         return None
 
     def written() -> tuple[int, float]:
-        total = sum(int_prop(source.zfs.get(d, ["written"]), "written") for d in datasets)
-        return total, time.monotonic()
+        return source.zfs.written(datasets), time.monotonic()
 
     before, started = written()
     time.sleep(sample_s)

@@ -137,6 +137,10 @@ class FakeZfs(ZfsApi):
         values = {**dataset.props, "written": dataset.written}
         return {p: values.get(p, 0) for p in props}
 
+    def written(self, datasets: list[str]) -> int:
+        self.m.check("zfs.written")
+        return sum(self._dataset(d).written for d in datasets)
+
     def snapshot(self, snapshots: list[str]) -> None:
         self.m.check("zfs.snapshot")
         for name in snapshots:
