@@ -81,36 +81,40 @@ def test_a_connection_cut_mid_pre_copy_resumes(cluster: Cluster, tmp_path: Path)
     assert_moved(cluster, "cut", run, run.before_fence)
 
 
-def test_the_target_agent_restarted_mid_pre_copy_the_migration_completes(
-        cluster: Cluster, tmp_path: Path) -> None:
-    """machine-b's agent is SIGKILLed once a third of the full send has moved, and started
-    again 2 s later: the send waits for it, a new receiver offers the resume token ZFS kept,
-    and the send resumes there; less than a tenth of the volume travels twice."""
-    b = cluster.machines[1]
-    deploy_writer(cluster, tmp_path, "restart", fill_mib=128)
-    run = Apply(cluster, "restart")
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_an_agent_restarted_mid_pre_copy_the_migration_completes(
+        cluster: Cluster, tmp_path: Path, side: str) -> None:
+    """The target's (machine-b) or the source's (machine-a) agent is SIGKILLed once a third of
+    the full send has moved, and started again 2 s later: the send waits for it, the receiver
+    (a new one after the target's restart, offering the resume token ZFS kept) takes the
+    stream up again where it was, and less than a tenth of the volume travels twice. The
+    service's container, which Docker runs, keeps running through the source's restart."""
+    namespace = f"restart-{side}"
+    restarted = cluster.machines[1 if side == "target" else 0]
+    deploy_writer(cluster, tmp_path, namespace, fill_mib=128)
+    run = Apply(cluster, namespace)
     for event in run:
         if (event.get("event"), event.get("kind")) == ("progress", "full") and (
                 event["bytes"] >= 40 << 20):
             break
     else:
         pytest.fail("the full send never moved 40 MiB")
-    cluster.stop_agent(b)
+    cluster.stop_agent(restarted)
     time.sleep(2)
-    cluster.start_agent(b)
+    cluster.start_agent(restarted)
     status, stderr = run.finish()
     assert status == 0, stderr
     transfers = run.of("transfer")
     (interrupted,) = [e for e in transfers if e["state"] == "interrupted"]
     assert interrupted["kind"] == "full"
     (full,) = [e for e in transfers if e["state"] == "done" and e["kind"] == "full"]
-    assert full["resumed_bytes"] > 0, "the new receiver did not resume the partial receive"
+    assert full["resumed_bytes"] > 0, "the receive was not resumed"
     twice = (interrupted["sent_bytes"] or 0) - full["resumed_bytes"]
-    print(f"sent before the restart: {interrupted['sent_bytes']}, resumed from "
+    print(f"{side}: sent before the restart: {interrupted['sent_bytes']}, resumed from "
           f"{full['resumed_bytes']}: {twice} bytes travelled twice")
     assert twice < (128 << 20) // 10
     assert run.of("aborting") == []
-    assert_moved(cluster, "restart", run, run.before_fence)
+    assert_moved(cluster, namespace, run, run.before_fence)
 
 
 def test_a_writer_faster_than_the_link_is_refused_before_the_fence(
