@@ -53,6 +53,7 @@ _HOLDS = TypeAdapter(dict[str, int])
 _STR = TypeAdapter(str)
 _RESUME_TOKEN = TypeAdapter(ResumeToken | None)
 _INT = TypeAdapter(int)
+_OPTIONAL_INT = TypeAdapter(int | None)
 _CONTAINER = TypeAdapter(ContainerInfo)
 _CONTAINERS = TypeAdapter(list[ContainerInfo])
 _ENDPOINT = TypeAdapter(ReceiveEndpoint)
@@ -105,6 +106,9 @@ class RemoteZfs(_Methods, ZfsApi):
 
     def written(self, datasets: list[str]) -> int:
         return self._call(_INT, "zfs.written", {"datasets": datasets})
+
+    def bytes_written(self, datasets: list[str]) -> int | None:
+        return self._call(_OPTIONAL_INT, "zfs.bytes_written", {"datasets": datasets})
 
     def snapshot(self, snapshots: list[str]) -> None:
         self._call(_NONE, "zfs.snapshot", {"snapshots": snapshots})

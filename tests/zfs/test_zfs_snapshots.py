@@ -138,3 +138,27 @@ def test_sync_of_a_missing_pool_names_it() -> None:
     with pytest.raises(zfs.ZFSError) as info:
         zfs.sync("no-such-pool")
     assert info.value.name == "no-such-pool"
+
+
+def test_bytes_written_counts_overwrites_that_written_misses_before_a_snapshot(fs: str) -> None:
+    methods = ZFSMethods(fs.split("/")[0])
+    write_file(f"/run/{fs}/ring", 64 << 10)
+    before, size_before = methods.bytes_written([fs]), methods.written([fs])
+    assert before is not None
+    with open(f"/run/{fs}/ring", "r+b") as ring:
+        for _ in range(32):  # 2 MiB written over the same 64 KiB
+            ring.seek(0)
+            ring.write(os.urandom(64 << 10))
+            ring.flush()
+    after = methods.bytes_written([fs])
+    assert after is not None and after - before >= 2 << 20
+    assert methods.written([fs]) - size_before < 1 << 20  # the whole dataset, as big as before
+
+
+def test_bytes_written_of_an_unmounted_dataset_is_zero_and_of_a_missing_one_refused(
+        pool: str) -> None:
+    zfs.create(f"{pool}/quiet")
+    methods = ZFSMethods(pool)
+    assert methods.bytes_written([f"{pool}/quiet"]) == 0
+    with pytest.raises(zfs.DatasetNotFound):
+        methods.bytes_written([f"{pool}/missing"])

@@ -143,20 +143,19 @@ def plan_migration(
 
 
 def write_rate(source: Agent, datasets: list[str], sample_s: float) -> float | None:
-    """Bytes per second the service writes to its volumes, from the growth of their
-    ``written`` (bytes written since their latest snapshot) over ``sample_s``; None when not
-    sampled."""
+    """Bytes per second the service writes to its volumes, from the growth of their write
+    counters over ``sample_s`` (overwrites included: ``written`` would miss those until the
+    first snapshot); None when not sampled or not countable."""
     if not datasets:
         return 0.0
     if sample_s <= 0:
         return None
 
-    def written() -> tuple[int, float]:
-        return source.zfs.written(datasets), time.monotonic()
-
-    before, started = written()
+    before, started = source.zfs.bytes_written(datasets), time.monotonic()
     time.sleep(sample_s)
-    after, ended = written()
+    after, ended = source.zfs.bytes_written(datasets), time.monotonic()
+    if before is None or after is None:
+        return None
     return round(max(0, after - before) / (ended - started), 1)
 
 

@@ -141,6 +141,10 @@ class FakeZfs(ZfsApi):
         self.m.check("zfs.written")
         return sum(self._dataset(d).written for d in datasets)
 
+    def bytes_written(self, datasets: list[str]) -> int | None:
+        self.m.check("zfs.bytes_written")
+        return sum(self._dataset(d).written for d in datasets)
+
     def snapshot(self, snapshots: list[str]) -> None:
         self.m.check("zfs.snapshot")
         for name in snapshots:
