@@ -1,9 +1,10 @@
 """What a migration will cost, predicted from measurements, and the rule that ends pre-copy.
 
-The inputs are measured, never assumed: the bytes each volume's first send carries (``send_space``
-of its stream), the rate the service writes at (growth of its volumes' write counters over a
-short sample), the link between the two machines as earlier migrations measured it (a send of B bytes
-took ``fixed_s + B / bytes_per_s``, :class:`~ployz.control.LinkRate`) and what the service's
+The inputs are measured, never assumed: the bytes each volume's first send carries
+(``send_space`` of its stream), the rate the service writes at (growth of its volumes' write
+counters over a short sample), the link between the two machines as earlier migrations measured
+it (a send of B bytes took ``fixed_s + B / bytes_per_s``, :class:`~ployz.control.LinkRate`) and
+what the service's
 last migration spent stopping, starting, getting ready and on the rest of its run
 (:class:`~ployz.control.CutoverCosts`; any service's last, when this one never moved). An input
 not measured yet leaves the figures that need it unknown (None), never guessed.
