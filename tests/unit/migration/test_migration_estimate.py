@@ -121,11 +121,17 @@ FOUR_VOLUMES = parse_manifest(textwrap.dedent("""
     "deploy.toml")
 
 
-def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
-        cp: ControlPlane) -> None:
+def cluster_with_image() -> FakeCluster:
+    """Every machine has the service's image, as a migration needs on its target."""
     cluster = FakeCluster(MACHINES)
     for machine in cluster.machines.values():
         machine.images.add("img:1")
+    return cluster
+
+
+def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
+        cp: ControlPlane) -> None:
+    cluster = cluster_with_image()
     deploy(cp, FOUR_VOLUMES, cluster, holder="ops")
     events: list[dict[str, Any]] = []
     migrate(cp, cluster, WEB, "machine-b", bwlimit=40e6, emit=recorded(events))
@@ -139,9 +145,7 @@ def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
 
 
 def test_a_service_without_volumes_moves_with_nothing_to_send(cp: ControlPlane) -> None:
-    cluster = FakeCluster(MACHINES)
-    for machine in cluster.machines.values():
-        machine.images.add("img:1")
+    cluster = cluster_with_image()
     stateless = parse_manifest(textwrap.dedent("""
         namespace = "shop"
         [[services]]
