@@ -57,12 +57,18 @@ def agent(cluster: Cluster, machine: Machine) -> RemoteAgent:
     return cluster.agent(machine, AGENT_TIMEOUT_S)
 
 
+def reason(stderr: str) -> str:
+    """A failed command's error line (the first) and how its rollback ended (the last)."""
+    lines = stderr.strip().splitlines() or ["(no message)"]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
 def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
     done = ployzctl(cluster, "migrate", "apply", f"{namespace}/writer", "--to", "machine-b",
                     "--json")
     events = [json.loads(line) for line in done.stdout.splitlines()]
     if done.returncode != 0 or not events or events[-1]["event"] != "done":
-        raise RuntimeError(f"migrate apply {namespace} failed: {done.stderr.strip()[-500:]}")
+        raise RuntimeError(f"migrate apply {namespace} failed: {reason(done.stderr)}")
     rounds = [{k: e[k] for k in ("kind", "bytes", "wire_bytes", "seconds", "codec")}
               for e in events if e["event"] == "transfer" and e["state"] == "done"]
     done = events[-1]
@@ -191,7 +197,7 @@ def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[s
                 done = ployzctl(cluster, "machine", "drain", "machine-a", "--migrate",
                                 "--parallel", str(parallel), "--json")
                 if done.returncode != 0:
-                    raise RuntimeError(done.stderr.strip()[-500:])
+                    raise RuntimeError(reason(done.stderr))
                 seconds[str(parallel)].append(round(time.monotonic() - started, 3))
             except Exception as exc:  # recorded: the report names what could not run
                 errors[str(parallel)] = f"{type(exc).__name__}: {exc}"
