@@ -292,7 +292,19 @@ class _Phases:
     def _send_all(self, snapshots: list[str], kind: str, round_: int) -> list[SnapshotSent]:
         """Sends one snapshot of each volume, all at once (each on agent connections of its
         own, sharing the bandwidth limit); returns once every send ended, raising the first
-        failure then (a rollback must not race a send still running)."""
+        failure then (a rollback must not race a send still running). The round is measured
+        as one send of all its bytes in its wall time: concurrent sends share the link, so each
+        alone would measure a fraction of it."""
+        started = time.monotonic()
+        sends = self._send_each(snapshots, kind, round_)
+        seconds = time.monotonic() - started
+        size = sum(sent.received.bytes for sent in sends)
+        if sends:
+            self.actual.sent(kind, size, seconds)
+            self.cp.record_send(self.plan.source, self.plan.target, size, seconds)
+        return sends
+
+    def _send_each(self, snapshots: list[str], kind: str, round_: int) -> list[SnapshotSent]:
         volumes = self.record.volumes
         if len(volumes) <= 1:
             return [self._send(self.source, self.target, volume, snapshot, kind, round_)
@@ -333,7 +345,6 @@ class _Phases:
         self._emit(TransferStarted(volume=volume.name, round=round_, kind=kind,
                                    snapshot=snapshot, estimate=estimate))
         quota = self.quotas.get(volume.name)
-        sending = time.monotonic()
         sent = send_snapshot(
             source, target, self.run.agents.key, transfer_id=transfer_id,
             snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
@@ -344,7 +355,6 @@ class _Phases:
                 rate=p.rate, eta_s=p.eta_s)),
             on_interruption=lambda reason, sent: self._emit(TransferInterrupted(
                 volume=volume.name, round=round_, kind=kind, reason=reason, sent_bytes=sent)))
-        seconds = time.monotonic() - sending
         if base is not None:
             # The new snapshot is the incremental base now; the old one need not be kept.
             source.zfs.release({base: [self.record.hold_tag]})
@@ -354,8 +364,6 @@ class _Phases:
             if base is not None:
                 volume.held.remove(base)
             self.run.save()
-            self.actual.sent(kind, received.bytes, seconds)
-        self.cp.record_send(self.plan.source, self.plan.target, received.bytes, seconds)
         self._emit(TransferDone(volume=volume.name, round=round_, kind=kind,
                                 bytes=received.bytes, wire_bytes=received.wire_bytes,
                                 seconds=received.seconds, resumes=received.resumes,

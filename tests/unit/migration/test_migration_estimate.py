@@ -142,6 +142,8 @@ def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
     assert {v.owner for v in state.volumes.values()} == {"machine-b"}
     assert set(state.transfers) == {"v1", "v2", "v3", "v4"}
     assert cluster.machines["machine-a"].bwlimits == [10e6] * 8  # a quarter each, 2 rounds
+    link = cp.link_rate("machine-a", "machine-b")
+    assert link is not None and link.sends == 2  # each round measured once, all its volumes
 
 
 def test_a_service_without_volumes_moves_with_nothing_to_send(cp: ControlPlane) -> None:
