@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,6 +100,21 @@ def verify_any(token: Any, trusted: Sequence[Ed25519PublicKey],
     raise UntrustedSignature("ticket is not signed by any trusted key")
 
 
+def _expiry(value: Any) -> float:
+    """The ticket's expiry as a finite time: JSON also spells ``Infinity``, ``NaN`` and
+    integers beyond any float, which would make a ticket that never expires (NaN compares
+    false with every time)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TicketRefused("ticket has no expiry")
+    try:
+        expiry = float(value)
+    except OverflowError:
+        raise TicketRefused("ticket's expiry is not a time") from None
+    if not math.isfinite(expiry):
+        raise TicketRefused("ticket's expiry is not a time")
+    return expiry
+
+
 def verify(token: Any, trusted: Ed25519PublicKey, now: float | None = None) -> Ticket:
     """Checks signature and expiry and returns the ticket; raises ``TicketRefused``."""
     if not isinstance(token, str) or not token:
@@ -123,9 +139,8 @@ def verify(token: Any, trusted: Ed25519PublicKey, now: float | None = None) -> T
     transfer_id, expires_at = body.get("transfer_id"), body.get("expires_at")
     if not isinstance(transfer_id, str) or not transfer_id:
         raise TicketRefused("ticket has no transfer id")
-    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
-        raise TicketRefused("ticket has no expiry")
-    if expires_at <= (time.time() if now is None else now):
+    expiry = _expiry(expires_at)
+    if expiry <= (time.time() if now is None else now):
         raise TicketRefused(f"ticket for transfer {transfer_id} expired")
-    return Ticket(transfer_id, Target.from_dict(body.get("target")), float(expires_at),
+    return Ticket(transfer_id, Target.from_dict(body.get("target")), expiry,
                   _optional_guid(body, "toguid"), _optional_guid(body, "fromguid"))

@@ -67,6 +67,16 @@ def test_signed_but_malformed_payloads_are_refused(body: dict) -> None:
         verify(_signed(body), KEY.public_key())
 
 
+@pytest.mark.parametrize("expiry", [float("inf"), float("nan"), 10**400])
+def test_a_ticket_that_would_never_expire_is_refused(expiry: float) -> None:
+    """JSON spells Infinity and NaN, and integers no float holds (a fuzzer's finding: a
+    receiver took a ticket expiring at inf)."""
+    body = {"v": 1, "transfer_id": "t", "expires_at": expiry,
+            "target": {"kind": "file", "name": "/x"}}
+    with pytest.raises(TicketRefused, match="expiry is not a time"):
+        verify(_signed(body), KEY.public_key())
+
+
 def test_signature_is_domain_separated() -> None:
     payload, _ = sign(TICKET, KEY).split(".")
     raw = base64.urlsafe_b64decode(payload + "==")
