@@ -6,9 +6,14 @@ import json
 from typing import TextIO
 
 from ployz.deploy.events import (
+    Aborted,
+    Aborting,
     Done,
+    Draining,
     Event,
     Phase,
+    Recover,
+    RolledBack,
     RoutesConfirmed,
     RunCommitted,
     Started,
@@ -83,8 +88,27 @@ def describe_event(event: Event) -> str:
         return f"done: {event.deploy_id} now runs on {event.target}{window}"
     if isinstance(event, Step):
         return event.message
+    if isinstance(event, Draining):
+        return f"moves to {event.target}"
+    if isinstance(event, Recover):
+        return f"settling the unfinished run {event.deploy_id}: {event.action} ({event.step})"
+    if isinstance(event, Aborting):
+        return f"aborting at {event.step}: {event.error}"
+    if isinstance(event, RolledBack | Aborted):
+        return _undone(event)
     fields = {k: v for k, v in event.to_json().items() if k not in ("event", "service")}
     return f"{event.KIND}: " + json.dumps(fields)
+
+
+def _undone(event: RolledBack | Aborted) -> str:
+    """What a failed run put back and what it could not: the operator's next step."""
+    head = (f"aborted {event.deploy_id} at {event.step}: {event.error}"
+            if isinstance(event, Aborted) else f"rolled back {event.deploy_id}")
+    undone = "; ".join(event.undone) or "nothing"
+    line = f"{head}; undone: {undone}"
+    if event.left:
+        line += f"; NOT undone (the next run of the namespace retries): {'; '.join(event.left)}"
+    return line
 
 
 def _transfer(event: TransferStarted | TransferDone | TransferInterrupted) -> str:

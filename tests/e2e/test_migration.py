@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ployz.control import deploy_lock_name, open_control_plane
-from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster
 from tests.e2e.sandbox_operator import agent, dump, ployzctl
 from tests.e2e.writer_service import (
@@ -193,17 +190,6 @@ def test_a_lock_held_by_another_deploy_is_refused(cluster: Cluster, tmp_path: Pa
         "running"]
 
 
-THREE_VOLUMES = textwrap.dedent("""
-    namespace = "multi"
-    {volumes}
-    [[services]]
-    name = "writer"
-    placement = "machine-a"
-    [services.template]
-    image = "{image}"
-    command = ["sh", "-c", {writer}]
-    mounts = {{ data = "/data", data2 = "/data2", data3 = "/data3" }}
-""")
 VOLUMES = ("data", "data2", "data3")
 
 
@@ -211,22 +197,8 @@ def test_a_service_with_three_volumes_moves_them_all_at_once(cluster: Cluster,
                                                              tmp_path: Path) -> None:
     """Each volume holds 24 MiB of its own fill: the three full sends run at the same time (all
     started before the first ends), and each fill arrives whole on machine-b."""
-    fills = "".join(f"[ -f /{v}/fill ] || dd if=/dev/urandom of=/{v}/fill bs=1M count=24 "
-                    "2>/dev/null; " for v in VOLUMES)
-    writer = ("trap 'exit 0' TERM; " + fills + "i=0; while true; do i=$((i+1)); "
-              "echo $i >> /data/log; sync; sleep 0.2; done")
-    path = tmp_path / "multi.toml"
-    path.write_text(THREE_VOLUMES.format(
-        volumes="".join(f'[[volumes]]\nname = "{v}"\nquota = "64M"\nowner = "machine-a"\n'
-                        for v in VOLUMES),
-        image=TEST_IMAGE, writer=json.dumps(writer)))
-    done = ployzctl(cluster, "deploy", "-f", str(path))
-    assert done.returncode == 0, done.stderr
+    deploy_writer(cluster, tmp_path, "multi", fill_mib=24, volumes=VOLUMES, quota="64M")
     a, b = cluster.machines[0], cluster.machines[1]
-    deadline = time.monotonic() + 300
-    while not log_path(a, "multi").exists():
-        assert time.monotonic() < deadline, "the writer never started its log"
-        time.sleep(1)
     digests = {v: digest(a.home / "pool" / f"multi.{v}" / "fill") for v in VOLUMES}
 
     status, events, stderr = apply_events(cluster, "multi/writer", "--to", "machine-b")

@@ -17,35 +17,39 @@ from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster, Machine
 from tests.e2e.sandbox_operator import agent, ployzctl
 
+VOLUME = textwrap.dedent("""
+    [[volumes]]
+    name = "{name}"
+    quota = "{quota}"
+    owner = "machine-a"
+""")
+
 MANIFEST = textwrap.dedent("""
     namespace = "{namespace}"
-    [[volumes]]
-    name = "data"
-    quota = "256M"
-    owner = "machine-a"
+    {volumes}
     [[services]]
     name = "writer"
     placement = "machine-a"
     [services.template]
     image = "{image}"
     command = ["sh", "-c", {writer}]
-    mounts = {{ data = "/data" }}
+    mounts = {{ {mounts} }}
 """)
 
 
-def writer_command(fill_mib: int, churn_mib: int = 0) -> str:
+def writer_command(fill_mib: int, churn_mib: int = 0, volumes: tuple[str, ...] = ("data",)) -> str:
     """Resumes the numbering where the log ends, so the lines stay consecutive across machines;
     ``fill_mib`` MiB of incompressible data make pre-copy carry more than the final send; exits
     on SIGTERM (a shell as PID 1 ignores it, and the stop would wait for its SIGKILL). Five
     lines a second: each line is synced, and under emulation a sync costs every other process
     on the machine, so a faster writer slows the whole suite for no stronger check. With
     ``churn_mib``, each line also rewrites that many MiB of random data: a service writing as
-    fast as the machine can."""
+    fast as the machine can. Each of ``volumes`` gets its own fill; the log is on the first."""
     churn = (f"dd if=/dev/urandom of=/data/churn bs=1M count={churn_mib} conv=notrunc "
              "2>/dev/null; " if churn_mib else "")
-    return ("trap 'exit 0' TERM; "
-            f"[ -f /data/fill ] || dd if=/dev/urandom of=/data/fill bs=1M count={fill_mib} "
-            "2>/dev/null; "
+    fills = "".join(f"[ -f /{v}/fill ] || dd if=/dev/urandom of=/{v}/fill bs=1M "
+                    f"count={fill_mib} 2>/dev/null; " for v in volumes)
+    return ("trap 'exit 0' TERM; " + fills +
             "i=$(tail -n 1 /data/log 2>/dev/null); i=${i:-0}; "
             f"while true; do i=$((i+1)); echo $i >> /data/log; {churn}sync; sleep 0.2; done")
 
@@ -56,11 +60,16 @@ def log_path(machine: Machine, namespace: str) -> Path:
 
 
 def deploy_writer(cluster: Cluster, tmp_path: Path, namespace: str, fill_mib: int = 32,
-                  churn_mib: int = 0) -> Path:
-    """Deploys the writer on machine-a; returns its log file once it has lines."""
+                  churn_mib: int = 0, volumes: tuple[str, ...] = ("data",),
+                  quota: str = "256M") -> Path:
+    """Deploys the writer on machine-a with ``volumes`` (each of ``quota``, mounted at
+    ``/<name>``); returns its log file once it has lines, so every fill is complete."""
     path = tmp_path / f"{namespace}.toml"
-    path.write_text(MANIFEST.format(namespace=namespace, image=TEST_IMAGE,
-                                    writer=json.dumps(writer_command(fill_mib, churn_mib))))
+    path.write_text(MANIFEST.format(
+        namespace=namespace, image=TEST_IMAGE,
+        volumes="".join(VOLUME.format(name=v, quota=quota) for v in volumes),
+        mounts=", ".join(f'{v} = "/{v}"' for v in volumes),
+        writer=json.dumps(writer_command(fill_mib, churn_mib, volumes))))
     done = ployzctl(cluster, "deploy", "-f", str(path))
     assert done.returncode == 0, done.stderr
     a = cluster.machines[0]
