@@ -337,7 +337,27 @@ def volumes_table(migration: dict[str, Any]) -> list[str]:
                          f"{entry['seconds']:.1f} |")
     return [f"One service with one volume, and one with four, of {volumes['mib']} MiB each "
             "(each written to): the volumes move at once, in pre-copy and in the final send.",
-            "", "| volumes | window (s) | whole run (s) |", "|---|---|---|", *rows, ""]
+            "", "| volumes | window (s) | whole run (s) |", "|---|---|---|", *rows, "",
+            *bwlimit_lines(volumes.get("bwlimit"))]
+
+
+def bwlimit_lines(limited: dict[str, Any] | None) -> list[str]:
+    if not limited:
+        return []
+    head = (f"The {limited['volumes']} volumes again under `--bwlimit "
+            f"{limited['limit_bytes_per_s']}` (bytes/s, half their unlimited rate): ")
+    if "error" in limited:
+        return [head + f"could not run: {cell(limited['error'])}", ""]
+    return [head + f"their full sends together carried {limited['rate_bytes_per_s'] / 1e6:.2f} MB/s"
+            f", {limited['rate_bytes_per_s'] / limited['limit_bytes_per_s']:.2f}x the limit "
+            f"({limited['limit_bytes_per_s'] / 1e6:.2f} MB/s).",
+            ""]
+
+
+def bwlimit_share(volumes: dict[str, Any]) -> float | None:
+    limited = volumes.get("bwlimit") or {}
+    rate = limited.get("rate_bytes_per_s")
+    return None if rate is None else rate / limited["limit_bytes_per_s"]
 
 
 def drain_table(migration: dict[str, Any]) -> list[str]:
@@ -399,6 +419,9 @@ def volume_and_drain_targets(migration: dict[str, Any],
         targets.append(("cutover window with 4 volumes vs with 1",
                         over(window(volumes.get("4", {"error": "absent"})),
                              window(volumes.get("1", {"error": "absent"}))), 1.3, "x"))
+        if "bwlimit" in volumes:
+            targets.append(("four concurrent sends' rate under --bwlimit vs the limit",
+                            bwlimit_share(volumes), 1.05, "x"))
     drain = migration.get("drain")
     if drain:
         targets.append((f"drain of {drain['services']} services, --parallel 2 vs --parallel 1",

@@ -13,7 +13,8 @@ through the gateway: the gap between the old instance's last answer and the new 
 the downtime a client saw, reported beside the server's window.
 
 Then the same writer with one volume and with four (``PLOYZ_BENCH_MIGRATION_PART_MIB`` each,
-default 64): the four move at once, so their cutover should stay close to one's; and a drain of
+default 64): the four move at once, so their cutover should stay close to one's; the four again
+under ``--bwlimit`` half their unlimited rate (the sends share it); and a drain of
 four such services with ``--parallel 1`` and ``--parallel 2`` (``PLOYZ_BENCH_DRAIN_ROUNDS``
 rounds, order rotated).
 
@@ -48,6 +49,9 @@ AGENT_TIMEOUT_S = 600.0
 VOLUME_COUNTS = (1, 4)
 DRAINED = 4
 DRAIN_PARALLEL = (1, 2)
+BWLIMIT_SHARE = 0.5
+"""The limited run's ``--bwlimit``, as a share of the rate the unlimited run's full sends
+carried together: low enough that the limit, not the link, sets the pace."""
 CLIENT_START_S = 120.0
 CLIENT_AFTER_S = 3.0
 """How long the client goes on asking after a move has ended: past the routing's flip."""
@@ -63,9 +67,9 @@ def reason(stderr: str) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
-def ours(cluster: Cluster, namespace: str) -> dict[str, Any]:
+def ours(cluster: Cluster, namespace: str, *options: str) -> dict[str, Any]:
     done = ployzctl(cluster, "migrate", "apply", f"{namespace}/writer", "--to", "machine-b",
-                    "--json")
+                    "--json", *options)
     events = [json.loads(line) for line in done.stdout.splitlines()]
     if done.returncode != 0 or not events or events[-1]["event"] != "done":
         raise RuntimeError(f"migrate apply {namespace} failed: {reason(done.stderr)}")
@@ -179,6 +183,35 @@ def measure_volumes(cluster: Cluster, mib: int, work: Path) -> dict[str, Any]:
             remove(cluster, namespace, volumes=count)
         print(f"bench.migration: {count} volume(s) of {mib} MiB: {result[str(count)]}",
               flush=True)
+    unlimited = full_round_rate(result.get(str(VOLUME_COUNTS[-1]), {}))
+    if unlimited:
+        result["bwlimit"] = measure_bwlimit(cluster, mib, work, BWLIMIT_SHARE * unlimited)
+    return result
+
+
+def full_round_rate(run: dict[str, Any]) -> float | None:
+    """Wire bytes per second of a migration's full sends taken together: they run at once,
+    so their bytes over the longest one's time."""
+    fulls = [r for r in run.get("rounds", ()) if r["kind"] == "full"]
+    longest = max((r["seconds"] for r in fulls), default=0.0)
+    return sum(r["wire_bytes"] for r in fulls) / longest if longest else None
+
+
+def measure_bwlimit(cluster: Cluster, mib: int, work: Path, limit: float) -> dict[str, Any]:
+    """The four-volume migration again under ``--bwlimit limit``: the four concurrent sends
+    share the limit, so their full round together should carry about ``limit``, not more."""
+    count = VOLUME_COUNTS[-1]
+    namespace = "bwlimit"
+    result: dict[str, Any] = {"volumes": count, "limit_bytes_per_s": round(limit)}
+    try:
+        deploy(cluster, namespace, mib, work, volumes=count)
+        run = ours(cluster, namespace, "--bwlimit", str(round(limit)))
+        result["rate_bytes_per_s"] = full_round_rate(run)
+    except Exception as exc:  # recorded: the report names what could not run
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        remove(cluster, namespace, volumes=count)
+    print(f"bench.migration: {count} volumes under --bwlimit: {result}", flush=True)
     return result
 
 
