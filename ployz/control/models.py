@@ -424,6 +424,18 @@ class RouteAcks(Fact):
     updated: datetime = Field(default_factory=utcnow)
 
 
+class SendFit(Fact):
+    """What a link's line is fitted from (:mod:`ployz.control.link_fit`): the recent sends'
+    total weight, the weighted means of their bytes and seconds, and the weighted sums of the
+    bytes' squared deviations and of the bytes' and seconds' joint deviations."""
+
+    weight: float = Field(default=0.0, ge=0)
+    mean_bytes: float = 0.0
+    mean_s: float = 0.0
+    spread_bytes: float = Field(default=0.0, ge=0)
+    co_spread: float = 0.0
+
+
 class LinkRate(Fact):
     """How fast snapshots went from one machine to another, as the migrations between them
     measured it: a send of B bytes takes about ``fixed_s + B / bytes_per_s`` (``fixed_s``: the
@@ -436,6 +448,7 @@ class LinkRate(Fact):
     fixed_s: float = Field(ge=0)
     sends: int = Field(ge=1)
     measured_at: datetime = Field(default_factory=utcnow)
+    fit: SendFit = Field(default_factory=SendFit)
 
 
 class CutoverCosts(Fact):

@@ -70,6 +70,7 @@ from ployz.control.errors import (
     UnknownService,
     UnknownVolume,
 )
+from ployz.control.link_fit import fold_send
 from ployz.control.models import (
     CLUSTER_KEY,
     DEFAULT_OVERLAY,
@@ -109,10 +110,6 @@ from ployz.control.store import DocumentStore, RevisionConflict, StoreWatch
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_ATTEMPTS = 200
-SMALL_SEND = 1 << 20
-"""Sends smaller than this measure a link's fixed cost per send, larger ones its rate."""
-MEASUREMENT_WEIGHT = 0.5
-"""The weight of a new measurement against what was measured before."""
 _REMEMBERED_OPS = 8
 _CHANGES = TypeAdapter(tuple[Change, ...])
 _WIREGUARD_KEY = TypeAdapter(WireGuardKey)
@@ -352,26 +349,15 @@ class ControlPlane:
     # --- measurements that estimates start from ------------------------------------------------
 
     def record_send(self, source: str, target: str, size: int, seconds: float) -> LinkRate:
-        """Folds one send of ``size`` stream bytes in ``seconds`` into the link's rate: a
-        small send (under :data:`SMALL_SEND`) measures the fixed cost, a large one the rate
-        beyond it; each new figure weighs :data:`MEASUREMENT_WEIGHT` against the old."""
+        """Folds one send of ``size`` stream bytes in ``seconds`` into the link's model
+        (:func:`~ployz.control.link_fit.fold_send`)."""
         check_name("machine id", source)
         check_name("machine id", target)
         if size < 0 or not seconds > 0:
             raise InvalidArgument(f"a send of {size} bytes in {seconds} s measures nothing")
 
-        def fold(current: LinkRate | None) -> LinkRate:
-            fixed = current.fixed_s if current else 0.0
-            rate = current.bytes_per_s if current else None
-            if size < SMALL_SEND:
-                fixed = seconds if current is None else _blend(current.fixed_s, seconds)
-            else:
-                sample = size / max(seconds - fixed, seconds / 2)
-                rate = sample if rate is None else _blend(rate, sample)
-            return LinkRate(source=source, target=target, bytes_per_s=rate, fixed_s=fixed,
-                            sends=(current.sends if current else 0) + 1)
-
-        return self._mutate("measurements", f"link.{source}.{target}", LinkRate, fold)
+        return self._mutate("measurements", f"link.{source}.{target}", LinkRate,
+                            lambda current: fold_send(current, source, target, size, seconds))
 
     def link_rate(self, source: str, target: str) -> LinkRate | None:
         return self._read("measurements", f"link.{check_name('machine id', source)}."
@@ -906,9 +892,6 @@ class ControlPlane:
                 time.sleep(random.uniform(0, 0.002))  # desynchronise the racers
         raise ControlPlaneBusy(f"{kind}/{key}: {_MAX_ATTEMPTS} concurrent updates in a row won")
 
-
-def _blend(old: float, new: float) -> float:
-    return (1 - MEASUREMENT_WEIGHT) * old + MEASUREMENT_WEIGHT * new
 
 
 def _same_member(machine: Machine, wireguard_key: str) -> Machine:

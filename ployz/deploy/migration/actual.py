@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ployz.control.link_fit import SMALL_SEND
 from ployz.control.models import CutoverCosts
-from ployz.control.plane import SMALL_SEND
 from ployz.deploy.migration.estimate import Estimate
 from ployz.deploy.migration.ref import ServiceRef
 

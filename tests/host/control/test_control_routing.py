@@ -107,10 +107,12 @@ def test_sends_fold_into_the_links_rate_and_fixed_cost(cluster: ControlPlane) ->
     small = cluster.record_send("machine-a", "machine-b", 4096, 0.8)
     assert (small.bytes_per_s, small.fixed_s, small.sends) == (None, 0.8, 1)
     large = cluster.record_send("machine-a", "machine-b", 100 << 20, 10.8)
-    assert large.bytes_per_s == pytest.approx((100 << 20) / 10.0) and large.sends == 2
-    again = cluster.record_send("machine-a", "machine-b", 100 << 20, 5.8)
-    assert again.bytes_per_s == pytest.approx(((100 << 20) / 10.0 + (100 << 20) / 5.0) / 2)
-    assert cluster.link_rate("machine-a", "machine-b") == again
+    # two sizes: the line through both, 0.8 s of set-up and 10 s for the rest
+    assert large.bytes_per_s == pytest.approx(((100 << 20) - 4096) / 10.0)
+    assert large.fixed_s == pytest.approx(0.8, abs=1e-3) and large.sends == 2
+    again = cluster.record_send("machine-a", "machine-b", (100 << 20) // 2, 5.8)  # on it
+    assert again.bytes_per_s == pytest.approx(((100 << 20) - 4096) / 10.0, rel=0.01)
+    assert cluster.link_rate("machine-a", "machine-b") == again  # the fit is stored whole
     assert cluster.link_rate("machine-b", "machine-a") is None
 
 

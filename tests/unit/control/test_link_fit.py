@@ -1,0 +1,71 @@
+"""The link's send model: the line through recent sends separates the fixed cost of a send from
+the rate beyond it, so a migration's small final send no longer makes the link look slow."""
+
+from __future__ import annotations
+
+import pytest
+
+from ployz.control.link_fit import fold_send
+from ployz.control.models import LinkRate
+
+MIB = 1 << 20
+
+
+def folded(*sends: tuple[int, float]) -> LinkRate:
+    link: LinkRate | None = None
+    for size, seconds in sends:
+        link = fold_send(link, "machine-a", "machine-b", size, seconds)
+    assert link is not None
+    return link
+
+
+def test_sends_on_one_line_give_its_rate_and_fixed_cost() -> None:
+    rate, fixed = 8e6, 0.7
+    link = folded(*((size, fixed + size / rate) for size in (46 * MIB, 7 * MIB, 286 * MIB,
+                                                             14 * MIB)))
+    assert link.bytes_per_s == pytest.approx(rate)
+    assert link.fixed_s == pytest.approx(fixed)
+    assert link.sends == 4
+
+
+def test_a_small_final_send_does_not_drag_the_rate_down() -> None:
+    """A migration's full send and its final send, each paying 0.8 s of set-up on a link of
+    7 MB/s: the 300 MB send that follows is predicted at the link's pace."""
+    link = folded(*((size, 0.8 + size / 7e6) for size in (46_000_000, 7_000_000)))
+    assert link.bytes_per_s == pytest.approx(7e6)
+    predicted = link.fixed_s + 300e6 / link.bytes_per_s
+    assert predicted == pytest.approx(0.8 + 300e6 / 7e6)
+
+
+def test_small_sends_alone_measure_only_the_fixed_cost() -> None:
+    link = folded((4096, 0.8), (8192, 0.6))
+    assert link.bytes_per_s is None
+    assert link.fixed_s == pytest.approx((0.5 * 0.8 + 0.6) / 1.5)
+
+
+def test_sends_of_one_size_keep_the_fixed_cost_measured_before() -> None:
+    """Sends of one size cannot separate the costs: once they are all the fit remembers, the
+    fixed cost stays what sends of different sizes measured, and the rate follows the recent
+    sends' pace beyond it (the link got twice as fast)."""
+    before = folded((4096, 0.5), (100 * MIB, 10.5))
+    assert before.fixed_s == pytest.approx(0.5, abs=1e-3)
+    link = folded((4096, 0.5), (100 * MIB, 10.5), *[(100 * MIB, 5.5)] * 4)
+    assert link.fixed_s == pytest.approx(before.fixed_s, abs=1e-3)
+    assert link.bytes_per_s == pytest.approx(100 * MIB / 5.0, rel=0.05)
+
+
+def test_a_line_with_a_negative_set_up_falls_back_to_the_mean_rate() -> None:
+    """Noise can tilt two sends' line past the origin: no fixed cost is better than a
+    negative one, and the rate is their bytes over their time."""
+    link = folded((10 * MIB, 0.1), (100 * MIB, 10.0))
+    assert link.fixed_s == 0.0
+    mean_bytes = (0.5 * 10 * MIB + 100 * MIB) / 1.5
+    mean_s = (0.5 * 0.1 + 10.0) / 1.5
+    assert link.bytes_per_s == pytest.approx(mean_bytes / mean_s)
+
+
+def test_a_link_recorded_before_the_fit_existed_still_reads_and_folds() -> None:
+    old = LinkRate.model_validate({"source": "machine-a", "target": "machine-b",
+                                   "bytes_per_s": 5e6, "fixed_s": 0.3, "sends": 4})
+    link = fold_send(old, "machine-a", "machine-b", 50 * MIB, 10.0)
+    assert link.sends == 5 and link.bytes_per_s is not None and link.bytes_per_s > 0
