@@ -230,7 +230,7 @@ def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[s
                 done = ployzctl(cluster, "machine", "drain", "machine-a", "--migrate",
                                 "--parallel", str(parallel), "--json")
                 if done.returncode != 0:
-                    raise RuntimeError(reason(done.stderr))
+                    raise RuntimeError(drain_failure(done.stdout, done.stderr))
                 seconds[str(parallel)].append(round(time.monotonic() - started, 3))
             except Exception as exc:  # recorded: the report names what could not run
                 errors[str(parallel)] = f"{type(exc).__name__}: {exc}"
@@ -241,6 +241,18 @@ def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[s
             print(f"bench.migration: drain of {DRAINED} with --parallel {parallel}: "
                   f"{seconds[str(parallel)]}", flush=True)
     return {"services": DRAINED, "mib": mib, "seconds": seconds, "errors": errors}
+
+
+def drain_failure(stdout: str, stderr: str) -> str:
+    """Why ``machine drain --json`` failed: its last line names each service that did not
+    move and why; a drain that failed before moving any says so on standard error."""
+    lines = stdout.strip().splitlines()
+    try:
+        results = json.loads(lines[-1])["results"] if lines else []
+    except (ValueError, KeyError):
+        results = []
+    failed = [f"{r['service']}: {r['error']}" for r in results if r["status"] == "failed"]
+    return "; ".join(failed) or reason(stderr)
 
 
 def main() -> None:
