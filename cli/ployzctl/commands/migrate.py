@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         command.add_argument("--max-downtime", type=_seconds, metavar="SECONDS",
                              help="preview, apply: the cutover the pre-copy converges to; "
                                   "apply refuses before its fence when it cannot (default: "
-                                  "the service's measured stop, start and readiness, plus "
-                                  f"{DEFAULT_BUDGET_SLACK_S:g} s)")
+                                  "the service's measured stop, start and readiness and the "
+                                  f"link's set-up per send, plus {DEFAULT_BUDGET_SLACK_S:g} s)")
         add_control_argument(command)
         add_agent_arguments(command)
         command.add_argument("--json", action="store_true",

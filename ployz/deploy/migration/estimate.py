@@ -65,11 +65,14 @@ class Prediction:
                 "max_downtime_s": self.budget_s, "basis": self.basis}
 
 
-def default_budget(costs: CutoverCosts | None) -> float:
+def default_budget(costs: CutoverCosts | None, link: LinkRate | None = None) -> float:
     """The downtime budget when none is given: what the service's stop, start and readiness
-    measured, plus :data:`DEFAULT_BUDGET_SLACK_S` for the final send."""
+    measured, and the link's fixed cost of a send, plus :data:`DEFAULT_BUDGET_SLACK_S` for the
+    final send's bytes. Without the fixed cost, a link whose set-up alone takes longer than the
+    slack could never fit even an empty final send, and pre-copy would refuse to converge."""
     fixed = costs.stop_s + costs.start_s + costs.ready_s if costs is not None else 0.0
-    return round(fixed + DEFAULT_BUDGET_SLACK_S, 3)
+    set_up = link.fixed_s if link is not None else 0.0
+    return round(fixed + set_up + DEFAULT_BUDGET_SLACK_S, 3)
 
 
 def send_seconds(link: LinkRate, size: float) -> float:
@@ -101,7 +104,7 @@ def next_round(link: LinkRate, costs: CutoverCosts | None, write_bytes_per_s: fl
 def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate | None,
             costs: CutoverCosts | None, budget_s: float | None = None) -> Prediction:
     """The estimate of a migration moving ``initial_bytes`` first, from these measurements."""
-    budget = default_budget(costs) if budget_s is None else budget_s
+    budget = default_budget(costs, link) if budget_s is None else budget_s
     basis = {"link": _when(link), "cutover_costs": _when(costs),
              "write_rate": "sampled" if write_bytes_per_s is not None else "unknown"}
     rate = link.bytes_per_s if link is not None else None

@@ -69,6 +69,17 @@ def test_what_is_not_measured_yet_is_unknown_never_guessed() -> None:
     assert default_budget(COSTS) == 2.0 + DEFAULT_BUDGET_SLACK_S
 
 
+def test_the_default_budget_leaves_room_for_the_links_set_up() -> None:
+    """A link whose fixed cost per send is longer than the slack (a drain's sends share a busy
+    machine): an empty final send must still fit the default budget, or pre-copy would never
+    fence and the migration would refuse to converge."""
+    slow_set_up = LinkRate(source="machine-a", target="machine-b", bytes_per_s=5e6,
+                           fixed_s=DEFAULT_BUDGET_SLACK_S + 2.0, sends=4)
+    budget = default_budget(COSTS, slow_set_up)
+    assert budget == 2.0 + slow_set_up.fixed_s + DEFAULT_BUDGET_SLACK_S
+    assert next_round(slow_set_up, COSTS, 0.0, 0.0, None, 1, budget) == "fence"
+
+
 
 
 
