@@ -71,7 +71,7 @@ from ployz.deploy.events import (
 from ployz.deploy.kinds import KINDS
 from ployz.deploy.migration.actual import Actual
 from ployz.deploy.migration.errors import PrecopyWontConverge
-from ployz.deploy.migration.estimate import next_round
+from ployz.deploy.migration.estimate import downtime_budget, next_round
 from ployz.deploy.migration.plan import MigrationPlan, plan_migration
 from ployz.deploy.migration.record import (
     Evidence,
@@ -155,7 +155,7 @@ def migrate(
             plan = _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s),
                             expected)
             run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
-            phases = _Phases(cp, plan, run, bwlimit)
+            phases = _Phases(cp, plan, run, bwlimit, max_downtime_s)
             seq = run.execute(phases, started=Started(deploy_id=run.deploy_id,
                                                       plan=plan.to_json()))
             result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
@@ -216,7 +216,8 @@ class _Phases:
     """A migration's steps before its commit; each mutation is recorded first."""
 
     def __init__(self, cp: ControlPlane, plan: MigrationPlan,
-                 run: DeployRun[MigrationRecord], bwlimit: float = 0.0) -> None:
+                 run: DeployRun[MigrationRecord], bwlimit: float = 0.0,
+                 max_downtime_s: float | None = None) -> None:
         self.cp = cp
         self.plan = plan
         self.run = run
@@ -232,6 +233,8 @@ class _Phases:
         """What this run measures of its estimate's figures."""
         self.bwlimit = bwlimit
         """Bytes per second all of this run's sends share (0: unlimited)."""
+        self.max_downtime_s = max_downtime_s
+        """The operator's budget; None: the default, of the figures each verdict reads."""
         self._shared = threading.Lock()
         self.quotas = {name: v.quota for name, v in cp.namespace(plan.ref.namespace)
                        .volumes.items()}
@@ -258,22 +261,21 @@ class _Phases:
         round_ = 1
         round_started = self._send_round(round_)
         previous: int | None = None
-        prediction = self.plan.prediction
-        costs = (self.cp.cutover_costs(self.plan.ref.namespace, self.plan.ref.service)
-                 or self.cp.latest_cutover_costs())
         while True:
+            costs = (self.cp.cutover_costs(self.plan.ref.namespace, self.plan.ref.service)
+                     or self.cp.latest_cutover_costs())
             delta = self.source.zfs.written([v.source_dataset for v in self.record.volumes])
             write_rate = delta / max(time.monotonic() - round_started, 1e-3)
             self.actual.wrote(write_rate)
             link = self.cp.link_rate(self.plan.source, self.plan.target)
             if link is None or link.bytes_per_s is None:
                 return  # only small sends so far: nothing left worth a round
-            verdict = next_round(link, costs, write_rate, delta, previous, round_,
-                                 prediction.budget_s)
+            budget = downtime_budget(self.max_downtime_s, costs, link)
+            verdict = next_round(link, costs, write_rate, delta, previous, round_, budget)
             if verdict == "fence":
                 return
             if verdict == "cannot converge":
-                raise PrecopyWontConverge(prediction.budget_s, write_rate, link.bytes_per_s,
+                raise PrecopyWontConverge(budget, write_rate, link.bytes_per_s,
                                           delta, round_)
             self.run.keeper.check()
             previous, round_ = delta, round_ + 1

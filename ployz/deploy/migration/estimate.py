@@ -75,6 +75,17 @@ def default_budget(costs: CutoverCosts | None, link: LinkRate | None = None) -> 
     return round(fixed + set_up + DEFAULT_BUDGET_SLACK_S, 3)
 
 
+def downtime_budget(max_downtime_s: float | None, costs: CutoverCosts | None,
+                    link: LinkRate | None) -> float:
+    """``max_downtime_s`` when the operator gave one, else :func:`default_budget` of these
+    measurements. Each of pre-copy's verdicts takes the default from the same costs and link as
+    the window it compares with it: while a parallel drain copies one service, the others'
+    sends refit the shared link and their cutovers replace the latest costs, and a default
+    fixed at plan time from older figures refused final sends that fit (the link's set-up had
+    grown by more than the slack)."""
+    return default_budget(costs, link) if max_downtime_s is None else max_downtime_s
+
+
 def send_seconds(link: LinkRate, size: float) -> float:
     assert link.bytes_per_s is not None
     return link.fixed_s + size / link.bytes_per_s
@@ -104,7 +115,7 @@ def next_round(link: LinkRate, costs: CutoverCosts | None, write_bytes_per_s: fl
 def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate | None,
             costs: CutoverCosts | None, budget_s: float | None = None) -> Prediction:
     """The estimate of a migration moving ``initial_bytes`` first, from these measurements."""
-    budget = default_budget(costs, link) if budget_s is None else budget_s
+    budget = downtime_budget(budget_s, costs, link)
     basis = {"link": _when(link), "cutover_costs": _when(costs),
              "write_rate": "sampled" if write_bytes_per_s is not None else "unknown"}
     rate = link.bytes_per_s if link is not None else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -297,6 +297,8 @@ class FakeTransfer(TransferApi):
         self.m.bwlimits.append(bwlimit)
         if self.m.cluster.send_barrier is not None:
             self.m.cluster.send_barrier.wait(timeout=10)
+        if self.m.cluster.during_send is not None:
+            self.m.cluster.during_send()
         target = self.m.cluster.machines[to.split("/", 1)[0]]
         dataset, props = target.receiving[transfer_id]
         sent = FakeZfs(self.m)._snapshot(snapshot)
@@ -364,6 +366,8 @@ class FakeCluster:
         """Writes are what a test sets (``FakeDataset.written``), not sampled over time."""
         self.send_barrier: threading.Barrier | None = None
         """When set, every ``transfer.send`` waits at it: sends that must overlap do."""
+        self.during_send: Callable[[], None] | None = None
+        """When set, every ``transfer.send`` calls it: what else happens meanwhile."""
         self.calls: list[str] = []
         self.failures: dict[tuple[str, str], BaseException] = {}
         self.machines = {m: FakeMachine(self, m, m, free) for m in machine_ids}

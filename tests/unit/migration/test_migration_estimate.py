@@ -80,6 +80,32 @@ def test_the_default_budget_leaves_room_for_the_links_set_up() -> None:
     assert next_round(slow_set_up, COSTS, 0.0, 0.0, None, 1, budget) == "fence"
 
 
+def test_the_default_budget_follows_the_figures_each_round_is_judged_by(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    """A parallel drain: while this service's full send runs, another service's migration
+    ends and records longer stop and start costs, the ones this run's verdicts then read. A
+    default budget fixed at plan time (before any cost was measured) could not hold the
+    measured stop and start around even an empty final send, and pre-copy refused to converge;
+    the default is taken from the same figures as the window it bounds."""
+    cp.record_send("machine-a", "machine-b", 100 * MIB, 10.0)
+    slower = CutoverCosts(namespace="shop", service="other", stop_s=4.0, start_s=3.0,
+                          ready_s=1.0, overhead_s=20.0)
+    agents.during_send = lambda: cp.record_cutover(slower)
+    events: list[dict[str, Any]] = []
+    result = migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
+    plan_budget = next(e["plan"] for e in events if "plan" in e)["estimate"]["max_downtime_s"]
+    assert plan_budget < slower.stop_s + slower.start_s + slower.ready_s
+    assert cp.get_service("shop", "web").machine == "machine-b"
+    assert result.target == "machine-b"
+    # The operator's own budget is kept as given: the same figures make it refuse.
+    agents.during_send = None
+    cp.record_send("machine-b", "machine-a", 100 * MIB, 10.0)
+    cp.record_cutover(CutoverCosts(**{**slower.model_dump(), "service": "web"}))
+    with pytest.raises(MigrationAborted, match="cannot converge to a downtime of 5 s"):
+        migrate(cp, agents, WEB, "machine-a", max_downtime_s=5.0)
+    assert cp.get_service("shop", "web").machine == "machine-b"
+
+
 
 
 
