@@ -67,9 +67,14 @@ MANIFEST = textwrap.dedent("""
 FILL_TIMEOUT_S = 1800.0
 
 
+def volume_names(volumes: int) -> list[str]:
+    """The writer's volumes: ``data`` (its log's too), then ``data2``, ``data3``, ..."""
+    return ["data", *(f"data{i}" for i in range(2, volumes + 1))]
+
+
 def manifest(namespace: str, mib: int, volumes: int = 1) -> str:
-    """The writer with ``volumes`` volumes (``data``, ``data2``, ...) of ``mib`` MiB each."""
-    names = ["data", *(f"data{i}" for i in range(2, volumes + 1))]
+    """The writer with ``volumes`` volumes of ``mib`` MiB each."""
+    names = volume_names(volumes)
     dirs = " ".join(f"/{name}" for name in names)
     return MANIFEST.format(
         namespace=namespace, image=TEST_IMAGE,
