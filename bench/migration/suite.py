@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.datapath.suite import env_list, exit_on_sigterm
 from bench.migration.stop_first import migrate_stop_first
-from bench.migration.workload import deploy, manifest, ployzctl, volume_names
+from bench.migration.workload import deploy, manifest, ployzctl, ployzctl_timed, volume_names
 from bench.rounds import rotated
 from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
@@ -68,16 +68,17 @@ def reason(stderr: str) -> str:
 
 
 def ours(cluster: Cluster, namespace: str, *options: str) -> dict[str, Any]:
-    done = ployzctl(cluster, "migrate", "apply", f"{namespace}/writer", "--to", "machine-b",
-                    "--json", *options)
-    events = [json.loads(line) for line in done.stdout.splitlines()]
-    if done.returncode != 0 or not events or events[-1]["event"] != "done":
-        raise RuntimeError(f"migrate apply {namespace} failed: {reason(done.stderr)}")
+    run = ployzctl_timed(cluster, "migrate", "apply", f"{namespace}/writer", "--to",
+                         "machine-b", "--json", *options)
+    events = run.events
+    if run.returncode != 0 or not events or events[-1].get("event") != "done":
+        raise RuntimeError(f"migrate apply {namespace} failed: {reason(run.stderr)}")
     rounds = [{k: e[k] for k in ("kind", "bytes", "wire_bytes", "seconds", "codec")}
               for e in events if e["event"] == "transfer" and e["state"] == "done"]
     done = events[-1]
     return {"cutover_s": done["cutover_s"], "seconds": done["seconds"], "rounds": rounds,
-            "routes": done["routes"], "estimate": done["estimate"], "actual": done["actual"]}
+            "routes": done["routes"], "estimate": done["estimate"], "actual": done["actual"],
+            "phases_s": run.phases_s}
 
 
 def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:
@@ -143,11 +144,14 @@ WARM_UP_MIB = 32
 def warm_up(cluster: Cluster, work: Path) -> dict[str, Any]:
     """One small migration first, as a cluster in use has made before: it measures the link
     between the two machines and the costs of a cutover, which the measured runs' estimates
-    start from (a first migration's estimate leaves those unknown)."""
+    start from (a first migration's estimate leaves those unknown). It runs watched by the
+    same client on machine-c as they are: in this two-CPU guest the client's requests slow the
+    link and the control plane, and a warm-up without it measured sends half again as fast as
+    the measured runs then made."""
     namespace = "warmup"
     try:
         deploy(cluster, namespace, WARM_UP_MIB, work)
-        return ours(cluster, namespace)
+        return watched(cluster, namespace, lambda moved: ours(cluster, moved), work)
     finally:
         remove(cluster, namespace)
 

@@ -18,9 +18,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ployz.runtime.testimage import TEST_IMAGE
 from ployz.sandbox.cluster import Cluster, Machine
@@ -86,6 +89,39 @@ def manifest(namespace: str, mib: int, volumes: int = 1) -> str:
 def ployzctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ployzctl", *args], capture_output=True,
                           text=True, env={**os.environ, **cluster.environment()}, check=False)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A ``--json`` command's events, and when each phase began, in seconds from its start."""
+
+    events: list[dict[str, Any]]
+    phases_s: dict[str, float]
+    stderr: str
+    returncode: int
+
+
+def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
+    """Runs ``ployzctl ... --json``, reading its events as they are printed: where the run's
+    time outside the sends and the cutover goes (its lock, plan, container creation, commit,
+    cleanup) shows only in when its phases began."""
+    started = time.monotonic()
+    events: list[dict[str, Any]] = []
+    phases: dict[str, float] = {}
+    with tempfile.TemporaryFile("w+") as errors, subprocess.Popen(
+            [sys.executable, "-m", "ployzctl", *args], stdout=subprocess.PIPE, stderr=errors,
+            text=True, env={**os.environ, **cluster.environment(), "PYTHONUNBUFFERED": "1"},
+    ) as command:
+        assert command.stdout is not None
+        for line in command.stdout:
+            event = json.loads(line)
+            events.append(event)
+            if event.get("event") in ("phase", "done"):
+                phases.setdefault(event.get("phase", "done"),
+                                  round(time.monotonic() - started, 3))
+        returncode = command.wait()
+        errors.seek(0)
+        return Timed(events, phases, errors.read(), returncode)
 
 
 def deploy(cluster: Cluster, namespace: str, mib: int, work: Path, volumes: int = 1) -> None:
