@@ -28,7 +28,7 @@ from ployz.agent.api import (
     ZfsApi,
 )
 from ployz.agent.client import AgentClient
-from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
+from ployz.runtime.model import REQUEST_TIMEOUT_S, STOP_TIMEOUT_S, ContainerInfo, ServiceSpec
 from ployz.zfs.resume import ResumeToken
 from ployz.zfs.snapshots import Snapshot
 
@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 ANSWER_MARGIN_S = 30.0
 """Added to an operation's own time limit for its answer to come back."""
+CONTAINER_WAIT_S = REQUEST_TIMEOUT_S + ANSWER_MARGIN_S
+"""How long a container call waits for its answer: past the agent's own bound on the container
+engine's answer. A start that took 30 s under a parallel drain's load was given up as an
+unreachable agent while the agent still ran it."""
 STATUS_WAIT_S = 5.0
 """How long a progress poll waits: the answer is immediate, and a late one is skipped."""
 SEND_TIMEOUT_S = 24 * 3600.0
@@ -146,30 +150,36 @@ class RemoteZfs(_Methods, ZfsApi):
 
 class RemoteContainers(_Methods, ContainerApi):
     def has_image(self, image: str) -> bool:
-        return self._call(_BOOL, "container.has_image", {"image": image})
+        return self._call(_BOOL, "container.has_image", {"image": image},
+                          CONTAINER_WAIT_S)
 
     def create(self, spec: ServiceSpec) -> ContainerInfo:
-        return self._call(_CONTAINER, "container.create", {"spec": spec})
+        return self._call(_CONTAINER, "container.create", {"spec": spec},
+                          CONTAINER_WAIT_S)
 
     def start(self, name: str) -> ContainerInfo:
-        return self._call(_CONTAINER, "container.start", {"name": name})
+        return self._call(_CONTAINER, "container.start", {"name": name},
+                          CONTAINER_WAIT_S)
 
     def stop(self, name: str, timeout_s: float = STOP_TIMEOUT_S) -> ContainerInfo:
         return self._call(
             _CONTAINER,
             "container.stop",
             {"name": name, "timeout_s": timeout_s},
-            timeout_s + ANSWER_MARGIN_S,
+            timeout_s + CONTAINER_WAIT_S,
         )
 
     def remove(self, name: str, force: bool = False) -> None:
-        self._call(_NONE, "container.remove", {"name": name, "force": force})
+        self._call(_NONE, "container.remove", {"name": name, "force": force},
+                   CONTAINER_WAIT_S)
 
     def inspect(self, name: str) -> ContainerInfo:
-        return self._call(_CONTAINER, "container.inspect", {"name": name})
+        return self._call(_CONTAINER, "container.inspect", {"name": name},
+                          CONTAINER_WAIT_S)
 
     def list(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
-        return self._call(_CONTAINERS, "container.list", {"labels": dict(labels)})
+        return self._call(_CONTAINERS, "container.list", {"labels": dict(labels)},
+                          CONTAINER_WAIT_S)
 
     def wait_ready(self, name: str, timeout_s: float = 60.0) -> ContainerInfo:
         return self._call(

@@ -31,7 +31,7 @@ from ployz.runtime.errors import (
     MountSourceMissing,
     WaitTimeout,
 )
-from ployz.runtime.model import STOP_TIMEOUT_S, ContainerInfo, Mount, ServiceSpec
+from ployz.runtime.model import REQUEST_TIMEOUT_S, STOP_TIMEOUT_S, ContainerInfo, Mount, ServiceSpec
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 SERVICE_NETWORK = "ployz-services"
@@ -47,7 +47,8 @@ _SECONDS_TO_NS = 1_000_000_000
 class DockerRuntime:
     """Creates, starts, stops, inspects and removes ployz containers on one Docker daemon."""
 
-    def __init__(self, socket: str = DEFAULT_SOCKET, request_timeout_s: float = 60.0) -> None:
+    def __init__(self, socket: str = DEFAULT_SOCKET,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.socket = socket
         self._request_timeout_s = request_timeout_s
         self._docker: docker.DockerClient | None = None

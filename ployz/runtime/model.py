@@ -19,6 +19,9 @@ LABEL_SERVICE = "ployz.service"
 LABEL_DEPLOY = "ployz.deploy"
 STOP_TIMEOUT_S = 10.0
 """How long a stopping container gets to exit on SIGTERM before it is killed."""
+REQUEST_TIMEOUT_S = 60.0
+"""How long the runtime waits for one answer of the container engine: a start or a create
+under load can take tens of seconds, and whoever asks an agent for one waits longer than this."""
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 DEPLOY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
