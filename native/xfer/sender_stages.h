@@ -274,7 +274,9 @@ static int pz_send_run(pz_sender *s, int src_fd, int sock_fd, uint64_t start_off
     if (keep < s->nsums) s->nsums = keep;
     s->bucket.rate = s->bwlimit;
     s->bucket.burst = s->bwlimit > 0 ? (double)(s->frame_size + PZ_HEADER_SIZE) * 2 : 0;
-    s->bucket.tokens = s->bucket.burst;
+    /* empty at the start: a full bucket let each send put two frames on the wire ahead of the
+     * limit, and four concurrent sends sharing one limit carried 1.16x of it */
+    s->bucket.tokens = 0;
     s->bucket.last = pz_now();
     pz_ring *r = &s->ring;
     size_t wire_size = s->run_workers ? ZSTD_compressBound(s->frame_size) : 0;

@@ -124,8 +124,9 @@ def probe_link(address: tuple[str, int], key: Ed25519PrivateKey, bwlimit: float 
                size: int = PROBE_BYTES) -> float:
     """MB/s of incompressible bytes through the engine (codec none) to the receiver at
     ``address``, which must serve a file transfer. With ``bwlimit`` the probe is shortened to
-    about ``PROBE_SECONDS`` and uses the smallest frames, so that the token bucket's burst (two
-    frames) hardly flatters the rate."""
+    about ``PROBE_SECONDS`` and uses the smallest frames, so that a probe of a few frames still
+    measures the limit's pace (the token bucket starts empty and lets one frame out at a
+    time)."""
     frame = DEFAULT_FRAME_SIZE
     if bwlimit:
         frame = MIN_FRAME_SIZE
@@ -158,6 +159,6 @@ def tune(address: tuple[str, int], key: Ed25519PrivateKey, *, sample: bytes | No
                                 (level,) if level is not None else LEVELS)
     rtt = probe_rtt(address)
     link = probe_link(address, key, bwlimit)
-    measured = Measurements(round(link, 1), round(rtt, 3), round(framing, 1), tuple(probes),
+    measured = Measurements(round(link, 3), round(rtt, 3), round(framing, 1), tuple(probes),
                             os.cpu_count() or 1)
     return {"measured": asdict(measured), "recommended": asdict(recommend(measured, level))}
