@@ -86,9 +86,13 @@ def manifest(namespace: str, mib: int, volumes: int = 1) -> str:
         writer=json.dumps(WRITER.format(mib=mib, dirs=dirs)))
 
 
+def _environment(cluster: Cluster) -> dict[str, str]:
+    return {**os.environ, **cluster.environment(), "PYTHONUNBUFFERED": "1"}
+
+
 def ployzctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ployzctl", *args], capture_output=True,
-                          text=True, env={**os.environ, **cluster.environment()}, check=False)
+                          text=True, env=_environment(cluster), check=False)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
     phases: dict[str, float] = {}
     with tempfile.TemporaryFile("w+") as errors, subprocess.Popen(
             [sys.executable, "-m", "ployzctl", *args], stdout=subprocess.PIPE, stderr=errors,
-            text=True, env={**os.environ, **cluster.environment(), "PYTHONUNBUFFERED": "1"},
+            text=True, env=_environment(cluster),
     ) as command:
         assert command.stdout is not None
         for line in command.stdout:
