@@ -12,8 +12,9 @@ not measured yet leaves the figures that need it unknown (None), never guessed.
 Pre-copy is modelled as ``migrate apply`` runs it (:func:`next_round`): the full send, then
 rounds that each send what was written during the one before, while each is smaller than the
 last, until the final send would fit in the downtime budget (``--max-downtime``) with the stop
-and start around it. A service that writes faster than the link carries never converges: the
-estimate says so (``converges`` False) and apply refuses before its fence.
+and start around it and another round would no longer shorten it markedly: the budget is a cap
+on the downtime, not a target to fill. A service that writes faster than the link carries never
+converges: the estimate says so (``converges`` False) and apply refuses before its fence.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ MAX_PRECOPY_ROUNDS = 8
 DEFAULT_BUDGET_SLACK_S = 5.0
 """The default downtime budget is the measured stop, start and ready plus this much for the
 final send (or this much alone, before a migration of the cluster measured them)."""
+WORTH_SHRINK = 0.5
+"""A round that fits the budget is followed by another while the next is predicted to carry at
+most this fraction of its bytes ..."""
+WORTH_GAIN_S = 0.5
+"""... and to take at least this much off the final send: less is not worth a round's
+snapshots, and an idle service's empty deltas would go on shrinking to nothing."""
 
 
 @dataclass(frozen=True)
@@ -98,18 +105,35 @@ def next_round(link: LinkRate, costs: CutoverCosts | None, write_bytes_per_s: fl
                delta: float, previous_delta: float | None, rounds_done: int,
                budget_s: float) -> Verdict:
     """After a pre-copy round: ``delta`` bytes were written since its snapshot (the previous
-    round's delta ``previous_delta``, None after the full send). Fence when the final send,
-    with what the stop adds to it, fits the budget with the stop and start around it; another
-    round while the deltas shrink and rounds are left; else pre-copy cannot converge."""
+    round's delta ``previous_delta``, None after the full send). While the final send, with
+    what the stop adds to it, does not fit the budget with the stop and start around it:
+    another round while the deltas shrink and rounds are left, else pre-copy cannot converge.
+    Once it fits: another round only while it is :func:`worth_a_round`, else fence. The
+    budget's default leaves the final send's bytes seconds of slack, and fencing as soon as
+    they fit made a service whose volumes' deltas add up cut over with several seconds of
+    send that a round more would have moved while it still ran."""
     stop = costs.stop_s if costs is not None else 0.0
     start = costs.start_s + costs.ready_s if costs is not None else 0.0
     final = delta + write_bytes_per_s * stop
+    rounds_left = rounds_done <= MAX_PRECOPY_ROUNDS
     if stop + send_seconds(link, final) + start <= budget_s:
+        if rounds_left and worth_a_round(link, write_bytes_per_s, delta):
+            return "another round"
         return "fence"
     shrinking = previous_delta is None or delta < previous_delta
-    if shrinking and rounds_done <= MAX_PRECOPY_ROUNDS:
+    if shrinking and rounds_left:
         return "another round"
     return "cannot converge"
+
+
+def worth_a_round(link: LinkRate, write_bytes_per_s: float, delta: float) -> bool:
+    """Whether sending ``delta`` while the service runs would leave the final send markedly
+    smaller: what is written during that round's send is what the final send would then carry
+    instead of ``delta``."""
+    assert link.bytes_per_s is not None
+    after = write_bytes_per_s * send_seconds(link, delta)
+    return (after <= WORTH_SHRINK * delta
+            and (delta - after) / link.bytes_per_s >= WORTH_GAIN_S)
 
 
 def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate | None,

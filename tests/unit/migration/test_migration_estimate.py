@@ -47,8 +47,30 @@ def test_a_converging_service_is_estimated_round_by_round() -> None:
     assert e.final_bytes == round(3.1 * MIB)
     assert e.window_seconds == pytest.approx(3.31)
     assert e.seconds == pytest.approx(11 + 2.1 + 3.31 + 20)
-    assert predict(100 * MIB, 1 * MIB, LINK, COSTS, budget_s=5.0).rounds == 2
     assert (e.link_bytes_per_s, e.write_bytes_per_s) == (10 * MIB, 1 * MIB)
+
+
+def test_the_budget_caps_the_downtime_it_is_not_a_target_to_fill() -> None:
+    """The 11 MiB written during the full send would fit a budget of 5 s or of a minute, but a
+    round more, while the service still runs, takes 0.9 s off the window: the window is the
+    same whatever the budget. The round after (2.1 MiB, leaving 1.2) is not worth it."""
+    for budget in (5.0, 60.0):
+        prediction = predict(100 * MIB, 1 * MIB, LINK, COSTS, budget_s=budget)
+        assert prediction.rounds == 3 and prediction.converges is True
+        assert prediction.estimate.window_seconds == pytest.approx(3.31)
+    assert next_round(LINK, COSTS, 1 * MIB, 11 * MIB, None, 1, 60.0) == "another round"
+    assert next_round(LINK, COSTS, 1 * MIB, 2.1 * MIB, 11 * MIB, 2, 60.0) == "fence"
+
+
+def test_an_idle_service_fences_after_its_full_send() -> None:
+    """Nothing written: each round would halve nothing; a few KiB are not worth a round."""
+    assert next_round(LINK, COSTS, 0.0, 0.0, None, 1, 5.0) == "fence"
+    assert next_round(LINK, COSTS, 1024.0, 64 * 1024, None, 1, 5.0) == "fence"
+    assert predict(100 * MIB, 0.0, LINK, COSTS).rounds == 2
+
+
+def test_rounds_worth_it_stop_at_the_bound() -> None:
+    assert next_round(LINK, COSTS, 1 * MIB, 11 * MIB, 12 * MIB, 9, 60.0) == "fence"
 
 
 def test_a_service_writing_faster_than_the_link_does_not_converge() -> None:
