@@ -5,16 +5,17 @@ move data):
 
 1. lock: the namespace deploy lock, held under a stable holder per service and renewed by a
    :class:`~ployz.control.LeaseKeeper` while the data moves;
-2. pre-copy, with the service running: a snapshot and a full send of every volume, then
-   incremental rounds of all of them, each sending what was written during the one before,
-   until the final send would fit the downtime budget (``max_downtime_s``) with the stop and
-   start around it, as measured (:func:`~ployz.deploy.migration.estimate.next_round`); a service
-   whose deltas stop shrinking before that cannot converge, and the run aborts before its fence
+2. pre-copy, with the service running: a snapshot and a full send of every volume; the
+   received datasets mounted on the target and the container created (not started) there,
+   with the same image and configuration: creation costs seconds that need not fall in the
+   cutover window, and later incrementals receive into a mounted, untouched dataset like any
+   other; then incremental rounds of all volumes, each sending what was written during the one
+   before, until the final send would fit the downtime budget (``max_downtime_s``) with the
+   stop and start around it and another round is no longer worth it, as measured
+   (:func:`~ployz.deploy.migration.estimate.next_round`); a service whose deltas stop shrinking
+   before that cannot converge, and the run aborts before its fence
    (:class:`~.errors.PrecopyWontConverge`). Each snapshot is held so nothing can destroy the
-   incremental base. It ends by mounting the received datasets on the
-   target and creating (not starting) the container there, with the same image and
-   configuration: creation costs seconds that need not fall in the cutover window, and the
-   final incremental receives into a mounted, untouched dataset like any other;
+   incremental base;
 3. fence: the source container stops (no more writes), the final snapshots are taken;
 4. final-send: the last incremental, small by construction;
 5. start: the prepared container starts on the target and is waited for (healthy, if it has a
@@ -226,7 +227,7 @@ class _Phases:
         self.target: Agent = run.agent_of(plan.target)
         self.cutover: dict[str, float] = {}
         self.container = ""
-        """The target container, created at the end of pre-copy."""
+        """The target container, created after pre-copy's full sends."""
         self.address = service_address(cp, plan.ref.namespace, plan.ref.service)
         """The service's stable address: the target container takes it over."""
         self.actual = Actual(plan.prediction.estimate.initial_bytes)
@@ -243,7 +244,6 @@ class _Phases:
     def __call__(self, run: DeployRun[MigrationRecord]) -> list[Change]:
         run.save(phase="apply")
         self._pre_copy()
-        self._prepare()
         fenced = time.monotonic()
         self._fence()
         self._final_send()
@@ -254,12 +254,18 @@ class _Phases:
     # --- pre-copy, fence, final send ---------------------------------------------------------
 
     def _pre_copy(self) -> None:
-        """The full sends, then rounds of all volumes until :func:`next_round` fences."""
+        """The full sends, the target container's preparation, then rounds of all volumes
+        until :func:`next_round` fences. The container is created right after the full sends,
+        not after the last round: its creation takes seconds (tens under a drain's load), and
+        what the service wrote meanwhile then went to the final send, while the service was
+        down; here the next round's verdict counts it and a round moves it."""
         self.run.step("pre-copy")
         if not self.record.volumes:
+            self._prepare()
             return
         round_ = 1
         round_started = self._send_round(round_)
+        self._prepare()
         previous: int | None = None
         while True:
             costs = (self.cp.cutover_costs(self.plan.ref.namespace, self.plan.ref.service)
