@@ -452,9 +452,10 @@ class LinkRate(Fact):
 
 
 class CutoverCosts(Fact):
-    """What a service's last migration spent besides moving data: stopping it on the source,
+    """What a service's migrations spent besides moving data: stopping it on the source,
     starting it on the target and waiting until it was ready, and the rest of the run (lock,
-    plan, container creation, commit, route confirmation, cleanup)."""
+    plan, container creation, commit, route confirmation, cleanup); a running mean of the
+    recent ones (:mod:`ployz.control.cutover_fold`), stamped with the latest's time."""
 
     namespace: Identifier
     service: Identifier

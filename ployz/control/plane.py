@@ -50,6 +50,7 @@ from pydantic_core import ErrorDetails
 
 from ployz.control import leases
 from ployz.control.commits import apply_changes, referenced_machines
+from ployz.control.cutover_fold import fold_cutover
 from ployz.control.errors import (
     ClusterExists,
     ControlPlaneBusy,
@@ -364,11 +365,13 @@ class ControlPlane:
                                           f"{check_name('machine id', target)}", LinkRate)
 
     def record_cutover(self, costs: CutoverCosts) -> CutoverCosts:
-        """The latest costs of a service's migration replace the earlier ones, the service's
-        and the cluster's latest (what a service that never moved is estimated from)."""
-        self._mutate("measurements", "cutover-latest", CutoverCosts, lambda _: costs)
+        """Folds the measured costs of a service's migration into the service's and into the
+        cluster's (what a service that never moved is estimated from):
+        :func:`~ployz.control.cutover_fold.fold_cutover`."""
+        self._mutate("measurements", "cutover-latest", CutoverCosts,
+                     lambda stored: fold_cutover(stored, costs))
         return self._mutate("measurements", f"cutover.{costs.namespace}.{costs.service}",
-                            CutoverCosts, lambda _: costs)
+                            CutoverCosts, lambda stored: fold_cutover(stored, costs))
 
     def latest_cutover_costs(self) -> CutoverCosts | None:
         return self._read("measurements", "cutover-latest", CutoverCosts)

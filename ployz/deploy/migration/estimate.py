@@ -5,8 +5,9 @@ The inputs are measured, never assumed: the bytes each volume's first send carri
 counters over a short sample), the link between the two machines as earlier migrations measured
 it (a send of B bytes took ``fixed_s + B / bytes_per_s``, :class:`~ployz.control.LinkRate`) and
 what the service's
-last migration spent stopping, starting, getting ready and on the rest of its run
-(:class:`~ployz.control.CutoverCosts`; any service's last, when this one never moved). An input
+recent migrations spent stopping, starting, getting ready and on the rest of their runs
+(:class:`~ployz.control.CutoverCosts`, a running mean; the cluster's, when this one never
+moved). An input
 not measured yet leaves the figures that need it unknown (None), never guessed.
 
 Pre-copy is modelled as ``migrate apply`` runs it (:func:`next_round`): the full send, then

@@ -116,14 +116,20 @@ def test_sends_fold_into_the_links_rate_and_fixed_cost(cluster: ControlPlane) ->
     assert cluster.link_rate("machine-b", "machine-a") is None
 
 
-def test_the_latest_cutover_costs_are_kept_per_service_and_for_the_cluster(
+def test_cutover_costs_are_kept_per_service_and_for_the_cluster_as_a_running_mean(
         cluster: ControlPlane) -> None:
+    """Each migration's costs weigh half of what is stored after it: one slow stop moves the
+    next estimate half way, not all the way."""
     first = CutoverCosts(namespace="shop", service="web", stop_s=1, start_s=2, ready_s=3,
                          overhead_s=10)
     cluster.record_cutover(first)
     second = first.model_copy(update={"service": "db", "stop_s": 4.0})
     cluster.record_cutover(second)
     assert cluster.cutover_costs("shop", "web") == first
-    assert cluster.cutover_costs("shop", "db") == second
-    assert cluster.latest_cutover_costs() == second
+    assert cluster.cutover_costs("shop", "db") == second  # db's first
+    latest = cluster.latest_cutover_costs()
+    assert latest is not None and (latest.service, latest.stop_s) == ("db", 2.5)
+    assert (latest.start_s, latest.ready_s, latest.overhead_s) == (2, 3, 10)
+    again = cluster.record_cutover(first.model_copy(update={"stop_s": 3.0}))
+    assert again.stop_s == 2.0 and cluster.cutover_costs("shop", "web") == again
     assert cluster.cutover_costs("shop", "api") is None
