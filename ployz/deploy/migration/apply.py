@@ -72,7 +72,7 @@ from ployz.deploy.events import (
 from ployz.deploy.kinds import KINDS
 from ployz.deploy.migration.actual import Actual
 from ployz.deploy.migration.errors import PrecopyWontConverge
-from ployz.deploy.migration.estimate import downtime_budget, next_round
+from ployz.deploy.migration.estimate import costs_of, downtime_budget, next_round
 from ployz.deploy.migration.plan import MigrationPlan, plan_migration
 from ployz.deploy.migration.record import (
     Evidence,
@@ -268,8 +268,7 @@ class _Phases:
         self._prepare()
         previous: int | None = None
         while True:
-            costs = (self.cp.cutover_costs(self.plan.ref.namespace, self.plan.ref.service)
-                     or self.cp.latest_cutover_costs())
+            costs = costs_of(self.cp, self.plan.ref.namespace, self.plan.ref.service)
             delta = self.source.zfs.written([v.source_dataset for v in self.record.volumes])
             write_rate = delta / max(time.monotonic() - round_started, 1e-3)
             self.actual.wrote(write_rate)

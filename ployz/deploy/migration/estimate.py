@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ployz.control.models import CutoverCosts, LinkRate
+from ployz.control.plane import ControlPlane
 
 MAX_PRECOPY_ROUNDS = 8
 """Incremental rounds after the full send at most; a service that needs more cannot converge."""
@@ -78,9 +79,22 @@ def default_budget(costs: CutoverCosts | None, link: LinkRate | None = None) -> 
     measured, and the link's fixed cost of a send, plus :data:`DEFAULT_BUDGET_SLACK_S` for the
     final send's bytes. Without the fixed cost, a link whose set-up alone takes longer than the
     slack could never fit even an empty final send, and pre-copy would refuse to converge."""
-    fixed = costs.stop_s + costs.start_s + costs.ready_s if costs is not None else 0.0
+    fixed = sum(stop_and_start(costs))
     set_up = link.fixed_s if link is not None else 0.0
     return round(fixed + set_up + DEFAULT_BUDGET_SLACK_S, 3)
+
+
+def stop_and_start(costs: CutoverCosts | None) -> tuple[float, float]:
+    """The seconds around a final send: the stop before it, the start and readiness after it
+    (none before a migration measured them)."""
+    if costs is None:
+        return 0.0, 0.0
+    return costs.stop_s, costs.start_s + costs.ready_s
+
+
+def costs_of(cp: ControlPlane, namespace: str, service: str) -> CutoverCosts | None:
+    """The costs a migration of this service is estimated from: its own, else the cluster's."""
+    return cp.cutover_costs(namespace, service) or cp.latest_cutover_costs()
 
 
 def downtime_budget(max_downtime_s: float | None, costs: CutoverCosts | None,
@@ -113,8 +127,7 @@ def next_round(link: LinkRate, costs: CutoverCosts | None, write_bytes_per_s: fl
     budget's default leaves the final send's bytes seconds of slack, and fencing as soon as
     they fit made a service whose volumes' deltas add up cut over with several seconds of
     send that a round more would have moved while it still ran."""
-    stop = costs.stop_s if costs is not None else 0.0
-    start = costs.start_s + costs.ready_s if costs is not None else 0.0
+    stop, start = stop_and_start(costs)
     final = delta + write_bytes_per_s * stop
     rounds_left = rounds_done <= MAX_PRECOPY_ROUNDS
     if stop + send_seconds(link, final) + start <= budget_s:
@@ -157,8 +170,7 @@ def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate 
         elapsed += round_s
         previous, delta = delta, write_bytes_per_s * round_s
         rounds += 1
-    stop = costs.stop_s if costs is not None else 0.0
-    start = costs.start_s + costs.ready_s if costs is not None else 0.0
+    stop, start = stop_and_start(costs)
     final = delta + write_bytes_per_s * stop
     window = stop + send_seconds(link, final) + start
     overhead = costs.overhead_s if costs is not None else None

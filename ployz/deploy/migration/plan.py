@@ -26,7 +26,7 @@ from ployz.deploy.migration.errors import (
     TargetDatasetExists,
     TargetWithoutRoom,
 )
-from ployz.deploy.migration.estimate import Prediction, predict
+from ployz.deploy.migration.estimate import Prediction, costs_of, predict
 from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.plan import DeployPlan, make_plan
 from ployz.deploy.specs import dataset_name
@@ -133,7 +133,7 @@ def plan_migration(
     )
     needed = int(sum(v.size for v in volumes) * (1 + ROOM_MARGIN))
     room = TargetRoom(to_machine, pool, capacity.free if capacity else 0, needed, ROOM_MARGIN)
-    costs = cp.cutover_costs(ref.namespace, ref.service) or cp.latest_cutover_costs()
+    costs = costs_of(cp, ref.namespace, ref.service)
     prediction = predict(sum(v.initial_send for v in volumes),
                          write_rate(source, [v.source_dataset for v in volumes],
                                     agents.write_sample_s if sample_writes else 0.0),
