@@ -78,6 +78,10 @@ _TRANSIENT = (
 # JetStream cannot place a replicated bucket while too few of its peers are known (a cluster
 # still forming, or a node down while a bucket is created): transient as well.
 _NO_SUITABLE_PEERS = 10005
+# "subjects overlap with an existing stream": processes that open a new control plane at once
+# race to create its buckets, and the server may refuse the losers so instead of handing them
+# the stream just made; the retry opens it.
+_SUBJECTS_OVERLAP = 10065
 # "wrong last sequence": the expected-last-subject-sequence check of a write failed.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 # "invalid operation on sealed stream": the bucket was sealed when the control plane moved.
@@ -86,7 +90,9 @@ _LOCATION_KEY = "url"
 
 
 def _is_transient(error: Exception) -> bool:
-    if isinstance(error, nats.js.errors.APIError) and error.err_code == _NO_SUITABLE_PEERS:
+    if isinstance(error, nats.js.errors.APIError) and error.err_code in (
+        _NO_SUITABLE_PEERS, _SUBJECTS_OVERLAP
+    ):
         return True
     return isinstance(error, _TRANSIENT)
 
@@ -276,12 +282,7 @@ class NatsStore:
         own, written after the sealed ones were copied, so no reader follows to an incomplete
         copy."""
         async def publish() -> None:
-            js = self._jetstream()
-            try:
-                bucket = await js.key_value(self._location_bucket)
-            except nats.js.errors.BucketNotFoundError:
-                bucket = await js.create_key_value(bucket=self._location_bucket, history=1,
-                                                   replicas=self._replicas)
+            bucket = await self._bucket(self._location_bucket)
             await bucket.put(_LOCATION_KEY, url.encode())
 
         self._call(publish)
@@ -341,18 +342,19 @@ class NatsStore:
             self._nc = nc
         # Short requests, retried by _call until the overall timeout: a request sent to a node
         # that just died would otherwise wait out a long timeout before the retry that succeeds.
-        js = self._jetstream()
         for kind in KINDS:
             if kind in self._buckets:
                 continue
-            bucket = self._bucket_name(kind)
-            try:
-                self._buckets[kind] = await js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                # Idempotent: a concurrent creator with the same configuration also succeeds.
-                self._buckets[kind] = await js.create_key_value(
-                    bucket=bucket, history=1, replicas=self._replicas
-                )
+            self._buckets[kind] = await self._bucket(self._bucket_name(kind))
+
+    async def _bucket(self, name: str) -> KeyValue:
+        """The bucket, created when it does not exist yet; a creation that lost a race with
+        another process's is refused and retried by :meth:`_call` (see :func:`_is_transient`)."""
+        js = self._jetstream()
+        try:
+            return await js.key_value(name)
+        except nats.js.errors.BucketNotFoundError:
+            return await js.create_key_value(bucket=name, history=1, replicas=self._replicas)
 
     def _jetstream(self) -> JetStreamContext:
         assert self._nc is not None
