@@ -221,8 +221,10 @@ def measure_bwlimit(cluster: Cluster, mib: int, work: Path, limit: float) -> dic
 
 def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[str, Any]:
     """``machine drain machine-a --migrate --parallel N`` of :data:`DRAINED` services with a
-    volume of ``mib`` MiB each, for each N (rotated from round to round): the whole drain."""
+    volume of ``mib`` MiB each, for each N (rotated from round to round): the whole drain, and
+    when each move's phases began (where a parallel drain's time goes)."""
     seconds: dict[str, list[float]] = {str(n): [] for n in DRAIN_PARALLEL}
+    moves: dict[str, list[dict[str, dict[str, float]]]] = {str(n): [] for n in DRAIN_PARALLEL}
     errors: dict[str, str] = {}
     for round_ in range(rounds):
         for parallel in rotated(DRAIN_PARALLEL, round_):
@@ -231,11 +233,13 @@ def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[s
                 for namespace in namespaces:
                     deploy(cluster, namespace, mib, work)
                 started = time.monotonic()
-                done = ployzctl(cluster, "machine", "drain", "machine-a", "--migrate",
-                                "--parallel", str(parallel), "--json")
+                done = ployzctl_timed(cluster, "machine", "drain", "machine-a", "--migrate",
+                                      "--parallel", str(parallel), "--json")
                 if done.returncode != 0:
-                    raise RuntimeError(drain_failure(done.stdout, done.stderr))
+                    raise RuntimeError(drain_failure(done.events, done.stderr))
                 seconds[str(parallel)].append(round(time.monotonic() - started, 3))
+                moves[str(parallel)].append(
+                    {service: phases for service, phases in done.moves_s.items() if service})
             except Exception as exc:  # recorded: the report names what could not run
                 errors[str(parallel)] = f"{type(exc).__name__}: {exc}"
             finally:
@@ -245,7 +249,8 @@ def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[s
                     remove(cluster, namespace)
             print(f"bench.migration: drain of {DRAINED} with --parallel {parallel}: "
                   f"{seconds[str(parallel)]}", flush=True)
-    return {"services": DRAINED, "mib": mib, "seconds": seconds, "errors": errors}
+    return {"services": DRAINED, "mib": mib, "seconds": seconds, "moves_s": moves,
+            "errors": errors}
 
 
 def evacuate(cluster: Cluster, namespaces: list[str]) -> None:
@@ -259,14 +264,10 @@ def evacuate(cluster: Cluster, namespaces: list[str]) -> None:
         ployzctl(cluster, "migrate", "apply", ref, "--to", "machine-b", "--max-downtime", "3600")
 
 
-def drain_failure(stdout: str, stderr: str) -> str:
-    """Why ``machine drain --json`` failed: its last line names each service that did not
+def drain_failure(events: list[dict[str, Any]], stderr: str) -> str:
+    """Why ``machine drain --json`` failed: its last event names each service that did not
     move and why; a drain that failed before moving any says so on standard error."""
-    lines = stdout.strip().splitlines()
-    try:
-        results = json.loads(lines[-1])["results"] if lines else []
-    except (ValueError, KeyError):
-        results = []
+    results = events[-1].get("results", []) if events else []
     failed = [f"{r['service']}: {r['error']}" for r in results if r["status"] == "failed"]
     return "; ".join(failed) or reason(stderr)
 

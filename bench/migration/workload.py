@@ -97,12 +97,18 @@ def ployzctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 @dataclass(frozen=True)
 class Timed:
-    """A ``--json`` command's events, and when each phase began, in seconds from its start."""
+    """A ``--json`` command's events, and when each phase began, in seconds from its start:
+    for each service a drain moves (under its name; its ``drain`` is when its move began), and
+    for a single migration (under ``""``)."""
 
     events: list[dict[str, Any]]
-    phases_s: dict[str, float]
+    moves_s: dict[str, dict[str, float]]
     stderr: str
     returncode: int
+
+    @property
+    def phases_s(self) -> dict[str, float]:
+        return self.moves_s.get("", {})
 
 
 def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
@@ -111,7 +117,7 @@ def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
     cleanup) shows only in when its phases began."""
     started = time.monotonic()
     events: list[dict[str, Any]] = []
-    phases: dict[str, float] = {}
+    moves: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryFile("w+") as errors, subprocess.Popen(
             [sys.executable, "-m", "ployzctl", *args], stdout=subprocess.PIPE, stderr=errors,
             text=True, env=_environment(cluster),
@@ -120,12 +126,13 @@ def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
         for line in command.stdout:
             event = json.loads(line)
             events.append(event)
-            if event.get("event") in ("phase", "done"):
-                phases.setdefault(event.get("phase", "done"),
-                                  round(time.monotonic() - started, 3))
+            kind = event.get("event")
+            if kind in ("drain", "phase", "done"):
+                moves.setdefault(event.get("service", ""), {}).setdefault(
+                    event.get("phase", kind), round(time.monotonic() - started, 3))
         returncode = command.wait()
         errors.seek(0)
-        return Timed(events, phases, errors.read(), returncode)
+        return Timed(events, moves, errors.read(), returncode)
 
 
 def deploy(cluster: Cluster, namespace: str, mib: int, work: Path, volumes: int = 1) -> None:
