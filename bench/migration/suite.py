@@ -228,7 +228,9 @@ def measure_drain(cluster: Cluster, mib: int, rounds: int, work: Path) -> dict[s
     errors: dict[str, str] = {}
     for round_ in range(rounds):
         for parallel in rotated(DRAIN_PARALLEL, round_):
-            namespaces = [f"drain{parallel}-{i}" for i in range(DRAINED)]
+            # Names of this round's own: a moved volume's ownership outlives the service's
+            # removal, so a name used again would be refused by its deploy to machine-a.
+            namespaces = [f"drain{parallel}-r{round_}-{i}" for i in range(DRAINED)]
             try:
                 for namespace in namespaces:
                     deploy(cluster, namespace, mib, work)
