@@ -79,8 +79,8 @@ _TRANSIENT = (
 # still forming, or a node down while a bucket is created): transient as well.
 _NO_SUITABLE_PEERS = 10005
 # "subjects overlap with an existing stream": processes that open a new control plane at once
-# race to create its buckets, and the server may refuse the losers so instead of handing them
-# the stream just made; the retry opens it.
+# race to create its buckets, and the server may answer a loser with this instead of the
+# stream the winner just made; the retry opens that stream.
 _SUBJECTS_OVERLAP = 10065
 # "wrong last sequence": the expected-last-subject-sequence check of a write failed.
 _WRONG_LAST_SEQUENCE = (10071, 10164)

@@ -12,7 +12,7 @@ from ployz.control import Machine, open_control_plane
 from .conftest import NatsServer
 
 OPENERS = 12
-ROUNDS = 40  # the race is lost in about one round of twenty on this host
+ROUNDS = 40  # a 2-core machine loses the race in about one round of twenty
 
 
 def _register(url: str, index: int) -> str:
