@@ -61,9 +61,9 @@ class ReceiveEndpoint(_Answer):
 
 class Committed(_Answer):
     """What a receiver committed, its acknowledgement: the evidence a migration records.
-    ``snapshot`` and ``guid`` for a ZFS sink, ``path`` for a file sink."""
+    ``snapshot`` and ``guid`` for a ZFS sink, ``path`` for a file sink; a probe keeps nothing."""
 
-    kind: Literal["zfs", "file"]
+    kind: Literal["zfs", "file", "probe"]
     size: int
     checksum: str
     snapshot: str | None = None
@@ -197,6 +197,11 @@ class TransferApi(Protocol):
              secret: str | None = None, encrypt: bool = False) -> SendSummary: ...
 
     def send_status(self, transfer_id: str) -> SendStatus: ...
+
+    def probe_receive(self, transfer_id: str, secret: str) -> ReceiveEndpoint: ...
+
+    def probe_send(self, transfer_id: str, to: str, ticket: str, secret: str,
+                   seconds: float) -> SendSummary: ...
 
 
 class Agent(Protocol):

@@ -248,6 +248,17 @@ class RemoteTransfer(_Methods, TransferApi):
         return self._call(_SEND_STATUS, "transfer.send_status", {"transfer_id": transfer_id},
                           STATUS_WAIT_S)
 
+    def probe_receive(self, transfer_id: str, secret: str) -> ReceiveEndpoint:
+        return self._call(_ENDPOINT, "transfer.probe_receive",
+                          {"transfer_id": transfer_id, "secret": secret})
+
+    def probe_send(self, transfer_id: str, to: str, ticket: str, secret: str,
+                   seconds: float) -> SendSummary:
+        return self._call(_SEND_SUMMARY, "transfer.probe_send",
+                          {"transfer_id": transfer_id, "to": to, "ticket": ticket,
+                           "secret": secret, "seconds": seconds},
+                          seconds + ANSWER_MARGIN_S)
+
 
 class RemoteAgent(Agent):
     """``RemoteAgent(AgentClient(address, key, machine_id))``: one connection, one thread."""

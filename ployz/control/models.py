@@ -449,6 +449,9 @@ class LinkRate(Fact):
     sends: int = Field(ge=1)
     measured_at: datetime = Field(default_factory=utcnow)
     fit: SendFit = Field(default_factory=SendFit)
+    probe_ratio: float | None = Field(default=None, gt=0)
+    """What the large sends carried beyond their fixed cost, over what a probe of the link
+    measured just before them (a running mean); None until a probed migration measured it."""
 
 
 class CutoverCosts(Fact):

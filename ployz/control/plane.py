@@ -349,16 +349,21 @@ class ControlPlane:
 
     # --- measurements that estimates start from ------------------------------------------------
 
-    def record_send(self, source: str, target: str, size: int, seconds: float) -> LinkRate:
-        """Folds one send of ``size`` stream bytes in ``seconds`` into the link's model
+    def record_send(self, source: str, target: str, size: int, seconds: float,
+                    probe_bytes_per_s: float | None = None) -> LinkRate:
+        """Folds one send of ``size`` stream bytes in ``seconds`` into the link's model, and
+        the probe of the link taken before it, if any
         (:func:`~ployz.control.link_fit.fold_send`)."""
         check_name("machine id", source)
         check_name("machine id", target)
         if size < 0 or not seconds > 0:
             raise InvalidArgument(f"a send of {size} bytes in {seconds} s measures nothing")
+        if probe_bytes_per_s is not None and not probe_bytes_per_s > 0:
+            raise InvalidArgument(f"a probe of {probe_bytes_per_s} bytes/s measures nothing")
 
         return self._mutate("measurements", f"link.{source}.{target}", LinkRate,
-                            lambda current: fold_send(current, source, target, size, seconds))
+                            lambda current: fold_send(current, source, target, size, seconds,
+                                                      probe_bytes_per_s))
 
     def link_rate(self, source: str, target: str) -> LinkRate | None:
         return self._read("measurements", f"link.{check_name('machine id', source)}."

@@ -23,7 +23,8 @@ DEFAULT_AGENT_PORT = 7070
 ROUTE_WAIT_S = 30.0
 """How long a commit waits for the live machines' agents to apply its routing."""
 WRITE_SAMPLE_S = 2.0
-"""How long a migration's plan watches the service's writes to measure their rate."""
+"""How long a migration's plan watches the service's writes to measure their rate, and probes
+the link meanwhile."""
 
 
 def agent_address(machine: Machine, port: int = DEFAULT_AGENT_PORT) -> str:
@@ -52,7 +53,8 @@ class AgentLookup(Protocol):
 
     @property
     def write_sample_s(self) -> float:
-        """How long a plan watches a service's writes through these agents (0: not)."""
+        """How long a plan watches a service's writes and probes the link through these agents
+        (0: not)."""
         ...
 
     def fork(self) -> AgentLookup:

@@ -1,7 +1,8 @@
 """Transfer tickets: Ed25519-signed permissions to write one stream into one target.
 
 A ticket names the transfer id, the target (a file path or a ZFS dataset), for ZFS the guids of
-the snapshot being sent and of its incremental base, and an expiry. The receiver trusts a set of
+the snapshot being sent and of its incremental base, and an expiry. A probe of the link names no
+place: its target is the transfer id, received into nothing. The receiver trusts a set of
 public keys and accepts a stream only with a valid ticket, signed by one of them, for exactly the
 target it serves.
 
@@ -29,7 +30,7 @@ from ployz.transfer.errors import TicketRefused
 DOMAIN = b"ployz-ticket-v1\0"
 MAX_TICKET = 4096
 
-TargetKind = Literal["file", "zfs"]
+TargetKind = Literal["file", "zfs", "probe"]
 
 
 class UntrustedSignature(TicketRefused):
@@ -38,7 +39,8 @@ class UntrustedSignature(TicketRefused):
 
 @dataclass(frozen=True)
 class Target:
-    """Where a stream goes: a file path or a ZFS dataset (the received snapshot's dataset)."""
+    """Where a stream goes: a file path, a ZFS dataset (the received snapshot's dataset), or
+    nowhere for a probe of the link (named by its transfer id)."""
 
     kind: TargetKind
     name: str
@@ -48,7 +50,7 @@ class Target:
 
     @classmethod
     def from_dict(cls, value: Any) -> Target:
-        if (not isinstance(value, dict) or value.get("kind") not in ("file", "zfs")
+        if (not isinstance(value, dict) or value.get("kind") not in ("file", "zfs", "probe")
                 or not isinstance(value.get("name"), str) or not value["name"]):
             raise TicketRefused("ticket target is malformed")
         return cls(value["kind"], value["name"])

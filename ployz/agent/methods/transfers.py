@@ -47,10 +47,11 @@ from ployz.agent.methods.zfs_ops import confine
 from ployz.transfer.addresses import parse_address
 from ployz.transfer.endpoints import Sink, Source
 from ployz.transfer.errors import TransferError
+from ployz.transfer.probe import ProbeSink, ProbeSource
 from ployz.transfer.progress import Progress
 from ployz.transfer.receiver import Receiver, ReceiverTimeouts
 from ployz.transfer.results import ReceiveResult
-from ployz.transfer.sender import Sender
+from ployz.transfer.sender import RetryPolicy, Sender
 from ployz.transfer.session import parse_secret
 from ployz.transfer.zfs_endpoints import ZfsSink, ZfsSource
 
@@ -233,21 +234,33 @@ class TransferMethods(TransferApi):
         if not self._context.trusted:
             raise NoTrustedKey()
         key = _secret(secret)
+        return self._start_receive(transfer_id, key,
+                                   lambda: self._sink_for(dataset, self._context.pool, props))
+
+    def probe_receive(self, transfer_id: str, secret: str) -> ReceiveEndpoint:
+        """Starts a receiver that takes one probe of the link and discards it (``probe_send``
+        on the other agent sends it); observed and cancelled as a receive is."""
+        if not self._context.trusted:
+            raise NoTrustedKey()
+        return self._start_receive(transfer_id, _secret(secret),
+                                   lambda: ProbeSink(transfer_id))
+
+    def _start_receive(self, transfer_id: str, key: bytes | None,
+                       sink: Callable[[], Sink]) -> ReceiveEndpoint:
+        """The receiver of ``transfer_id`` running, or a new one writing ``sink()``."""
         with self._lock:
             current = self._receives.get(transfer_id)
             if current is not None and not current.done.is_set():
                 if not current.holds(key):
                     raise SecretMismatch(transfer_id)
                 return ReceiveEndpoint(address=current.address)
-            entry = self._new_receive(dataset, props, key)
+            entry = self._new_receive(sink(), key)
             self._receives.put(transfer_id, entry)
         threading.Thread(target=self._serve, args=(entry,), name=f"receive-{transfer_id}",
                          daemon=True).start()
         return ReceiveEndpoint(address=entry.address)
 
-    def _new_receive(self, dataset: str, props: Mapping[str, int | str] | None,
-                     secret: bytes | None) -> _Receive:
-        sink = self._sink_for(dataset, self._context.pool, props)
+    def _new_receive(self, sink: Sink, secret: bytes | None) -> _Receive:
         host = self._context.address.rsplit(":", 1)[0].strip("[]")
         listener = socket.create_server((host, 0))
         receiver = Receiver(listener, sink, self._context.trusted,
@@ -310,6 +323,18 @@ class TransferMethods(TransferApi):
                             progress=record, secret=key, encrypt=encrypt)
             return SendSummary.model_validate(sender.send().summary())
 
+    def probe_send(self, transfer_id: str, to: str, ticket: str, secret: str,
+                   seconds: float) -> SendSummary:
+        """Sends random bytes for ``seconds`` (at most ten) to the probe receiver at ``to``,
+        uncompressed; returns when the receiver acknowledged them. The summary's bytes over
+        its seconds is the link's rate as this agent's sends find it now."""
+        key = _secret(secret)
+        with self._sends.track(transfer_id) as record:
+            sender = Sender(ProbeSource(seconds), parse_address(to), ticket=ticket,
+                            transfer_id=transfer_id, codec="none", progress=record, secret=key,
+                            retry=RetryPolicy(attempts=1))
+            return SendSummary.model_validate(sender.send().summary())
+
     def send_status(self, transfer_id: str) -> SendStatus:
         """The latest progress of the send of ``transfer_id`` running on this agent (or ended
         less than half a minute ago): ``bytes`` of the stream sent so far, ``total`` (the
@@ -327,3 +352,6 @@ def register(registry: MethodRegistry, context: AgentContext) -> None:
     registry.register("transfer.receive_cancel", methods.receive_cancel, mutating=True)
     registry.register("transfer.send", methods.send, mutating=True, secret=("secret",))
     registry.register("transfer.send_status", methods.send_status, mutating=False)
+    # a probe changes nothing on either machine: not journaled
+    registry.register("transfer.probe_receive", methods.probe_receive, mutating=False)
+    registry.register("transfer.probe_send", methods.probe_send, mutating=False)

@@ -308,8 +308,18 @@ class _Phases:
         size = sum(sent.received.bytes for sent in sends)
         if sends:
             self.actual.sent(kind, size, seconds)
-            self.cp.record_send(self.plan.source, self.plan.target, size, seconds)
+            self.cp.record_send(self.plan.source, self.plan.target, size, seconds,
+                                self._probe_for(kind))
         return sends
+
+    def _probe_for(self, kind: str) -> float | None:
+        """The plan's probe of the link, beside the full send that followed it: what the
+        next probe's rate is scaled by. Not beside an incremental round (its time is mostly
+        the fixed cost) nor a send held to ``--bwlimit`` (the limit, not the link, set its
+        pace)."""
+        if kind != "full" or self.bwlimit:
+            return None
+        return self.plan.prediction.probe_bytes_per_s
 
     def _send_each(self, snapshots: list[str], kind: str, round_: int) -> list[SnapshotSent]:
         volumes = self.record.volumes

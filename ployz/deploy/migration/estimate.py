@@ -68,6 +68,9 @@ class Prediction:
     budget_s: float
     basis: dict[str, Any]
     """Where each input came from, for the preview's reader."""
+    probe_bytes_per_s: float | None = None
+    """What the probe of the link measured, when one was taken: apply records it beside its
+    full send's rate (:func:`~ployz.control.link_fit.fold_send`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {**self.estimate.to_json(), "rounds": self.rounds, "converges": self.converges,
@@ -151,15 +154,18 @@ def worth_a_round(link: LinkRate, write_bytes_per_s: float, delta: float) -> boo
 
 
 def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate | None,
-            costs: CutoverCosts | None, budget_s: float | None = None) -> Prediction:
-    """The estimate of a migration moving ``initial_bytes`` first, from these measurements."""
+            costs: CutoverCosts | None, budget_s: float | None = None,
+            probe_bytes_per_s: float | None = None) -> Prediction:
+    """The estimate of a migration moving ``initial_bytes`` first, from these measurements
+    (``link`` as :func:`~ployz.control.link_fit.link_now` made it of the history and the
+    probe, ``probe_bytes_per_s``, when one was taken)."""
     budget = downtime_budget(budget_s, costs, link)
-    basis = {"link": _when(link), "cutover_costs": _when(costs),
+    basis = {"link": _link_basis(link, probe_bytes_per_s), "cutover_costs": _when(costs),
              "write_rate": "sampled" if write_bytes_per_s is not None else "unknown"}
     rate = link.bytes_per_s if link is not None else None
     if link is None or rate is None or write_bytes_per_s is None:
         return Prediction(Estimate(initial_bytes, None, None, None, rate, write_bytes_per_s),
-                          None, None, budget, basis)
+                          None, None, budget, basis, probe_bytes_per_s)
     elapsed = send_seconds(link, initial_bytes)
     delta = write_bytes_per_s * elapsed
     previous: float | None = None
@@ -178,11 +184,21 @@ def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate 
     return Prediction(
         Estimate(initial_bytes, round(final), _round(seconds), round(window, 3), rate,
                  write_bytes_per_s),
-        rounds + 1, verdict == "fence", budget, basis)
+        rounds + 1, verdict == "fence", budget, basis, probe_bytes_per_s)
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _link_basis(link: LinkRate | None, probe_bytes_per_s: float | None) -> str:
+    if probe_bytes_per_s is None:
+        return _when(link)
+    probed = f"probed now at {probe_bytes_per_s / 1e6:.1f} MB/s"
+    if link is None or link.probe_ratio is None:
+        return f"{probed}; sends {_when(link)}"
+    return (f"{probed}, of which sends carry {link.probe_ratio:.2f} "
+            f"({_when(link)})")
 
 
 def _when(measured: LinkRate | CutoverCosts | None) -> str:

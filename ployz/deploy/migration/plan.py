@@ -1,7 +1,8 @@
 """The plan of a migration: what ``migrate preview`` prints and ``migrate apply`` executes.
 
 It reads the control plane and asks the two agents read-only questions (pool space, dataset
-sizes, whether the image is there), so it changes nothing: no snapshot, no lock, no write. The
+sizes, whether the image is there) and has them probe the link between them for the estimate,
+so it changes nothing: no snapshot, no lock, no write. The
 deploy plan of the moved manifest (:func:`ployz.deploy.plan.make_plan`) does the checks every
 deploy does (unknown or draining machine, never-heartbeated target); this adds what only a move
 needs: the live free space of the target pool against the data it will receive, with a margin,
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ployz.agent.api import Agent, int_prop
+from ployz.control.link_fit import link_now
 from ployz.control.models import Machine, Service
 from ployz.control.plane import ControlPlane
 from ployz.deploy.agents import AgentLookup, machine_map
@@ -27,6 +29,7 @@ from ployz.deploy.migration.errors import (
     TargetWithoutRoom,
 )
 from ployz.deploy.migration.estimate import Prediction, costs_of, predict
+from ployz.deploy.migration.link_probe import BackgroundProbe
 from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.plan import DeployPlan, make_plan
 from ployz.deploy.specs import dataset_name
@@ -115,8 +118,10 @@ def plan_migration(
 ) -> MigrationPlan:
     """The plan of moving ``ref`` to ``to_machine``, with its estimate for a downtime budget of
     ``max_downtime_s`` (by default :func:`~.estimate.default_budget`); raises a typed refusal
-    when it cannot be done (nothing is changed either way). Without ``sample_writes`` the
-    write rate is left unknown (a plan made only for its refusals need not wait for it)."""
+    when it cannot be done (nothing is changed either way). The service's writes are sampled
+    while a probe measures the link between the two agents (:mod:`.link_probe`); without
+    ``sample_writes`` neither is (a plan made only for its refusals need not wait for them),
+    and the write rate is left unknown."""
     machines = machine_map(cp)
     service, manifest = moved_manifest(cp, ref, to_machine, machines)
     deploy_plan = make_plan(manifest, cp)
@@ -134,10 +139,16 @@ def plan_migration(
     needed = int(sum(v.size for v in volumes) * (1 + ROOM_MARGIN))
     room = TargetRoom(to_machine, pool, capacity.free if capacity else 0, needed, ROOM_MARGIN)
     costs = costs_of(cp, ref.namespace, ref.service)
-    prediction = predict(sum(v.initial_send for v in volumes),
-                         write_rate(source, [v.source_dataset for v in volumes],
-                                    agents.write_sample_s if sample_writes else 0.0),
-                         cp.link_rate(service.machine, to_machine), costs, max_downtime_s)
+    sample_s = agents.write_sample_s if sample_writes else 0.0
+    probe = (BackgroundProbe(source, target, agents.key, sample_s)
+             if sample_s > 0 and volumes else None)
+    writes = write_rate(source, [v.source_dataset for v in volumes], sample_s)
+    probed = probe.result() if probe is not None else None
+    probe_rate = probed.bytes_per_s if probed is not None else None
+    link = link_now(cp.link_rate(service.machine, to_machine), service.machine, to_machine,
+                    probe_rate)
+    prediction = predict(sum(v.initial_send for v in volumes), writes, link, costs,
+                         max_downtime_s, probe_rate)
     return MigrationPlan(ref, service.machine, to_machine, service.image, manifest, deploy_plan,
                          volumes, room, prediction)
 

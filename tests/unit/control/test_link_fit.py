@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ployz.control.link_fit import fold_send
+from ployz.control.link_fit import fold_send, link_now
 from ployz.control.models import LinkRate
 
 MIB = 1 << 20
@@ -69,3 +69,37 @@ def test_a_link_recorded_before_the_fit_existed_still_reads_and_folds() -> None:
                                    "bytes_per_s": 5e6, "fixed_s": 0.3, "sends": 4})
     link = fold_send(old, "machine-a", "machine-b", 50 * MIB, 10.0)
     assert link.sends == 5 and link.bytes_per_s is not None and link.bytes_per_s > 0
+
+
+def test_probed_sends_record_what_share_of_the_probe_a_send_carries() -> None:
+    """A full send of 100 MiB at 5 MiB/s beyond its 1 s set-up, after a probe of 10 MiB/s:
+    sends carry half of a probe; the next, at 0.3, weighs half in the stored share."""
+    first = fold_send(None, "machine-a", "machine-b", 100 * MIB, 21.0, 10 * MIB)
+    assert first.probe_ratio == pytest.approx(100 / 21 / 10)
+    small = fold_send(first, "machine-a", "machine-b", 4096, 0.9, 10 * MIB)
+    assert small.probe_ratio == first.probe_ratio  # a final send measures the set-up
+    second = fold_send(small, "machine-a", "machine-b", 100 * MIB, 1.0 + 100 / 3, 10 * MIB)
+    assert second.fixed_s > 0
+    achieved = 100 * MIB / (1.0 + 100 / 3 - second.fixed_s) / (10 * MIB)
+    assert second.probe_ratio == pytest.approx(0.5 * achieved + 0.5 * first.probe_ratio)
+    unprobed = fold_send(second, "machine-a", "machine-b", 100 * MIB, 20.0)
+    assert unprobed.probe_ratio == second.probe_ratio
+
+
+def test_the_link_now_is_the_probe_scaled_by_the_share_sends_carry() -> None:
+    history = folded((4096, 1.0), (100 * MIB, 11.0)).model_copy(update={"probe_ratio": 0.5})
+    now = link_now(history, "machine-a", "machine-b", 30e6)
+    assert now is not None
+    assert (now.bytes_per_s, now.fixed_s) == (15e6, history.fixed_s)
+    assert link_now(history, "machine-a", "machine-b", None) is history  # no probe taken
+
+
+def test_a_probe_stands_in_for_history_only_where_there_is_none() -> None:
+    first = link_now(None, "machine-a", "machine-b", 30e6)
+    assert first is not None and (first.bytes_per_s, first.fixed_s) == (30e6, 0.0)
+    set_up_only = folded((4096, 0.8))
+    now = link_now(set_up_only, "machine-a", "machine-b", 30e6)
+    assert now is not None and (now.bytes_per_s, now.fixed_s) == (30e6, set_up_only.fixed_s)
+    # sends measured before probes existed: their rate includes what a ZFS send costs
+    unprobed = folded((4096, 1.0), (100 * MIB, 11.0))
+    assert link_now(unprobed, "machine-a", "machine-b", 30e6) is unprobed

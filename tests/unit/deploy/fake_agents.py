@@ -323,6 +323,24 @@ class FakeTransfer(TransferApi):
         return SendStatus(bytes=4096, total=4096, wire_bytes=2048, rate=8192.0, eta_s=0.0,
                           finished=True)
 
+    def probe_receive(self, transfer_id: str, secret: str) -> ReceiveEndpoint:
+        self.m.check("transfer.probe_receive")
+        self.m.receives[transfer_id] = ReceiveState(state="running")
+        return ReceiveEndpoint(address=f"{self.m.id}/{transfer_id}")
+
+    def probe_send(self, transfer_id: str, to: str, ticket: str, secret: str,
+                   seconds: float) -> SendSummary:
+        """Moves ``probe_bytes_per_s`` of the cluster for ``seconds`` (without waiting)."""
+        self.m.check("transfer.probe_send")
+        size = int(self.m.cluster.probe_bytes_per_s * seconds)
+        committed = Committed(kind="probe", size=size, checksum="00ff")
+        summary = dict(bytes=size, wire_bytes=size, seconds=seconds, resumes=0, codec="none",
+                       committed=committed, transfer_id=transfer_id)
+        target = self.m.cluster.machines[to.split("/", 1)[0]]
+        target.receives[transfer_id] = ReceiveState(state="committed",
+                                                    result=ReceiveSummary(**summary))
+        return SendSummary(**summary)
+
 
 class FakeAgent(Agent):
     def __init__(self, machine: FakeMachine) -> None:
@@ -364,6 +382,8 @@ class FakeCluster:
         """No agent acknowledges routing here: a commit names the machines, without waiting."""
         self.write_sample_s = 0.0
         """Writes are what a test sets (``FakeDataset.written``), not sampled over time."""
+        self.probe_bytes_per_s = 50e6
+        """What a probe of the link measures (only taken when ``write_sample_s`` is set)."""
         self.send_barrier: threading.Barrier | None = None
         """When set, every ``transfer.send`` waits at it: sends that must overlap do."""
         self.during_send: Callable[[], None] | None = None

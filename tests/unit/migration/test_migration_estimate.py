@@ -221,3 +221,32 @@ def test_a_service_without_volumes_moves_with_nothing_to_send(cp: ControlPlane) 
     assert result.target == "machine-b"
     assert [e for e in events if e["event"] == "transfer"] == []
     assert cp.namespace("shop").services["web"].machine == "machine-b"
+
+
+def test_the_estimate_takes_the_link_as_probed_now_scaled_by_its_history(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    """Sends carried half of what their probes measured; the probe now says 50 MB/s: the
+    estimate's link is 25 MB/s, whatever rate the history's sends had."""
+    cp.record_send("machine-a", "machine-b", 100 * MIB, 10.0, probe_bytes_per_s=20 * MIB)
+    ratio = cp.link_rate("machine-a", "machine-b").probe_ratio  # type: ignore[union-attr]
+    agents.write_sample_s = 0.01
+    events: list[dict[str, Any]] = []
+    migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
+    estimate = events[-1]["estimate"]
+    assert estimate["link_bytes_per_s"] == pytest.approx(50e6 * ratio)
+    assert [c for c in agents.calls if "probe" in c] == [
+        "machine-b transfer.probe_receive", "machine-a transfer.probe_send"]
+
+
+def test_a_plan_whose_probe_fails_estimates_from_the_history(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    cp.record_send("machine-a", "machine-b", 100 * MIB, 10.0, probe_bytes_per_s=20 * MIB)
+    history = cp.link_rate("machine-a", "machine-b")
+    agents.write_sample_s = 0.01
+    agents.fail_on("machine-a", "transfer.probe_send")
+    events: list[dict[str, Any]] = []
+    migrate(cp, agents, WEB, "machine-b", emit=recorded(events))
+    assert events[-1]["estimate"]["link_bytes_per_s"] == history.bytes_per_s  # type: ignore[union-attr]
+    # the probe's receiver was let go of, and the migration moved the service
+    assert "machine-b transfer.receive_cancel" in agents.calls
+    assert cp.namespace("shop").routes["web"].machine == "machine-b"
