@@ -122,6 +122,10 @@ def loopback_table(loopback: dict[str, Any]) -> list[str]:
     zstd, zstd_nc = runs["engine_zstd"]["wire_bytes"], runs["zstd_nc"]["wire_bytes"]
     out.append(f"| codec zstd wire bytes vs zstd -1 | {loopback['zstd_wire_vs_zstd_1']:.3f}x | "
                f"{zstd / 1e6:.1f} MB | {zstd_nc / 1e6:.1f} MB |")
+    if "shared_limit_rate_vs_limit" in loopback:  # runs before the shared limit lack it
+        out.append(f"| two sends sharing a 100 MB/s limit: their rate vs the limit (at most "
+                   f"1.05x) | {loopback['shared_limit_rate_vs_limit']:.3f}x | "
+                   f"{shown('limited_pair_shared')} | - |")
     fixed = ", ".join(f"`{name}` {seconds:.3f} s"
                       for name, seconds in loopback.get("fixed_seconds", {}).items())
     if fixed:

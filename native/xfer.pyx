@@ -44,7 +44,24 @@ cdef extern from "xfer_core.h" nogil:
         char errmsg[256]
         int err_errno
 
+    ctypedef struct pthread_mutex_t:
+        pass
+
+    int pthread_mutex_init(pthread_mutex_t *mu, const void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *mu)
+
+    ctypedef struct pz_bucket:
+        double rate
+        double tokens
+        double burst
+        double last
+        pthread_mutex_t *mu
+
+    double pz_now()
+
     ctypedef struct pz_sender:
+        pz_bucket *shared_bucket
+        double link_rate
         uint64_t raw_bytes
         uint64_t wire_bytes
         uint64_t frames_zstd
@@ -139,20 +156,62 @@ cdef const unsigned char *_session_key(bytes key) except NULL:
     return key
 
 
+cdef class RateLimit:
+    """A bandwidth limit shared by concurrent senders (the sends of one migration, or of one
+    drain): one token bucket behind a mutex, so that together they never exceed ``rate``
+    bytes per second and a send that ends leaves its share to the others at once. Senders
+    whose frames (with their header) exceed half of ``burst`` cannot use it."""
+
+    cdef pz_bucket b
+    cdef pthread_mutex_t mu
+
+    def __cinit__(self, double rate, double burst):
+        if not rate > 0 or not burst > 0:
+            raise ValueError(f"a shared limit needs a positive rate and burst, not {rate} "
+                             f"and {burst}")
+        pthread_mutex_init(&self.mu, NULL)
+        self.b.rate = rate
+        self.b.burst = burst
+        self.b.tokens = 0  # empty at the start, as a sender's own bucket
+        self.b.last = pz_now()
+        self.b.mu = &self.mu
+
+    def __dealloc__(self):
+        pthread_mutex_destroy(&self.mu)
+
+    @property
+    def rate(self):
+        return self.b.rate
+
+    @property
+    def burst(self):
+        return self.b.burst
+
+
 cdef class StreamSender:
     """One outgoing stream: it keeps the frame checksums across connections so that the end
-    frame's whole-stream checksum covers every frame even after resumes."""
+    frame's whole-stream checksum covers every frame even after resumes. Its bandwidth limit
+    is its own (``bwlimit``) or one shared with other senders (``shared``)."""
 
     cdef pz_sender s
     cdef bint ready
+    cdef RateLimit shared  # kept alive while the writer may take from it
 
     def __cinit__(self, uint32_t frame_size, str codec, int level=1, int workers=2,
-                  double bwlimit=0.0):
+                  double bwlimit=0.0, RateLimit shared=None):
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}")
+        if shared is not None and (bwlimit > 0 or
+                                   shared.b.burst < 2.0 * (frame_size + PZ_HEADER_SIZE)):
+            raise ValueError("a sender with a shared limit has no limit of its own, and its "
+                             "frames must fit the shared burst twice")
         if pz_sender_init(&self.s, frame_size, CODECS[codec], level, workers, bwlimit) != 0:
             pz_sender_free(&self.s)
             raise ValueError(f"cannot set up a sender with frame size {frame_size}")
+        if shared is not None:
+            self.shared = shared
+            self.s.shared_bucket = &shared.b
+            self.s.link_rate = shared.b.rate  # as a limit of its own, an upper bound
         self.ready = True
 
     def __dealloc__(self):

@@ -12,7 +12,10 @@ to a file in tmpfs:
 - codec zstd (and auto) against ``zstd -1 -T2 | nc | zstd -d``, whose wire bytes are those of
   ``zstd -1 -T2``;
 - codec auto against none and zstd, all three behind the engine's 100 MB/s bandwidth limit
-  (256 MiB), where compression pays unlike on loopback.
+  (256 MiB), where compression pays unlike on loopback;
+- two sends at once (256 MiB and its first 64 MiB) sharing one 100 MB/s limit against the
+  same two each held to half of it: what passing a finished send's share on saves, and
+  whether the two together keep to the limit (``shared_limit_rate_vs_limit``).
 
 Contenders alternate within a round, and each round starts one contender later, to spread the
 machine's noise and the cost of going first; the medians are reported as ratios (higher
@@ -47,8 +50,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.datapath import sshd
 from bench.rounds import rotated
 from bench.splice import splice_all
-from ployz._xfer import frame_checksum
+from ployz._xfer import HEADER_SIZE, RateLimit, frame_checksum
 from ployz.transfer.files import FileSink, FileSource
+from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.receiver import Receiver
 from ployz.transfer.sender import Sender
 
@@ -194,6 +198,46 @@ def engine(codec: str, bwlimit: float = 0.0,
     return run
 
 
+def engine_pair(shared: bool) -> Callable[[Path, Path], int]:
+    """Two sends at once under one 100 MB/s limit: ``src`` and its first quarter. Shared, the
+    two take from one token bucket (``RateLimit``, as an agent keeps the sends of one
+    migration or drain), so the large one has the whole limit once the small one ended; not
+    shared, each is held to half of it, as sends given a fixed share of a limit are."""
+    key = Ed25519PrivateKey.generate()
+
+    def run(src: Path, dst: Path) -> int:
+        part = src.with_name(src.name + ".quarter")
+        if not part.exists():
+            with src.open("rb") as whole:
+                part.write_bytes(whole.read(src.stat().st_size // 4))
+        limit = RateLimit(LIMIT, 2.0 * (DEFAULT_FRAME_SIZE + HEADER_SIZE)) if shared else None
+        wire = [0, 0]
+
+        def send(index: int, source: Path, target: Path) -> None:
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                receiver = Receiver(listener, FileSink(target), key.public_key())
+                thread = threading.Thread(target=receiver.serve)
+                thread.start()
+                wire[index] = Sender(FileSource(source), listener.getsockname(), key=key,
+                                     codec="none", bwlimit=0.0 if shared else LIMIT / 2,
+                                     shared_limit=limit).send().wire_bytes
+                thread.join()
+
+        other = dst.with_name(dst.name + ".quarter")
+        threads = [threading.Thread(target=send, args=(0, src, dst)),
+                   threading.Thread(target=send, args=(1, part, other))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if other.stat().st_size != part.stat().st_size:
+            raise RuntimeError(f"the quarter arrived with {other.stat().st_size} bytes")
+        other.unlink()
+        return sum(wire)
+
+    return run
+
+
 def measure(contender: Callable[[Path, Path], int], src: Path, dst: Path) -> dict[str, float]:
     cpu, start = cpu_seconds(), time.perf_counter()
     wire = contender(src, dst)
@@ -277,6 +321,9 @@ LABELS = {
     "engine_auto": "engine, codec auto (authenticated)",
     **{f"limited_{codec}": f"engine, codec {codec}, behind its own 100 MB/s limit"
        for codec in ("none", "zstd", "auto")},
+    "limited_pair_shared": "two sends (a stream and its first quarter), codec none, sharing "
+                           "one 100 MB/s limit",
+    "limited_pair_halves": "the same two sends, each behind its own half of the limit",
 }
 
 COMPARISONS = {
@@ -301,6 +348,9 @@ COMPARISONS = {
     "limited_auto_vs_best_fixed": Comparison(
         "codec auto vs the better fixed codec, 100 MB/s limit", "limited_auto",
         ("limited_none", "limited_zstd")),
+    "shared_limit_vs_halves": Comparison(
+        "two sends sharing a 100 MB/s limit vs each held to half of it (the quarter ends "
+        "first and leaves its share)", "limited_pair_shared", ("limited_pair_halves",), 1.3),
 }
 
 
@@ -330,6 +380,8 @@ def run() -> dict[str, Any]:
         }
         # the same engine behind its own 100 MB/s token bucket: a slow link, where zstd pays
         limited = {f"limited_{codec}": engine(codec, LIMIT) for codec in ("none", "zstd", "auto")}
+        limited |= {"limited_pair_shared": engine_pair(True),
+                    "limited_pair_halves": engine_pair(False)}
         src, small = work / "mixed.bin", work / "mixed-small.bin"
         make_mixed(src, SIZE)
         make_mixed(small, LIMITED_SIZE)
@@ -348,6 +400,9 @@ def run() -> dict[str, Any]:
         "runs": runs,
         "fixed_seconds": fixed,
         "limited_100MBps": {"bytes": LIMITED_SIZE, "runs": runs_limited},
+        # the pair carries a stream and its quarter: together at most the limit they share
+        "shared_limit_rate_vs_limit": round(
+            1.25 * LIMITED_SIZE / runs_limited["limited_pair_shared"]["seconds"] / LIMIT, 3),
         "ratios": {key: c.measure(every) for key, c in COMPARISONS.items()},
         "zstd_wire_vs_zstd_1": round(runs["engine_zstd"]["wire_bytes"]
                                      / runs["zstd_nc"]["wire_bytes"], 3),

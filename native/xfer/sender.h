@@ -45,6 +45,7 @@ typedef struct {
     pz_sealer sealer;                /* this connection's sender-to-receiver key */
     pz_ring ring;
     pz_bucket bucket;
+    pz_bucket *shared_bucket;        /* the limit shared with other sends, if any (not owned) */
     ZSTD_CCtx *cctx[PZ_MAX_WORKERS];
     /* codec auto's measurements (guarded by ring.mu), kept across runs; 0 means unknown */
     double link_rate;    /* wire bytes per second the socket (and bandwidth limit) take */

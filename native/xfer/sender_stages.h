@@ -191,8 +191,8 @@ static void pz_send_writer(void *arg) {
             window_start = pz_now();
             window_unsent = pz_unsent(s->sock_fd);
         }
-        pz_bucket_take(&s->bucket, (double)(PZ_HEADER_SIZE + slot->wire_len),
-                       &s->stop_request);
+        pz_bucket_take(s->shared_bucket ? s->shared_bucket : &s->bucket,
+                       (double)(PZ_HEADER_SIZE + slot->wire_len), &s->stop_request);
         if (pz_send_frame(s, slot, iov) != 0) {
             int e = errno;
             pz_ring_fail(r, pz_socket_error_kind(e), e, "sending frame at offset %llu: %s",

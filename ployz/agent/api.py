@@ -194,7 +194,8 @@ class TransferApi(Protocol):
 
     def send(self, transfer_id: str, snapshot: str, to: str, ticket: str,
              base: str | None = None, codec: str = "auto", bwlimit: float = 0.0,
-             secret: str | None = None, encrypt: bool = False) -> SendSummary: ...
+             secret: str | None = None, encrypt: bool = False,
+             limit_group: str | None = None) -> SendSummary: ...
 
     def send_status(self, transfer_id: str) -> SendStatus: ...
 

@@ -226,6 +226,7 @@ class RemoteTransfer(_Methods, TransferApi):
         bwlimit: float = 0.0,
         secret: str | None = None,
         encrypt: bool = False,
+        limit_group: str | None = None,
     ) -> SendSummary:
         return self._call(
             _SEND_SUMMARY,
@@ -240,6 +241,7 @@ class RemoteTransfer(_Methods, TransferApi):
                 "bwlimit": bwlimit,
                 "secret": secret,
                 "encrypt": encrypt,
+                "limit_group": limit_group,
             },
             SEND_TIMEOUT_S,
         )

@@ -11,6 +11,7 @@ until an operator activates it again.
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,8 @@ def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
           migrate_services: bool, keep_source: bool = False, parallel: int = 1,
           bwlimit: float = 0.0, emit: Emit = ignore) -> list[DrainOutcome]:
     """Marks ``machine_id`` draining and, with ``migrate_services``, moves its services away,
-    ``parallel`` at once, sharing ``bwlimit`` bytes per second (0: unlimited)."""
+    ``parallel`` at once, sharing ``bwlimit`` bytes per second (0: unlimited): every send
+    leaves from the drained machine, whose agent keeps them to the limit together."""
     if parallel < 1:
         raise DeployError(f"--parallel must be at least 1, not {parallel}")
     cp.set_lifecycle(machine_id, "draining")
@@ -98,6 +100,7 @@ def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
         return []
     services = services_on(cp, machine_id)
     promised = Promised()
+    limit_group = f"drain-{uuid.uuid4().hex}"
     lock = threading.Lock()
 
     def move(service: ServiceRef) -> DrainOutcome:
@@ -109,7 +112,7 @@ def drain(cp: ControlPlane, agents: AgentLookup, machine_id: str, *,
                 with lock:
                     emit(Draining(service=str(service), target=target))
                 result = migrate(cp, own, service, target, keep_source=keep_source,
-                                 bwlimit=bwlimit / min(parallel, len(services)),
+                                 bwlimit=bwlimit, limit_group=limit_group,
                                  emit=_tagged(emit, str(service), lock))
             finally:
                 promised.release(target, room)

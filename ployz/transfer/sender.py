@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ployz._xfer import STOPPED, StreamSender
+from ployz._xfer import STOPPED, RateLimit, StreamSender
 from ployz.transfer import protocol as p
 from ployz.transfer import session
 from ployz.transfer.addresses import format_address
@@ -69,7 +69,9 @@ class Sender:
     ticket for the target the receiver announces, which the receiver accepts only if it trusts
     that key, and proves it holds the key. ``encrypt`` hides the stream from the path as well
     (for links outside the WireGuard overlay). ``receiver_key``: the receiver must prove it
-    holds that key (with a secret the receiver proves itself by knowing it)."""
+    holds that key (with a secret the receiver proves itself by knowing it). ``bwlimit`` caps
+    this send alone; ``shared_limit`` instead caps it together with the other sends given the
+    same limit."""
 
     def __init__(self, source: Source, address: tuple[str, int], *,
                  key: Ed25519PrivateKey | None = None, ticket: str | None = None,
@@ -77,7 +79,8 @@ class Sender:
                  receiver_key: Ed25519PublicKey | None = None,
                  transfer_id: str | None = None, codec: str = "auto",
                  frame_size: int = p.DEFAULT_FRAME_SIZE, level: int = 1, workers: int = 2,
-                 bwlimit: float = 0.0, retry: RetryPolicy | None = None,
+                 bwlimit: float = 0.0, shared_limit: RateLimit | None = None,
+                 retry: RetryPolicy | None = None,
                  timeouts: SenderTimeouts | None = None, ticket_ttl: float = 600.0,
                  progress: ProgressCallback | None = None,
                  progress_interval: float = 0.25) -> None:
@@ -105,6 +108,7 @@ class Sender:
         self.level = level
         self.workers = workers
         self.bwlimit = bwlimit
+        self.shared_limit = shared_limit
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or SenderTimeouts()
         self.ticket_ttl = ticket_ttl
@@ -263,7 +267,7 @@ class Sender:
             self.negotiated = codec
             local = self.codec if codec == "zstd" else "none"
             self.stream = StreamSender(self.frame_size, local, self.level, self.workers,
-                                       self.bwlimit)
+                                       self.bwlimit, self.shared_limit)
         elif codec != self.negotiated:
             raise ProtocolError(f"receiver switched codec from {self.negotiated} to {codec}")
 

@@ -22,6 +22,7 @@ after it ended, so that they hold only what runs and what ended recently.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import socket
 import threading
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from ployz._xfer import HEADER_SIZE, RateLimit
 from ployz.agent.api import (
     ReceiveEndpoint,
     ReceiveState,
@@ -49,6 +51,7 @@ from ployz.transfer.endpoints import Sink, Source
 from ployz.transfer.errors import TransferError
 from ployz.transfer.probe import ProbeSink, ProbeSource
 from ployz.transfer.progress import Progress
+from ployz.transfer.protocol import DEFAULT_FRAME_SIZE
 from ployz.transfer.receiver import Receiver, ReceiverTimeouts
 from ployz.transfer.results import ReceiveResult
 from ployz.transfer.sender import RetryPolicy, Sender
@@ -183,6 +186,39 @@ class SendProgress:
         return entry.status()
 
 
+class SharedLimits:
+    """The bandwidth limits this agent's sends share, by group (the sends of one migration, or
+    of one drain, all leave from this machine): one limit per group and rate while any of its
+    sends runs, so that together they keep to it and what one that ended took goes to the
+    others; forgotten with the group's last send."""
+
+    def __init__(self) -> None:
+        self._limits: dict[tuple[str, float], tuple[RateLimit, int]] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def share(self, group: str, rate: float) -> Iterator[RateLimit]:
+        key = (group, rate)
+        with self._lock:
+            limit, users = self._limits.get(key) or (
+                RateLimit(rate, 2.0 * (DEFAULT_FRAME_SIZE + HEADER_SIZE)), 0)
+            self._limits[key] = (limit, users + 1)
+        try:
+            yield limit
+        finally:
+            with self._lock:
+                limit, users = self._limits[key]
+                if users == 1:
+                    del self._limits[key]
+                else:
+                    self._limits[key] = (limit, users - 1)
+
+    def groups(self) -> list[str]:
+        """The groups with a send running (for tests of the forgetting)."""
+        with self._lock:
+            return sorted({group for group, _rate in self._limits})
+
+
 SinkFactory = Callable[[str, str | None, Mapping[str, int | str] | None], Sink]
 """``(dataset, pool, props)`` -> the sink a receive writes."""
 
@@ -220,6 +256,7 @@ class TransferMethods(TransferApi):
         self._sink_for = sink_for
         self._receives: TransferBook[_Receive] = TransferBook(RECEIVE_STATE_GRACE_S, clock)
         self._sends = SendProgress(clock=clock)
+        self.limits = SharedLimits()
         self._lock = threading.Lock()  # one receive starts at a time: check, then replace
 
     def receive(self, transfer_id: str, dataset: str,
@@ -310,16 +347,22 @@ class TransferMethods(TransferApi):
 
     def send(self, transfer_id: str, snapshot: str, to: str, ticket: str,
              base: str | None = None, codec: str = "auto", bwlimit: float = 0.0,
-             secret: str | None = None, encrypt: bool = False) -> SendSummary:
+             secret: str | None = None, encrypt: bool = False,
+             limit_group: str | None = None) -> SendSummary:
         """Streams ``snapshot`` (incremental from ``base``) to the receiver at ``to``; returns
         when the receiver acknowledged what it committed. ``secret`` is the transfer's secret
         the receiver was given; ``encrypt`` also encrypts the stream (it is always
-        authenticated)."""
+        authenticated). ``bwlimit`` (bytes per second) caps this send, or with
+        ``limit_group`` all the sends of that group running on this agent together."""
         confine(self._context.pool, snapshot, *([base] if base else []))
         key = _secret(secret)
-        with self._sends.track(transfer_id) as record:
+        with contextlib.ExitStack() as stack:
+            shared = (stack.enter_context(self.limits.share(limit_group, bwlimit))
+                      if limit_group and bwlimit > 0 else None)
+            record = stack.enter_context(self._sends.track(transfer_id))
             sender = Sender(self._source_for(snapshot, base), parse_address(to), ticket=ticket,
-                            transfer_id=transfer_id, codec=codec, bwlimit=bwlimit,
+                            transfer_id=transfer_id, codec=codec,
+                            bwlimit=0.0 if shared else bwlimit, shared_limit=shared,
                             progress=record, secret=key, encrypt=encrypt)
             return SendSummary.model_validate(sender.send().summary())
 

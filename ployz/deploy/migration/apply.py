@@ -72,7 +72,7 @@ from ployz.deploy.events import (
 from ployz.deploy.kinds import KINDS
 from ployz.deploy.migration.actual import Actual
 from ployz.deploy.migration.errors import PrecopyWontConverge
-from ployz.deploy.migration.estimate import costs_of, downtime_budget, next_round
+from ployz.deploy.migration.estimate import costs_of, downtime_budget, held_to, next_round
 from ployz.deploy.migration.plan import MigrationPlan, plan_migration
 from ployz.deploy.migration.record import (
     Evidence,
@@ -132,6 +132,7 @@ def migrate(
     max_downtime_s: float | None = None,
     expected: PlanFile | None = None,
     bwlimit: float = 0.0,
+    limit_group: str | None = None,
     emit: Emit = ignore,
 ) -> MigrationResult:
     """Moves ``ref`` to ``to_machine``; see the module docstring for the phases and errors.
@@ -139,7 +140,8 @@ def migrate(
     service's stop, start and readiness measured, plus a margin for the final send);
     ``expected``: a saved plan the move must still match (:class:`~.saved_plan.PlanOutdated`
     otherwise, before anything changes); ``bwlimit``: bytes per second all its sends share
-    (0: unlimited)."""
+    (0: unlimited), with the sends of other migrations of the same ``limit_group`` (a drain's,
+    whose sends all leave from the drained machine); by default its own."""
     if expected is not None:
         expected.check_placement(cp.get_service(ref.namespace, ref.service).machine)
     if not unfinished(cp, ref.namespace):
@@ -153,10 +155,11 @@ def migrate(
         settled = settle_unfinished(cp, agents, ref.namespace, KINDS, emit)
         result = _already_moved(settled, ref, to_machine)
         if result is None:
-            plan = _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s),
-                            expected)
+            plan = _checked(plan_migration(cp, agents, ref, to_machine, max_downtime_s,
+                                           bwlimit=bwlimit), expected)
             run = DeployRun(cp, agents, MIGRATION, _record(plan, keep_source), keeper, emit)
-            phases = _Phases(cp, plan, run, bwlimit, max_downtime_s)
+            phases = _Phases(cp, plan, run, bwlimit, max_downtime_s,
+                             limit_group or run.deploy_id)
             seq = run.execute(phases, started=Started(deploy_id=run.deploy_id,
                                                       plan=plan.to_json()))
             result = MigrationResult(run.deploy_id, seq, plan.source, plan.target,
@@ -217,8 +220,8 @@ class _Phases:
     """A migration's steps before its commit; each mutation is recorded first."""
 
     def __init__(self, cp: ControlPlane, plan: MigrationPlan,
-                 run: DeployRun[MigrationRecord], bwlimit: float = 0.0,
-                 max_downtime_s: float | None = None) -> None:
+                 run: DeployRun[MigrationRecord], bwlimit: float,
+                 max_downtime_s: float | None, limit_group: str) -> None:
         self.cp = cp
         self.plan = plan
         self.run = run
@@ -233,6 +236,9 @@ class _Phases:
         self.actual = Actual(plan.prediction.estimate.initial_bytes)
         """What this run measures of its estimate's figures."""
         self.bwlimit = bwlimit
+        self.limit_group = limit_group
+        """The source agent keeps the sends of this group to ``bwlimit`` together: a send
+        that ends leaves its share to the others at once."""
         """Bytes per second all of this run's sends share (0: unlimited)."""
         self.max_downtime_s = max_downtime_s
         """The operator's budget; None: the default, of the figures each verdict reads."""
@@ -272,7 +278,8 @@ class _Phases:
             delta = self.source.zfs.written([v.source_dataset for v in self.record.volumes])
             write_rate = delta / max(time.monotonic() - round_started, 1e-3)
             self.actual.wrote(write_rate)
-            link = self.cp.link_rate(self.plan.source, self.plan.target)
+            link = held_to(self.cp.link_rate(self.plan.source, self.plan.target),
+                           self.bwlimit)
             if link is None or link.bytes_per_s is None:
                 return  # only small sends so far: nothing left worth a round
             budget = downtime_budget(self.max_downtime_s, costs, link)
@@ -366,7 +373,7 @@ class _Phases:
             source, target, self.run.agents.key, transfer_id=transfer_id,
             snapshot=snapshot, base=base, target_dataset=volume.target_dataset, total=estimate,
             props={"quota": quota} if base is None and quota else None,
-            bwlimit=self.bwlimit / len(self.record.volumes),
+            bwlimit=self.bwlimit, limit_group=self.limit_group,
             on_progress=lambda p: self._emit(TransferProgress(
                 volume=volume.name, round=round_, kind=kind, bytes=p.bytes, total=p.total,
                 rate=p.rate, eta_s=p.eta_s)),

@@ -111,6 +111,13 @@ def downtime_budget(max_downtime_s: float | None, costs: CutoverCosts | None,
     return default_budget(costs, link) if max_downtime_s is None else max_downtime_s
 
 
+def held_to(link: LinkRate | None, bwlimit: float) -> LinkRate | None:
+    """``link`` as sends held to ``bwlimit`` bytes per second (0: none) find it."""
+    if link is None or not bwlimit or link.bytes_per_s is None or link.bytes_per_s <= bwlimit:
+        return link
+    return link.model_copy(update={"bytes_per_s": bwlimit})
+
+
 def send_seconds(link: LinkRate, size: float) -> float:
     assert link.bytes_per_s is not None
     return link.fixed_s + size / link.bytes_per_s

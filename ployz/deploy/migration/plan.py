@@ -28,7 +28,7 @@ from ployz.deploy.migration.errors import (
     TargetDatasetExists,
     TargetWithoutRoom,
 )
-from ployz.deploy.migration.estimate import Prediction, costs_of, predict
+from ployz.deploy.migration.estimate import Prediction, costs_of, held_to, predict
 from ployz.deploy.migration.link_probe import BackgroundProbe
 from ployz.deploy.migration.ref import ServiceRef
 from ployz.deploy.plan import DeployPlan, make_plan
@@ -115,13 +115,15 @@ class MigrationPlan:
 def plan_migration(
     cp: ControlPlane, agents: AgentLookup, ref: ServiceRef, to_machine: str,
     max_downtime_s: float | None = None, *, sample_writes: bool = True,
+    bwlimit: float = 0.0,
 ) -> MigrationPlan:
     """The plan of moving ``ref`` to ``to_machine``, with its estimate for a downtime budget of
     ``max_downtime_s`` (by default :func:`~.estimate.default_budget`); raises a typed refusal
     when it cannot be done (nothing is changed either way). The service's writes are sampled
     while a probe measures the link between the two agents (:mod:`.link_probe`); without
     ``sample_writes`` neither is (a plan made only for its refusals need not wait for them),
-    and the write rate is left unknown."""
+    and the write rate is left unknown. ``bwlimit``: the sends are held to it, so the link's
+    rate is taken as at most that."""
     machines = machine_map(cp)
     service, manifest = moved_manifest(cp, ref, to_machine, machines)
     deploy_plan = make_plan(manifest, cp)
@@ -145,8 +147,8 @@ def plan_migration(
     writes = write_rate(source, [v.source_dataset for v in volumes], sample_s)
     probed = probe.result() if probe is not None else None
     probe_rate = probed.bytes_per_s if probed is not None else None
-    link = link_now(cp.link_rate(service.machine, to_machine), service.machine, to_machine,
-                    probe_rate)
+    link = held_to(link_now(cp.link_rate(service.machine, to_machine), service.machine,
+                            to_machine, probe_rate), bwlimit)
     prediction = predict(sum(v.initial_send for v in volumes), writes, link, costs,
                          max_downtime_s, probe_rate)
     return MigrationPlan(ref, service.machine, to_machine, service.image, manifest, deploy_plan,

@@ -114,6 +114,7 @@ def send_snapshot(
     on_progress: ProgressHandler | None = None,
     props: SetProps | None = None,
     bwlimit: float = 0.0,
+    limit_group: str | None = None,
     on_interruption: Callable[[str, int | None], None] | None = None,
     stall_s: float = STALL_S,
 ) -> SnapshotSent:
@@ -124,7 +125,8 @@ def send_snapshot(
     100 % when it has; ``total`` (the caller's ``send_space`` estimate) stands in for the
     total while the source agent does not know it. A failing poll or handler never fails the
     send. ``props`` (the volume's quota) are set on the dataset a full send creates;
-    ``bwlimit`` caps the send's bytes per second (0: unlimited)."""
+    ``bwlimit`` caps the send's bytes per second (0: unlimited), or with ``limit_group``
+    those of all the group's sends on the source agent together."""
     toguid = guid_of(source, snapshot)
     fromguid = guid_of(source, base) if base else None
     secret = new_secret()
@@ -133,7 +135,7 @@ def send_snapshot(
 
     def send(agent: Agent, address: str) -> SendSummary:
         return agent.transfer.send(transfer_id, snapshot, address, ticket, base=base,
-                                   secret=secret, bwlimit=bwlimit)
+                                   secret=secret, bwlimit=bwlimit, limit_group=limit_group)
 
     address: str | None = None
     interruptions = 0

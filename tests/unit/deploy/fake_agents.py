@@ -291,10 +291,11 @@ class FakeTransfer(TransferApi):
 
     def send(self, transfer_id: str, snapshot: str, to: str, ticket: str,
              base: str | None = None, codec: str = "auto", bwlimit: float = 0.0,
-             secret: str | None = None, encrypt: bool = False) -> SendSummary:
+             secret: str | None = None, encrypt: bool = False,
+             limit_group: str | None = None) -> SendSummary:
         self.m.check("transfer.send")
         self.m.secrets[f"send {transfer_id}"] = secret
-        self.m.bwlimits.append(bwlimit)
+        self.m.bwlimits.append((bwlimit, limit_group))
         if self.m.cluster.send_barrier is not None:
             self.m.cluster.send_barrier.wait(timeout=10)
         if self.m.cluster.during_send is not None:

@@ -193,14 +193,17 @@ def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
     cluster = cluster_with_image()
     deploy(cp, FOUR_VOLUMES, cluster, holder="ops")
     events: list[dict[str, Any]] = []
-    migrate(cp, cluster, WEB, "machine-b", bwlimit=40e6, emit=recorded(events))
+    result = migrate(cp, cluster, WEB, "machine-b", bwlimit=40e6, emit=recorded(events))
     sends = sorted((e["kind"], e["volume"]) for e in events
                    if e["event"] == "transfer" and e["state"] == "done")
     assert sends == sorted((kind, f"v{i}") for kind in ("full", "final") for i in range(1, 5))
     state = cp.namespace("shop")
     assert {v.owner for v in state.volumes.values()} == {"machine-b"}
     assert set(state.transfers) == {"v1", "v2", "v3", "v4"}
-    assert cluster.machines["machine-a"].bwlimits == [10e6] * 8  # a quarter each, 2 rounds
+    # each send of the two rounds under the whole limit, all in the run's one group
+    limits = cluster.machines["machine-a"].bwlimits
+    assert len(limits) == 8 and {limit for limit, _group in limits} == {40e6}
+    assert {group for _limit, group in limits} == {result.deploy_id}
     link = cp.link_rate("machine-a", "machine-b")
     assert link is not None and link.sends == 2  # each round measured once, all its volumes
 
@@ -250,3 +253,11 @@ def test_a_plan_whose_probe_fails_estimates_from_the_history(
     # the probe's receiver was let go of, and the migration moved the service
     assert "machine-b transfer.receive_cancel" in agents.calls
     assert cp.namespace("shop").routes["web"].machine == "machine-b"
+
+
+def test_under_a_bandwidth_limit_the_link_is_taken_at_most_at_the_limit(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    cp.record_send("machine-a", "machine-b", 100 * MIB, 10.0)  # about 10 MiB/s
+    events: list[dict[str, Any]] = []
+    migrate(cp, agents, WEB, "machine-b", bwlimit=2e6, emit=recorded(events))
+    assert events[-1]["estimate"]["link_bytes_per_s"] == 2e6
