@@ -76,9 +76,12 @@ def ours(cluster: Cluster, namespace: str, *options: str) -> dict[str, Any]:
     rounds = [{k: e[k] for k in ("kind", "bytes", "wire_bytes", "seconds", "codec")}
               for e in events if e["event"] == "transfer" and e["state"] == "done"]
     done = events[-1]
+    # what the estimate was made from (the probe of the link and the share sends carry of it,
+    # the costs' dates), as the plan in the run's first event says
+    plan = next(e["plan"] for e in events if e["event"] == "start")
     return {"cutover_s": done["cutover_s"], "seconds": done["seconds"], "rounds": rounds,
             "routes": done["routes"], "estimate": done["estimate"], "actual": done["actual"],
-            "phases_s": run.phases_s}
+            "basis": plan["estimate"]["basis"], "phases_s": run.phases_s}
 
 
 def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:
