@@ -214,7 +214,7 @@ class SharedLimits:
                     self._limits[key] = (limit, users - 1)
 
     def groups(self) -> list[str]:
-        """The groups with a send running (for tests of the forgetting)."""
+        """The groups with a send running now."""
         with self._lock:
             return sorted({group for group, _rate in self._limits})
 
