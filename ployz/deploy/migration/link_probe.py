@@ -75,6 +75,9 @@ def probe_link(source: Agent, target: Agent, key: Ed25519PrivateKey,
     except (AgentError, TransferError) as exc:
         raise ProbeFailed(f"{type(exc).__name__}: {exc}") from exc
     if state.state != "committed" or state.result is None:
+        if state.state == "running":  # a receiver left waiting would hold its port 10 min
+            with contextlib.suppress(AgentError):
+                target.transfer.receive_cancel(transfer_id)
         raise ProbeFailed(f"the probe receiver {state.state}: {state.error}")
     if state.result.bytes != sent.bytes or not sent.seconds > 0:
         raise ProbeFailed(f"the receiver took {state.result.bytes} bytes of the {sent.bytes} "

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ployz.agent.api import ReceiveState
 from ployz.control import ControlPlane
 from ployz.control.models import CutoverCosts, LinkRate
 from ployz.deploy.apply import deploy
@@ -22,6 +23,7 @@ from ployz.deploy.migration.estimate import (
     next_round,
     predict,
 )
+from ployz.deploy.migration.link_probe import ProbeFailed, probe_link
 from tests.unit.deploy.fake_agents import FakeCluster
 from tests.unit.deploy.test_deploy_run import recorded
 from tests.unit.migration.conftest import MACHINES, WEB
@@ -261,3 +263,13 @@ def test_under_a_bandwidth_limit_the_link_is_taken_at_most_at_the_limit(
     events: list[dict[str, Any]] = []
     migrate(cp, agents, WEB, "machine-b", bwlimit=2e6, emit=recorded(events))
     assert events[-1]["estimate"]["link_bytes_per_s"] == 2e6
+
+
+def test_a_probe_whose_receiver_does_not_end_fails_and_lets_the_receiver_go(
+        agents: FakeCluster) -> None:
+    source, target = agents.agent_of("machine-a"), agents.agent_of("machine-b")
+    target.transfer.receive_wait = (  # type: ignore[method-assign]
+        lambda transfer_id, timeout_s=30.0: ReceiveState(state="running"))
+    with pytest.raises(ProbeFailed, match="receiver running"):
+        probe_link(source, target, agents.key, 1.0)
+    assert agents.calls[-1] == "machine-b transfer.receive_cancel"
