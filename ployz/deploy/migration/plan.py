@@ -123,7 +123,7 @@ def plan_migration(
     while a probe measures the link between the two agents (:mod:`.link_probe`); without
     ``sample_writes`` neither is (a plan made only for its refusals need not wait for them),
     and the write rate is left unknown. ``bwlimit``: the sends are held to it, so the link's
-    rate is taken as at most that."""
+    rate is taken as at most that, and the link is not probed."""
     machines = machine_map(cp)
     service, manifest = moved_manifest(cp, ref, to_machine, machines)
     deploy_plan = make_plan(manifest, cp)
@@ -142,8 +142,10 @@ def plan_migration(
     room = TargetRoom(to_machine, pool, capacity.free if capacity else 0, needed, ROOM_MARGIN)
     costs = costs_of(cp, ref.namespace, ref.service)
     sample_s = agents.write_sample_s if sample_writes else 0.0
+    # under a bandwidth limit the sends' rate is at most the limit, and a probe at the link's
+    # full rate would break the limit the operator set for this migration or drain
     probe = (BackgroundProbe(source, target, agents.key, sample_s)
-             if sample_s > 0 and volumes else None)
+             if sample_s > 0 and volumes and not bwlimit else None)
     writes = write_rate(source, [v.source_dataset for v in volumes], sample_s)
     probed = probe.result() if probe is not None else None
     probe_rate = probed.bytes_per_s if probed is not None else None

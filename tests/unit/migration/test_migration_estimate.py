@@ -260,9 +260,12 @@ def test_a_plan_whose_probe_fails_estimates_from_the_history(
 def test_under_a_bandwidth_limit_the_link_is_taken_at_most_at_the_limit(
         cp: ControlPlane, agents: FakeCluster) -> None:
     cp.record_send("machine-a", "machine-b", 100 * MIB, 10.0)  # about 10 MiB/s
+    agents.write_sample_s = 0.01
     events: list[dict[str, Any]] = []
     migrate(cp, agents, WEB, "machine-b", bwlimit=2e6, emit=recorded(events))
     assert events[-1]["estimate"]["link_bytes_per_s"] == 2e6
+    # nor is the link probed at its full rate, over the limit the operator set
+    assert not [call for call in agents.calls if "probe" in call]
 
 
 def test_a_probe_whose_receiver_does_not_end_fails_and_lets_the_receiver_go(
