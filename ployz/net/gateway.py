@@ -118,12 +118,18 @@ class Gateway:
         return entries
 
     def _command(self, command: str) -> str:
-        """One command on a connection of its own (HAProxy answers, then closes it)."""
+        """One command on a connection of its own (HAProxy answers, then closes it). A
+        connection reset on the way is the gateway's failure like a refused connect: an HAProxy
+        starting or stopping accepts on its socket and drops what it accepted."""
         with self._connection() as conn:
-            conn.sendall(command.encode() + b"\n")
             chunks = []
-            while chunk := conn.recv(65536):
-                chunks.append(chunk)
+            try:
+                conn.sendall(command.encode() + b"\n")
+                while chunk := conn.recv(65536):
+                    chunks.append(chunk)
+            except OSError as exc:
+                raise GatewayError(f"the gateway's runtime API at {self.socket_path} dropped "
+                                   f"`{command}` ({exc.strerror or exc})") from exc
         reply = b"".join(chunks).decode(errors="replace")
         first = reply.strip().splitlines()[0] if reply.strip() else ""
         if first.lower().startswith(("unknown", "missing", "error", "'")) or "not found" in first:

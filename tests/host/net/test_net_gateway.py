@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import os
 import shutil
 import socket
 import subprocess
@@ -128,3 +129,26 @@ def test_a_gateway_that_is_not_running_is_a_typed_error(tmp_path: Path):
     with pytest.raises(GatewayError) as failed:
         gateway.apply({"one.example": "10.212.0.5:80"})
     assert "is HAProxy (ployz-gateway) running?" in str(failed.value)
+
+
+def test_a_gateway_that_drops_the_connection_is_a_gateway_error(tmp_path: Path) -> None:
+    """An HAProxy starting or stopping accepts on its socket and drops what it accepted: that
+    is the gateway not answering (the agent retries it), not an unexpected crash."""
+    path = tmp_path / "runtime.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(os.fspath(path))
+    server.listen()
+
+    def drop() -> None:
+        conn, _ = server.accept()
+        time.sleep(0.2)  # the command arrives unread: closing now resets the connection
+        conn.close()
+
+    thread = threading.Thread(target=drop, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(GatewayError, match="dropped `show map"):
+            Gateway(path, tmp_path / "hosts.map").entries()
+    finally:
+        thread.join(5)
+        server.close()
