@@ -35,7 +35,14 @@ from typing import Any
 
 from bench.datapath.suite import env_list, exit_on_sigterm
 from bench.migration.stop_first import migrate_stop_first
-from bench.migration.workload import deploy, manifest, ployzctl, ployzctl_timed, volume_names
+from bench.migration.workload import (
+    Timed,
+    deploy,
+    manifest,
+    ployzctl,
+    ployzctl_timed,
+    volume_names,
+)
 from bench.rounds import rotated
 from ployz.agent.remote import RemoteAgent
 from ployz.control import open_control_plane
@@ -81,7 +88,20 @@ def ours(cluster: Cluster, namespace: str, *options: str) -> dict[str, Any]:
     plan = next(e["plan"] for e in events if e["event"] == "start")
     return {"cutover_s": done["cutover_s"], "seconds": done["seconds"], "rounds": rounds,
             "routes": done["routes"], "estimate": done["estimate"], "actual": done["actual"],
-            "basis": plan["estimate"]["basis"], "phases_s": run.phases_s}
+            "basis": plan["estimate"]["basis"], "phases_s": run.phases_s,
+            "final_sends_s": final_sends(run)}
+
+
+def final_sends(run: Timed) -> dict[str, float]:
+    """Where the final-send phase's time goes, from the phase's start: when the first of its
+    sends started and the last ended (the bytes on the wire between), and when the start
+    phase began (the record written between)."""
+    began = run.phases_s["final-send"]
+    at = [(t, e["state"]) for t, e in zip(run.at_s, run.events, strict=True)
+          if e["event"] == "transfer" and e.get("kind") == "final"]
+    return {"first_started": round(min(t for t, state in at if state == "started") - began, 3),
+            "last_done": round(max(t for t, state in at if state == "done") - began, 3),
+            "start": round(run.phases_s["start"] - began, 3)}
 
 
 def stop_first(cluster: Cluster, namespace: str, mib: int) -> dict[str, Any]:

@@ -102,6 +102,8 @@ class Timed:
     for a single migration (under ``""``)."""
 
     events: list[dict[str, Any]]
+    at_s: list[float]
+    """When each event was read, in seconds from the command's start."""
     moves_s: dict[str, dict[str, float]]
     stderr: str
     returncode: int
@@ -117,6 +119,7 @@ def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
     cleanup) shows only in when its phases began."""
     started = time.monotonic()
     events: list[dict[str, Any]] = []
+    at_s: list[float] = []
     moves: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryFile("w+") as errors, subprocess.Popen(
             [sys.executable, "-m", "ployzctl", *args], stdout=subprocess.PIPE, stderr=errors,
@@ -126,13 +129,14 @@ def ployzctl_timed(cluster: Cluster, *args: str) -> Timed:
         for line in command.stdout:
             event = json.loads(line)
             events.append(event)
+            at_s.append(round(time.monotonic() - started, 3))
             kind = event.get("event")
             if kind in ("drain", "phase", "done"):
                 moves.setdefault(event.get("service", ""), {}).setdefault(
-                    event.get("phase", kind), round(time.monotonic() - started, 3))
+                    event.get("phase", kind), at_s[-1])
         returncode = command.wait()
         errors.seek(0)
-        return Timed(events, moves, errors.read(), returncode)
+        return Timed(events, at_s, moves, errors.read(), returncode)
 
 
 def deploy(cluster: Cluster, namespace: str, mib: int, work: Path, volumes: int = 1) -> None:

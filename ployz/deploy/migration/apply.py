@@ -188,6 +188,7 @@ def _record_actual(cp: ControlPlane, ref: ServiceRef, result: MigrationResult,
     record; and the costs the next estimates start from."""
     assert result.seconds is not None
     result.actual = phases.actual.measured(result.seconds, phases.cutover).to_json()
+    phases.record_final_send()
     cp.record_cutover(phases.actual.costs(ref, result.seconds, phases.cutover))
     run.record.estimate, run.record.actual = result.estimate, result.actual
     run.save()
@@ -236,13 +237,15 @@ class _Phases:
         self.actual = Actual(plan.prediction.estimate.initial_bytes)
         """What this run measures of its estimate's figures."""
         self.bwlimit = bwlimit
+        """Bytes per second all of this run's sends share (0: unlimited)."""
         self.limit_group = limit_group
         """The source agent keeps the sends of this group to ``bwlimit`` together: a send
         that ends leaves its share to the others at once."""
-        """Bytes per second all of this run's sends share (0: unlimited)."""
         self.max_downtime_s = max_downtime_s
         """The operator's budget; None: the default, of the figures each verdict reads."""
         self._shared = threading.Lock()
+        self.final_sent: tuple[int, float] | None = None
+        """The final send's bytes and seconds, recorded once the service answers again."""
         self.quotas = {name: v.quota for name, v in cp.namespace(plan.ref.namespace)
                        .volumes.items()}
         """Set on each target dataset by its full receive, as a deploy sets them at creation."""
@@ -298,6 +301,8 @@ class _Phases:
         returns when the snapshots were taken (what the next delta was written since)."""
         snapshots = [f"{v.source_dataset}@{snapshot_name(self.plan.digest, v.name, round_)}"
                      for v in self.record.volumes]
+        self._note_round(snapshots, round_)
+        self.run.save()
         self._snapshot(snapshots)
         taken = time.monotonic()
         self._send_all(snapshots, "full" if round_ == 1 else "incremental", round_)
@@ -308,16 +313,26 @@ class _Phases:
         own, sharing the bandwidth limit); returns once every send ended, raising the first
         failure then (a rollback must not race a send still running). The round is measured
         as one send of all its bytes in its wall time: concurrent sends share the link, so each
-        alone would measure a fraction of it."""
+        alone would measure a fraction of it. A pre-copy round's measurement is recorded at
+        once (the next round's verdict reads it); the final send's waits for
+        :meth:`record_final_send`, outside the window."""
         started = time.monotonic()
         sends = self._send_each(snapshots, kind, round_)
         seconds = time.monotonic() - started
         size = sum(sent.received.bytes for sent in sends)
         if sends:
             self.actual.sent(kind, size, seconds)
-            self.cp.record_send(self.plan.source, self.plan.target, size, seconds,
-                                self._probe_for(kind))
+            if kind == "final":
+                self.final_sent = (size, seconds)
+            else:
+                self.cp.record_send(self.plan.source, self.plan.target, size, seconds,
+                                    self._probe_for(kind))
         return sends
+
+    def record_final_send(self) -> None:
+        """Folds the final send into the link's model, once the service answers again."""
+        if self.final_sent is not None:
+            self.cp.record_send(self.plan.source, self.plan.target, *self.final_sent)
 
     def _probe_for(self, kind: str) -> float | None:
         """The plan's probe of the link, beside the full send that followed it: what the
@@ -347,24 +362,34 @@ class _Phases:
             wait(futures)
         return [future.result() for future in futures]
 
-    def _snapshot(self, snapshots: list[str]) -> None:
-        """Takes ``snapshots`` (one of each volume) at once and holds them, recorded first."""
+    def _note_round(self, snapshots: list[str], round_: int) -> None:
+        """Notes in the record (saved by the caller, once for the whole round, before anything
+        of it happens) the round's snapshots, one of each volume, and its transfers: what a
+        rollback releases, destroys and cancels. Each is checked for before it is undone, so
+        one noted and never made costs nothing."""
         for v, snapshot in zip(self.record.volumes, snapshots, strict=True):
             v.snapshots.append(snapshot)
             v.held.append(snapshot)
-        self.run.save()
+            self.record.transfers.append(self._transfer_id(v, round_))
+
+    def _transfer_id(self, volume: VolumeRecord, round_: int) -> str:
+        return f"{self.run.deploy_id}-{volume.name}-{round_}"
+
+    def _snapshot(self, snapshots: list[str]) -> None:
+        """Takes ``snapshots`` (one of each volume, noted in the record) at once and holds
+        them."""
         self.source.zfs.snapshot(snapshots)
         self.source.zfs.hold(dict.fromkeys(snapshots, self.record.hold_tag))
 
     def _send(self, source: Agent, target: Agent, volume: VolumeRecord, snapshot: str,
               kind: str, round_: int) -> SnapshotSent:
         """One volume's send; the record, the events and the measurements are shared with the
-        other volumes' sends, which may run at the same time (under ``self._shared``)."""
+        other volumes' sends, which may run at the same time (under ``self._shared``). What it
+        changes in the record (the snapshot sent, the base released) is saved with the next
+        save: a rollback needs neither (it releases only holds still there), and a save per
+        send of four volumes is four control-plane writes in a row inside the window."""
         base = volume.sent[-1] if volume.sent else None
-        transfer_id = f"{self.run.deploy_id}-{volume.name}-{round_}"
-        with self._shared:
-            self.record.transfers.append(transfer_id)
-            self.run.save()
+        transfer_id = self._transfer_id(volume, round_)
         estimate = source.zfs.send_space(snapshot, base)
         self._emit(TransferStarted(volume=volume.name, round=round_, kind=kind,
                                    snapshot=snapshot, estimate=estimate))
@@ -387,7 +412,6 @@ class _Phases:
             volume.sent.append(snapshot)
             if base is not None:
                 volume.held.remove(base)
-            self.run.save()
         self._emit(TransferDone(volume=volume.name, round=round_, kind=kind,
                                 bytes=received.bytes, wire_bytes=received.wire_bytes,
                                 seconds=received.seconds, resumes=received.resumes,
@@ -399,22 +423,31 @@ class _Phases:
             self.run.emit(event)
 
     def _fence(self) -> None:
-        self.run.step("fence")
+        """Stops the service's writers and snapshots its volumes. What it stops, the final
+        snapshots and their transfers are recorded in one save with the step (each save is a
+        control-plane write inside the window)."""
         started = time.monotonic()
         running = [c.name for c in other_deploys(self.source, self.plan.ref.namespace,
                                                  self.plan.ref.service, self.run.deploy_id)
                    if c.state == "running"]
         self.record.stopped = running
-        self.run.save()
+        snapshots = [f"{v.source_dataset}@{snapshot_name(self.plan.digest, v.name)}"
+                     for v in self.record.volumes]
+        self._note_round(snapshots, self._final_round())
+        self.run.step("fence")
         for name in running:
             self.source.containers.stop(name)
             self.run.emit(step(f"stopped {name} on {self.plan.source}"))
         self.cutover["stop"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
-        if self.record.volumes:
-            self._snapshot([f"{v.source_dataset}@{snapshot_name(self.plan.digest, v.name)}"
-                            for v in self.record.volumes])
+        if snapshots:
+            self._snapshot(snapshots)
         self.cutover["final_snapshot"] = round(time.monotonic() - started, 3)
+
+    def _final_round(self) -> int:
+        """The final send's round: the one after pre-copy's (its snapshots are the last)."""
+        volumes = self.record.volumes
+        return len(volumes[0].snapshots) + 1 if volumes else 0
 
     def _final_send(self) -> None:
         self.run.step("final-send")
@@ -427,7 +460,8 @@ class _Phases:
             volume.evidence = Evidence(committed=sent.received.committed,
                                        source_guid=sent.toguid, base_guid=sent.fromguid,
                                        acknowledged_at=utcnow().isoformat())
-        self.run.save()
+        # Saved with the start's step: the commit takes the evidence from this run, and a
+        # rollback does not read it.
         self.cutover["final_send"] = round(time.monotonic() - started, 3)
 
     # --- start on the target, the commit's changes -------------------------------------------

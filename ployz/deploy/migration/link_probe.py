@@ -55,7 +55,7 @@ class LinkProbe:
         return self.bytes / self.seconds
 
 
-def probe_link(source: Agent, target: Agent, key: Ed25519PrivateKey,
+def probe_between(source: Agent, target: Agent, key: Ed25519PrivateKey,
                seconds: float = PROBE_S) -> LinkProbe:
     """One probe from ``source`` to ``target``, authorised as any transfer is (a ticket signed
     with the operator key, a fresh secret given to both agents); raises :class:`ProbeFailed`."""
@@ -100,7 +100,7 @@ class BackgroundProbe:
     def _run(self, key: Ed25519PrivateKey, seconds: float) -> None:
         source, target = self._agents
         try:
-            self._outcome = probe_link(source, target, key, seconds)
+            self._outcome = probe_between(source, target, key, seconds)
         except ProbeFailed as exc:
             log.warning("no probe of the link: %s; the estimate uses the link's history", exc)
         finally:

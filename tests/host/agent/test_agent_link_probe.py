@@ -17,7 +17,7 @@ from ployz.agent.context import AgentContext
 from ployz.agent.errors import RemoteError
 from ployz.agent.methods.transfers import TransferMethods
 from ployz.agent.remote import RemoteAgent
-from ployz.deploy.migration.link_probe import BackgroundProbe, ProbeFailed, probe_link
+from ployz.deploy.migration.link_probe import BackgroundProbe, ProbeFailed, probe_between
 from ployz.transfer.errors import Refused
 from ployz.transfer.files import FileSink, FileSource
 from ployz.transfer.probe import MAX_PROBE_S
@@ -48,7 +48,7 @@ def test_a_probe_between_two_agents_measures_the_link_and_keeps_nothing(
     target_process = start_agent("--pool", "tank")
     target = RemoteAgent(target_process.client())
 
-    probe = probe_link(source, target, operator_key, seconds=1.0)
+    probe = probe_between(source, target, operator_key, seconds=1.0)
 
     # it sent for its second (the handshake and the acknowledgement come on top)
     assert probe.seconds >= 1.0
@@ -67,7 +67,7 @@ def test_a_probe_the_receiver_does_not_trust_fails_as_no_probe(
     stranger = Ed25519PrivateKey.generate()
 
     with pytest.raises(ProbeFailed, match="not signed by any trusted key"):
-        probe_link(source, target, stranger, seconds=1.0)
+        probe_between(source, target, stranger, seconds=1.0)
     # and taken beside a plan's write sample, the plan goes on without it
     assert BackgroundProbe(source, target, stranger, 1.0).result() is None
 

@@ -14,6 +14,7 @@ from ployz.agent.api import ReceiveState
 from ployz.control import ControlPlane
 from ployz.control.models import CutoverCosts, LinkRate
 from ployz.deploy.apply import deploy
+from ployz.deploy.events import Event
 from ployz.deploy.manifest import parse_manifest
 from ployz.deploy.migration.apply import migrate
 from ployz.deploy.migration.errors import MigrationAborted
@@ -23,9 +24,9 @@ from ployz.deploy.migration.estimate import (
     next_round,
     predict,
 )
-from ployz.deploy.migration.link_probe import ProbeFailed, probe_link
+from ployz.deploy.migration.link_probe import ProbeFailed, probe_between
 from tests.unit.deploy.fake_agents import FakeCluster
-from tests.unit.deploy.test_deploy_run import recorded
+from tests.unit.deploy.test_deploy_run import manifest, recorded
 from tests.unit.migration.conftest import MACHINES, WEB
 from tests.unit.migration.test_migration_run import on_source
 
@@ -210,6 +211,38 @@ def test_every_volume_moves_in_each_round_at_once_sharing_the_bandwidth_limit(
     assert link is not None and link.sends == 2  # each round measured once, all its volumes
 
 
+@pytest.mark.parametrize("volumes", [1, 4])
+def test_the_window_writes_to_the_control_plane_the_same_whatever_the_volumes(
+        cp: ControlPlane, volumes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the fence to the start, the record is written with each step only: a write per
+    send (its transfer id, its snapshot sent) is a control-plane write in a row inside the
+    window, four with four volumes."""
+    cluster = cluster_with_image()
+    deploy(cp, FOUR_VOLUMES if volumes == 4 else manifest("1"), cluster, holder="ops")
+    phase = [""]
+    writes: dict[str, int] = {}
+
+    def counted(write: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            writes[phase[0]] = writes.get(phase[0], 0) + 1
+            return write(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(cp, "update_deploy", counted(cp.update_deploy))
+    monkeypatch.setattr(cp, "record_send", counted(cp.record_send))
+
+    def emit(event: Event) -> None:
+        data = event.to_json()
+        if data["event"] == "phase":
+            phase[0] = data["phase"]
+
+    migrate(cp, cluster, WEB, "machine-b", emit=emit)
+    # the fence's step saves what it stops and snapshots; then only the steps of the final
+    # send and of the start (each saved before its event is told)
+    assert (writes.get("fence"), writes.get("final-send")) == (1, 1)
+    assert cp.link_rate("machine-a", "machine-b").sends == 2  # type: ignore[union-attr]
+
+
 def test_a_service_without_volumes_moves_with_nothing_to_send(cp: ControlPlane) -> None:
     cluster = cluster_with_image()
     stateless = parse_manifest(textwrap.dedent("""
@@ -274,5 +307,5 @@ def test_a_probe_whose_receiver_does_not_end_fails_and_lets_the_receiver_go(
     target.transfer.receive_wait = (  # type: ignore[method-assign]
         lambda transfer_id, timeout_s=30.0: ReceiveState(state="running"))
     with pytest.raises(ProbeFailed, match="receiver running"):
-        probe_link(source, target, agents.key, 1.0)
+        probe_between(source, target, agents.key, 1.0)
     assert agents.calls[-1] == "machine-b transfer.receive_cancel"
