@@ -757,7 +757,11 @@ class ControlPlane:
         failed-after-commit (cleanup failed), failed-after-commit -> committed (a re-run finished
         the cleanup). ``committed`` is otherwise set only by :meth:`commit`; ``failed`` is final.
         """
-        self.get_deploy(deploy_id)  # settles a pending commit first, so the status is current
+        if status is not None:
+            # A pending commit settled first, so the status moved from is current. A phase or
+            # detail alone needs no settling (the CAS below keeps the settle's status): each
+            # save of a run skips two reads, which a migration's window makes several of.
+            self.get_deploy(deploy_id)
 
         def move(current: Deploy | None) -> Deploy:
             if current is None:

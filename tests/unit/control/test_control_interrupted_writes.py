@@ -78,6 +78,25 @@ def test_commit_durable_but_not_archived_is_rolled_forward(store: FaultyStore) -
     assert (after.status, after.commit_seq) == ("committed", 2)
 
 
+def test_a_detail_written_while_the_commit_is_unarchived_keeps_its_roll_forward(
+        store: FaultyStore) -> None:
+    """A run's save of its record (no status) does not settle the pending commit first; the
+    commit still rolls forward and the detail stays."""
+    cp, token = seeded(store)
+    deploy = cp.begin_deploy("shop", "migrate")
+    store.kill_before_create_of = "commits"
+    with pytest.raises(WriterKilled):
+        cp.commit(
+            "shop", token, [SetPlacement(service="web", machine="machine-b")], deploy_id=deploy.id
+        )
+
+    reader = ControlPlane(store)
+    reader.update_deploy(deploy.id, phase="cleanup", detail={"step": "cleanup"})
+    after = reader.get_deploy(deploy.id)
+    assert (after.status, after.commit_seq, after.phase) == ("committed", 2, "cleanup")
+    assert after.detail == {"step": "cleanup"}
+
+
 def test_next_commit_archives_the_unarchived_one_first(store: FaultyStore) -> None:
     cp, token = seeded(store)
     store.kill_before_create_of = "commits"
