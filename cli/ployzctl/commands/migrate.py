@@ -148,12 +148,13 @@ def _print_estimate(prediction: Prediction) -> None:
     def size(value: float | None) -> str:
         return "unknown" if value is None else format_size(int(value))
 
-    def seconds(value: float | None) -> str:
-        return "unknown" if value is None else f"{value:.1f} s"
-
+    if e.seconds is None or e.window_seconds is None:
+        took = ("its time and downtime unknown until a migration in this cluster measured a "
+                "service's stop, start and readiness")
+    else:
+        took = f"about {e.seconds:.1f} s in all, of which {e.window_seconds:.1f} s of downtime"
     print(f"expected: {size(e.initial_bytes)} first, then a final send of "
-          f"{size(e.final_bytes)}; about {seconds(e.seconds)} in all, of which "
-          f"{seconds(e.window_seconds)} of downtime (budget {prediction.budget_s:g} s)")
+          f"{size(e.final_bytes)}; {took} (budget {prediction.budget_s:g} s)")
     print(f"  from: the service writing {size(e.write_bytes_per_s)}/s, the link carrying "
           f"{size(e.link_bytes_per_s)}/s (link {prediction.basis['link']}, cutover costs "
           f"{prediction.basis['cutover_costs']})")

@@ -185,11 +185,12 @@ def predict(initial_bytes: int, write_bytes_per_s: float | None, link: LinkRate 
         rounds += 1
     stop, start = stop_and_start(costs)
     final = delta + write_bytes_per_s * stop
-    window = stop + send_seconds(link, final) + start
-    overhead = costs.overhead_s if costs is not None else None
-    seconds = None if overhead is None else elapsed + window + overhead
+    # Without a migration's measured stop, start and readiness the window is unknown, not
+    # the final send alone: a first migration's preview must not promise no downtime.
+    window = None if costs is None else stop + send_seconds(link, final) + start
+    seconds = None if costs is None or window is None else elapsed + window + costs.overhead_s
     return Prediction(
-        Estimate(initial_bytes, round(final), _round(seconds), round(window, 3), rate,
+        Estimate(initial_bytes, round(final), _round(seconds), _round(window), rate,
                  write_bytes_per_s),
         rounds + 1, verdict == "fence", budget, basis, probe_bytes_per_s)
 
@@ -202,7 +203,9 @@ def _link_basis(link: LinkRate | None, probe_bytes_per_s: float | None) -> str:
     if probe_bytes_per_s is None:
         return _when(link)
     probed = f"probed now at {probe_bytes_per_s / 1e6:.1f} MB/s"
-    if link is None or link.probe_ratio is None:
+    if link is None or link.fit.weight == 0:  # the probe alone (link_now): nothing folded
+        return f"{probed}; no send measured yet"
+    if link.probe_ratio is None:
         return f"{probed}; sends {_when(link)}"
     return (f"{probed}, of which sends carry {link.probe_ratio:.2f} "
             f"({_when(link)})")

@@ -25,6 +25,7 @@ from ployz.deploy.migration.estimate import (
     predict,
 )
 from ployz.deploy.migration.link_probe import ProbeFailed, probe_between
+from ployz.deploy.migration.plan import plan_migration
 from tests.unit.deploy.fake_agents import FakeCluster
 from tests.unit.deploy.test_deploy_run import manifest, recorded
 from tests.unit.migration.conftest import MACHINES, WEB
@@ -88,8 +89,10 @@ def test_what_is_not_measured_yet_is_unknown_never_guessed() -> None:
     unknown = predict(100 * MIB, 1 * MIB, None, None).estimate
     assert (unknown.seconds, unknown.window_seconds, unknown.final_bytes) == (None, None, None)
     assert unknown.initial_bytes == 100 * MIB
+    # no migration measured a stop and a start yet: the final send alone is no window
     no_costs = predict(100 * MIB, 1 * MIB, LINK, None).estimate
-    assert no_costs.window_seconds is not None and no_costs.seconds is None
+    assert (no_costs.window_seconds, no_costs.seconds) == (None, None)
+    assert no_costs.final_bytes is not None
     assert default_budget(None) == DEFAULT_BUDGET_SLACK_S
     assert default_budget(COSTS) == 2.0 + DEFAULT_BUDGET_SLACK_S
 
@@ -274,6 +277,19 @@ def test_the_estimate_takes_the_link_as_probed_now_scaled_by_its_history(
     assert estimate["link_bytes_per_s"] == pytest.approx(50e6 * ratio)
     assert [c for c in agents.calls if "probe" in c] == [
         "machine-b transfer.probe_receive", "machine-a transfer.probe_send"]
+
+
+def test_a_first_migrations_plan_says_the_probe_alone_and_no_window(
+        cp: ControlPlane, agents: FakeCluster) -> None:
+    """No send and no cutover measured yet: the link is the probe's, said as such, and the
+    window and the whole time are unknown rather than the final send alone."""
+    agents.write_sample_s = 0.01
+    plan = plan_migration(cp, agents, WEB, "machine-b")
+    estimate, basis = plan.prediction.estimate, plan.prediction.basis
+    assert basis["link"].endswith("; no send measured yet"), basis
+    assert basis["cutover_costs"] == "not measured yet"
+    assert estimate.link_bytes_per_s == plan.prediction.probe_bytes_per_s
+    assert (estimate.window_seconds, estimate.seconds) == (None, None)
 
 
 def test_a_plan_whose_probe_fails_estimates_from_the_history(
