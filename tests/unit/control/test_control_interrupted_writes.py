@@ -13,6 +13,7 @@ import pytest
 
 from ployz.control import (
     ControlPlane,
+    Deploy,
     Machine,
     PutService,
     Service,
@@ -62,7 +63,9 @@ def seeded(store: FaultyStore) -> tuple[ControlPlane, int]:
     return cp, token
 
 
-def test_commit_durable_but_not_archived_is_rolled_forward(store: FaultyStore) -> None:
+def killed_after_commit(store: FaultyStore) -> Deploy:
+    """A migrate deploy whose commit moving shop/web to machine-b became durable, its writer
+    killed before archiving it."""
     cp, token = seeded(store)
     deploy = cp.begin_deploy("shop", "migrate")
     store.kill_before_create_of = "commits"
@@ -70,7 +73,11 @@ def test_commit_durable_but_not_archived_is_rolled_forward(store: FaultyStore) -
         cp.commit(
             "shop", token, [SetPlacement(service="web", machine="machine-b")], deploy_id=deploy.id
         )
+    return deploy
 
+
+def test_commit_durable_but_not_archived_is_rolled_forward(store: FaultyStore) -> None:
+    deploy = killed_after_commit(store)
     reader = ControlPlane(store)
     assert reader.get_service("shop", "web").machine == "machine-b"
     assert [c.seq for c in reader.list_commits("shop")] == [1, 2]
@@ -82,14 +89,7 @@ def test_a_detail_written_while_the_commit_is_unarchived_keeps_its_roll_forward(
         store: FaultyStore) -> None:
     """A run's save of its record (no status) does not settle the pending commit first; the
     commit still rolls forward and the detail stays."""
-    cp, token = seeded(store)
-    deploy = cp.begin_deploy("shop", "migrate")
-    store.kill_before_create_of = "commits"
-    with pytest.raises(WriterKilled):
-        cp.commit(
-            "shop", token, [SetPlacement(service="web", machine="machine-b")], deploy_id=deploy.id
-        )
-
+    deploy = killed_after_commit(store)
     reader = ControlPlane(store)
     reader.update_deploy(deploy.id, phase="cleanup", detail={"step": "cleanup"})
     after = reader.get_deploy(deploy.id)
